@@ -1,0 +1,239 @@
+"""Typed, closed configuration: unknown keys are rejected, values validated when loaded.
+
+``ModelConfig`` is saved inside every model bundle, so ``predict`` needs nothing but the bundle.
+``PredictConfig`` mirrors ``configs/predict.yaml`` and the ``firemap predict`` options 1:1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from firemap.bands import CANONICAL_BANDS
+from firemap.errors import ConfigError
+
+
+class Closed(BaseModel):
+    """Base for config models: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClassInfo(Closed):
+    """One output class.
+
+    Attributes:
+        name: class name (``fire``, ``smoke``, ``burn_scar``).
+        id: value in the class raster (1..254; 0 is background, 255 nodata).
+        color: RGB colour for the colour table and QGIS style.
+        priority: lower wins where several classes are predicted on one pixel of the class raster.
+    """
+
+    name: str
+    id: int = Field(ge=1, le=254)
+    color: tuple[int, int, int]
+    priority: int = 0
+
+
+DEFAULT_CLASSES: tuple[ClassInfo, ...] = (
+    ClassInfo(name="fire", id=1, color=(255, 40, 0), priority=0),
+    ClassInfo(name="smoke", id=2, color=(150, 190, 230), priority=1),
+    ClassInfo(name="burn_scar", id=3, color=(90, 40, 20), priority=2),
+)
+"""firemap's classes. The class raster shows one class per pixel by priority fire > smoke > burn_scar."""
+
+Arch = Literal["deeplabv3plus", "unet"]
+
+
+class ModelConfig(Closed):
+    """Everything needed to rebuild a network and feed it: saved in each bundle.
+
+    Attributes:
+        arch: ``deeplabv3plus`` (DeepLabv3+ with ASPP) or ``unet``.
+        encoder: smp encoder name (``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``, ...).
+        output_stride: DeepLabv3+ encoder output stride (8 or 16).
+        atrous_rates: ASPP rates; (6, 12, 18) at OS16, doubled at OS8 (DeepLabv3 paper). None = that default.
+        decoder_channels: DeepLabv3+ decoder width.
+        bands: canonical input bands, in network channel order.
+        optional_bands: subset of ``bands`` the model can do without (filled with their mean, i.e. 0 after
+            normalization, and flagged in the band-presence channels).
+        band_presence: append one 0/1 channel per optional band telling whether the scene has it.
+        mean: per-band normalization mean (physical units), same order as ``bands``.
+        std: per-band normalization std, same order as ``bands``.
+        classes: output classes, in network output order (one sigmoid each: multi-label).
+        tile_size: default tile size, pixels.
+        overlap: default tile overlap, pixels.
+    """
+
+    arch: Arch = "deeplabv3plus"
+    encoder: str = "resnet18"
+    output_stride: Literal[8, 16] = 16
+    atrous_rates: tuple[int, int, int] | None = None
+    decoder_channels: int = 256
+    bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
+    optional_bands: tuple[str, ...] = ()
+    band_presence: bool = False
+    mean: tuple[float, ...] = (0.08, 0.10, 0.12, 0.25, 0.25, 0.18)
+    std: tuple[float, ...] = (0.05, 0.05, 0.07, 0.10, 0.10, 0.10)
+    classes: tuple[ClassInfo, ...] = DEFAULT_CLASSES
+    tile_size: int = 256
+    overlap: int = 64
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, bands: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [b for b in bands if b not in CANONICAL_BANDS]
+        if unknown:
+            raise ValueError(f"unknown band(s) {unknown}; canonical bands are {list(CANONICAL_BANDS)}")
+        if len(set(bands)) != len(bands):
+            raise ValueError(f"bands repeat: {list(bands)}")
+        return bands
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
+            raise ValueError(f"mean/std need one value per band ({len(self.bands)}): got {len(self.mean)}/{len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be > 0, got {self.std}")
+        extra = set(self.optional_bands) - set(self.bands)
+        if extra:
+            raise ValueError(f"optional_bands {sorted(extra)} are not in bands {list(self.bands)}")
+        ids = [c.id for c in self.classes]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"class ids repeat: {ids}")
+        validate_tiling(self.tile_size, self.overlap, self.stride)
+        return self
+
+    @property
+    def stride(self) -> int:
+        """The factor the tile size must be divisible by (the network's total downsampling)."""
+        return 32 if self.arch == "unet" else 16
+
+    @property
+    def rates(self) -> tuple[int, int, int]:
+        """The ASPP atrous rates in use."""
+        if self.atrous_rates is not None:
+            return self.atrous_rates
+        return (6, 12, 18) if self.output_stride == 16 else (12, 24, 36)
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: bands plus presence flags."""
+        return len(self.bands) + (len(self.optional_bands) if self.band_presence else 0)
+
+
+def validate_tiling(tile_size: int, overlap: int, stride: int) -> None:
+    """Check a tile size and overlap against a network stride.
+
+    Raises:
+        ConfigError: tile size not a positive multiple of ``stride``, or overlap outside ``[0, tile_size)``.
+    """
+    if tile_size <= 0 or tile_size % stride:
+        lo = max(stride, tile_size // stride * stride)
+        raise ConfigError(
+            f"tile size {tile_size} is not divisible by the network stride {stride}; use {lo} or {lo + stride}"
+        )
+    if not 0 <= overlap < tile_size:
+        raise ConfigError(f"overlap {overlap} must be >= 0 and smaller than the tile size {tile_size}")
+
+
+Tta = Literal["none", "flip", "d4"]
+VectorFormat = Literal["geojson", "gpkg"]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class PredictConfig(Closed):
+    """Options of ``firemap predict`` (None = take the bundle's default).
+
+    Attributes:
+        tile_size: tile size, pixels (multiple of the network stride).
+        overlap: tile overlap, pixels.
+        batch_size: tiles per forward pass.
+        device: ``auto`` picks CUDA when available.
+        tta: test-time augmentation: none, flip (horizontal flip, as in DeepLabv3) or d4 (8 flips/rotations).
+        thresholds: probability threshold per class name (default 0.5).
+        min_area: drop polygons smaller than this, square metres.
+        simplify: simplification tolerance, metres (0 = none).
+        vector_format: ``geojson`` (RFC 7946, EPSG:4326) or ``gpkg`` (scene CRS).
+        save_probs: also write ``<stem>.probs.tif``.
+        overwrite: replace existing outputs.
+        sensor: sensor preset for band resolution.
+        bands: ``--bands`` spec.
+        allow_no_crs: accept scenes without CRS (outputs in pixel coordinates).
+    """
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = Field(default=8, ge=1)
+    device: Device = "auto"
+    tta: Tta = "none"
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    min_area: float = Field(default=0.0, ge=0)
+    simplify: float = Field(default=0.0, ge=0)
+    vector_format: VectorFormat = "geojson"
+    save_probs: bool = False
+    overwrite: bool = False
+    sensor: str | None = None
+    bands: str | None = None
+    allow_no_crs: bool = False
+
+    @field_validator("thresholds")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0.0 < v < 1.0}
+        if bad:
+            raise ValueError(f"thresholds must be in (0, 1): {bad}")
+        return value
+
+
+def parse_thresholds(items: list[str] | None, class_names: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """Parse ``--threshold CLASS=P`` items.
+
+    Raises:
+        ConfigError: malformed item, unknown class, or P outside (0, 1).
+    """
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or name not in class_names:
+            raise ConfigError(f"bad --threshold {item!r}; use CLASS=P with CLASS in {list(class_names)}, e.g. fire=0.4")
+        try:
+            p = float(value)
+        except ValueError:
+            raise ConfigError(f"bad --threshold {item!r}: {value!r} is not a number") from None
+        if not 0.0 < p < 1.0:
+            raise ConfigError(f"bad --threshold {item!r}: probability must be in (0, 1)")
+        out[name] = p
+    return out
+
+
+def load_yaml(path: str | Path, model: type[Closed], overrides: dict[str, Any] | None = None) -> Any:
+    """Load a YAML file into ``model``, applying ``overrides`` (non-None values) on top.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown keys or invalid values (first error in one line).
+    """
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of options at the top level")
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate(model, data, source=str(p))
+
+
+def validate(model: type[Closed], data: dict[str, Any], source: str = "config") -> Any:
+    """Build ``model`` from ``data``, turning pydantic's report into a one-line :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
