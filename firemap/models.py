@@ -1,0 +1,193 @@
+"""Build segmentation networks (segmentation-models-pytorch) and save/load firemap model bundles.
+
+A bundle is one file (``torch.save`` of plain dicts and tensors, loadable with ``weights_only=True``) holding
+the weights, the :class:`~firemap.config.ModelConfig` (architecture, encoder, bands, normalization, classes,
+tile defaults), training provenance, and the versions that made it. ``predict`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from firemap import __version__
+from firemap._compat import ensure_torchvision
+from firemap.config import ModelConfig, validate
+from firemap.errors import BundleError, ConfigError
+from firemap.raster import atomic_output
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FORMAT = "firemap-bundle"
+BUNDLE_VERSION = 1
+DEFAULT_BUNDLE = "default.firemap.pt"
+"""File name of the default model shipped in ``firemap/assets``."""
+
+
+def _smp() -> Any:
+    ensure_torchvision()
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+def _deeplabv3plus(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
+    return _smp().DeepLabV3Plus(
+        encoder_name=cfg.encoder, encoder_weights=encoder_weights, encoder_output_stride=cfg.output_stride,
+        decoder_channels=cfg.decoder_channels, decoder_atrous_rates=cfg.rates, in_channels=cfg.in_channels,
+        classes=len(cfg.classes),
+    )
+
+
+def _unet(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
+    return _smp().Unet(
+        encoder_name=cfg.encoder, encoder_weights=encoder_weights, in_channels=cfg.in_channels,
+        classes=len(cfg.classes),
+    )
+
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig, str | None], nn.Module]] = {
+    "deeplabv3plus": _deeplabv3plus,
+    "unet": _unet,
+}
+"""Architecture name -> builder. Networks output one logit per class (multi-label, sigmoid outside)."""
+
+
+def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Module:
+    """Build the network described by ``cfg``.
+
+    Args:
+        cfg: model config; ``cfg.in_channels`` inputs, ``len(cfg.classes)`` logit outputs.
+        encoder_weights: smp pretrained-weights name (e.g. ``imagenet``) or None for random init. Only pass a
+            name when the user asked for it: it downloads.
+
+    Returns:
+        A module mapping ``(batch, in_channels, H, W)`` float32 to ``(batch, classes, H, W)`` logits, with
+        H and W multiples of ``cfg.stride``.
+
+    Raises:
+        ConfigError: unknown architecture or encoder (the message lists valid names).
+    """
+    builder = ARCHITECTURES.get(cfg.arch)
+    if builder is None:
+        raise ConfigError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    encoders = _smp().encoders.get_encoder_names()
+    if cfg.encoder not in encoders:
+        raise ConfigError(f"unknown encoder {cfg.encoder!r}; e.g. resnet18, resnet34, resnet50, mobilenet_v2, "
+                          "efficientnet-b0 (see segmentation_models_pytorch.encoders.get_encoder_names())")
+    return builder(cfg, encoder_weights)
+
+
+@dataclass
+class Bundle:
+    """A loaded model bundle.
+
+    Attributes:
+        config: the model config.
+        model: the network in eval mode on CPU.
+        provenance: training data, recipe and metrics (free-form, JSON-like).
+        firemap_version: version that wrote the bundle.
+        path: where it was loaded from, if anywhere.
+    """
+
+    config: ModelConfig
+    model: nn.Module
+    provenance: dict[str, Any] = field(default_factory=dict)
+    firemap_version: str = __version__
+    path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """Short model name for outputs (file stem, or the provenance name)."""
+        return str(self.provenance.get("name") or (self.path.name.split(".")[0] if self.path else "unnamed"))
+
+
+def _versions() -> dict[str, str]:
+    smp = _smp()
+    return {"firemap": __version__, "torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}
+
+
+def save_bundle(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    config: ModelConfig,
+    provenance: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle atomically (temporary name, then rename).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    payload = {
+        "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "config": config.model_dump(mode="json"),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": dict(provenance or {}), "versions": _versions(),
+    }
+    with atomic_output(path, overwrite) as tmp:
+        torch.save(payload, tmp)
+    log.info("saved model bundle %s", path)
+    return Path(path)
+
+
+def _read_payload(p: Path) -> dict[str, Any]:
+    if not p.is_file():
+        raise BundleError(f"{p}: no such model bundle; pass --model PATH to a .firemap.pt file")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        raise BundleError(f"{p}: not a readable firemap model bundle ({type(exc).__name__}); re-export or "
+                          "re-download it") from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{p}: not a firemap model bundle (no '{BUNDLE_FORMAT}' header)")
+    if payload.get("bundle_version", 0) > BUNDLE_VERSION:
+        raise BundleError(f"{p}: bundle format {payload['bundle_version']} is newer than this firemap "
+                          f"({__version__}) reads; upgrade firemap")
+    return payload
+
+
+def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
+    """Load a bundle (``None`` = the default model shipped with firemap).
+
+    Raises:
+        BundleError: missing, unreadable, foreign or inconsistent bundle (weights not matching the config).
+    """
+    p = Path(path) if path is not None else default_bundle_path()
+    payload = _read_payload(p)
+    try:
+        config = validate(ModelConfig, payload["config"], source=f"{p} config")
+    except ConfigError as exc:
+        raise BundleError(f"{p}: bundle config invalid: {exc}") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise BundleError(f"{p}: weights do not match the bundle's architecture "
+                          f"({str(exc).splitlines()[0]}); the file is damaged or was edited") from None
+    model.eval()
+    versions = payload.get("versions", {})
+    return Bundle(config, model, payload.get("provenance", {}), versions.get("firemap", "?"), p)
+
+
+def default_bundle_path() -> Path:
+    """Path of the shipped default model.
+
+    Raises:
+        BundleError: the package was installed without it.
+    """
+    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLE))
+    if not path.is_file():
+        raise BundleError(f"no default model at {path}; pass --model PATH or train one with "
+                          "scripts/train_default.py")
+    return path
+
+
+__all__ = ["ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "load_bundle", "save_bundle"]
