@@ -120,6 +120,7 @@ def read_window(
     window: Window,
     sources: Sequence[BandSource | None],
     zero_is_nodata: bool = False,
+    fill: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read bands of a window in physical units, with reflect padding where the window leaves the scene.
 
@@ -128,11 +129,13 @@ def read_window(
         window: the window to read (may extend past the scene edges; the outside is mirrored).
         sources: the source of each output band; None gives a band of zeros (absent optional band).
         zero_is_nodata: treat pixels whose raw values are 0 in every read band as nodata (L1 swath fill).
+        fill: value per output band for nodata pixels and absent bands (e.g. the normalization means, so
+            they become 0 after normalization); default 0. Padding mirrors the filled data.
 
     Returns:
         ``(data, valid)``: ``data`` is ``(len(sources), rows, cols)`` float32 (reflectance, or K for thermal),
         ``valid`` is ``(rows, cols)`` bool, False for nodata (declared nodata, NaN, the file's mask, zero
-        fill) and for the mirrored padding. Invalid pixels of ``data`` are 0.
+        fill) and for the mirrored padding. Invalid pixels of ``data`` hold ``fill``.
     """
     inner = window.intersection(Window(0, 0, src.width, src.height))
     present = [s for s in sources if s is not None]
@@ -141,9 +144,11 @@ def read_window(
     valid = _valid_mask(src, raw, indexes, inner, zero_is_nodata)
     phys = to_physical(raw, present)
     valid &= np.isfinite(phys).all(axis=0)
-    phys[:, ~valid] = 0.0
-    data = np.zeros((len(sources), *raw.shape[1:]), dtype=np.float32)
-    data[[i for i, s in enumerate(sources) if s is not None]] = phys
+    fill_values = np.zeros(len(sources), np.float32) if fill is None else np.asarray(fill, np.float32)
+    data = np.empty((len(sources), *raw.shape[1:]), dtype=np.float32)
+    data[:] = fill_values[:, None, None]
+    for k, i in enumerate(i for i, s in enumerate(sources) if s is not None):
+        data[i] = np.where(valid, phys[k], fill_values[i])
     pads = _pads(window, inner)
     if any(pads):
         data = np.pad(data, ((0, 0), *pads), mode="reflect" if min(raw.shape[1:]) > 1 else "edge")
@@ -239,6 +244,8 @@ class TiledWriter:
         tags: dataset tags (e.g. class names, scale).
         band_tags: per-band tags, by 1-based band index.
         overview_resampling: ``nearest`` for classes, ``average`` for continuous values.
+        scales: per-band GDAL scale (physical = raw * scale + offset), e.g. 1/255 for probabilities.
+        offsets: per-band GDAL offset.
     """
 
     def __init__(
@@ -253,6 +260,8 @@ class TiledWriter:
         tags: Mapping[str, Any] | None = None,
         band_tags: Mapping[int, Mapping[str, Any]] | None = None,
         overview_resampling: str = "nearest",
+        scales: Sequence[float] | None = None,
+        offsets: Sequence[float] | None = None,
     ) -> None:
         self.path = Path(path)
         self.scratch = self.path.with_name(self.path.name + ".scratch.tif")
@@ -273,12 +282,21 @@ class TiledWriter:
             self._ds.update_tags(**{k: str(v) for k, v in tags.items()})
         for band, btags in (band_tags or {}).items():
             self._ds.update_tags(band, **{k: str(v) for k, v in btags.items()})
+        if scales is not None:
+            self._ds.scales = tuple(scales)
+        if offsets is not None:
+            self._ds.offsets = tuple(offsets)
 
     def write(self, block: np.ndarray, row_off: int, col_off: int = 0) -> None:
         """Write ``(count, rows, cols)`` (or ``(rows, cols)`` for one band) at the given pixel offset."""
         if block.ndim == 2:
             block = block[None]
         self._ds.write(block, window=Window(col_off, row_off, block.shape[2], block.shape[1]))
+
+    def write_mask(self, valid: np.ndarray, row_off: int, col_off: int = 0) -> None:
+        """Write the dataset mask (``(rows, cols)`` bool, True = valid) at a pixel offset (internal mask band)."""
+        window = Window(col_off, row_off, valid.shape[1], valid.shape[0])
+        self._ds.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
 
     def close(self, finalize: bool = True) -> None:
         """Close the scratch file and, if ``finalize``, convert it to a COG at ``path``."""
