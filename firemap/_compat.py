@@ -36,7 +36,7 @@ def ensure_torchvision() -> bool:
     """
     global _schema_lib
     try:
-        import torchvision  # noqa: F401
+        import torchvision
     except RuntimeError as exc:
         if "torchvision::" not in str(exc):
             raise ImportError(f"torchvision failed to import: {exc}") from exc
@@ -48,5 +48,6 @@ def ensure_torchvision() -> bool:
                 _schema_lib.define(schema)
         log.debug("torchvision ops missing (%s); declared %d op schemas", exc, len(_MISSING_OPS))
         import torchvision  # noqa: F401
+
         return False
     return True

@@ -27,7 +27,16 @@ from firemap.errors import BandResolutionError, MissingBandsError
 log = logging.getLogger(__name__)
 
 CANONICAL_BANDS: tuple[str, ...] = (
-    "coastal", "blue", "green", "red", "nir", "swir1", "swir2", "cirrus", "thermal", "thermal2",
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "nir",
+    "swir1",
+    "swir2",
+    "cirrus",
+    "thermal",
+    "thermal2",
 )
 """Canonical band names. Reflective bands are reflectance; ``thermal``/``thermal2`` are brightness temperature (K)."""
 
@@ -36,8 +45,16 @@ THERMAL_BANDS: frozenset[str] = frozenset({"thermal", "thermal2"})
 # Approximate band centres in micrometres (Landsat-8 OLI/TIRS; Sentinel-2 within a few %), used by the
 # simulator and for documentation.
 BAND_WAVELENGTH_UM: dict[str, float] = {
-    "coastal": 0.443, "blue": 0.482, "green": 0.561, "red": 0.655, "nir": 0.865,
-    "swir1": 1.609, "swir2": 2.201, "cirrus": 1.373, "thermal": 10.9, "thermal2": 12.0,
+    "coastal": 0.443,
+    "blue": 0.482,
+    "green": 0.561,
+    "red": 0.655,
+    "nir": 0.865,
+    "swir1": 1.609,
+    "swir2": 2.201,
+    "cirrus": 1.373,
+    "thermal": 10.9,
+    "thermal2": 12.0,
 }
 
 
@@ -111,10 +128,24 @@ def _numbered(prefix: str, mapping: Mapping[int, str], pad: bool = True) -> dict
 
 
 _CANONICAL_ALIASES = {name.upper(): name for name in CANONICAL_BANDS} | {
-    "SWIR16": "swir1", "SWIR22": "swir2", "NIR08": "nir", "LWIR11": "thermal", "LWIR12": "thermal2",
+    "SWIR16": "swir1",
+    "SWIR22": "swir2",
+    "NIR08": "nir",
+    "LWIR11": "thermal",
+    "LWIR12": "thermal2",
 }
-_LANDSAT_NUM = {1: "coastal", 2: "blue", 3: "green", 4: "red", 5: "nir", 6: "swir1", 7: "swir2", 9: "cirrus",
-                10: "thermal", 11: "thermal2"}
+_LANDSAT_NUM = {
+    1: "coastal",
+    2: "blue",
+    3: "green",
+    4: "red",
+    5: "nir",
+    6: "swir1",
+    7: "swir2",
+    9: "cirrus",
+    10: "thermal",
+    11: "thermal2",
+}
 _S2_NUM = {1: "coastal", 2: "blue", 3: "green", 4: "red", 8: "nir", 10: "cirrus", 11: "swir1", 12: "swir2"}
 _TCI = {"TCI_R": "red", "TCI_G": "green", "TCI_B": "blue"}
 # Sentinel-2 TCI is an 8-bit visual product. Measured on a real pair: TCI_R = 0.098 * B4_DN + 3.9 (r = 0.99),
@@ -126,10 +157,14 @@ TCI_ENCODING = Encoding(scale=1.0 / 980.0, offset=-3.9 / 980.0)
 _L1_REFL = Encoding(2e-5, -0.1)
 _L2_REFL = Encoding(2.75e-5, -0.2)
 _L2_ST = Encoding(0.00341802, 149.0)
-_L8_TIRS = {"thermal": Encoding(3.342e-4, 0.1, (774.8853, 1321.0789)),
-            "thermal2": Encoding(3.342e-4, 0.1, (480.8883, 1201.1442))}
-_L9_TIRS = {"thermal": Encoding(3.8e-4, 0.1, (799.0284, 1329.2405)),
-            "thermal2": Encoding(3.49e-4, 0.1, (475.6581, 1198.3494))}
+_L8_TIRS = {
+    "thermal": Encoding(3.342e-4, 0.1, (774.8853, 1321.0789)),
+    "thermal2": Encoding(3.342e-4, 0.1, (480.8883, 1201.1442)),
+}
+_L9_TIRS = {
+    "thermal": Encoding(3.8e-4, 0.1, (799.0284, 1329.2405)),
+    "thermal2": Encoding(3.49e-4, 0.1, (475.6581, 1198.3494)),
+}
 _REFLECTIVE = tuple(b for b in CANONICAL_BANDS if b not in THERMAL_BANDS)
 
 _L1_STACKS: dict[int, tuple[str | None, ...]] = {
@@ -138,7 +173,8 @@ _L1_STACKS: dict[int, tuple[str | None, ...]] = {
     11: ("coastal", "blue", "green", "red", "nir", "swir1", "swir2", None, "cirrus", "thermal", "thermal2"),
 }
 _L2_STACKS: dict[int, tuple[str | None, ...]] = {
-    7: _L1_STACKS[7], 8: (*_L1_STACKS[7], "thermal"),
+    7: _L1_STACKS[7],
+    8: (*_L1_STACKS[7], "thermal"),
 }
 _S2_L1C_ORDER = ("coastal", "blue", "green", "red", None, None, None, "nir", None, None, "cirrus", "swir1", "swir2")
 _S2_STACKS: dict[int, tuple[str | None, ...]] = {
@@ -158,7 +194,12 @@ def _landsat(name: str, level: str, tirs: Mapping[str, Encoding]) -> SensorPrese
     scale = "TOA = 2e-5*DN - 0.1" if l1 else "SR = 2.75e-5*DN - 0.2, ST = 0.00341802*DN + 149 K"
     stacks = _L1_STACKS if l1 else _L2_STACKS
     return SensorPreset(
-        name=name, family="landsat", aliases=aliases, stacks=stacks, encodings=encodings, resolution_m=30.0,
+        name=name,
+        family="landsat",
+        aliases=aliases,
+        stacks=stacks,
+        encodings=encodings,
+        resolution_m=30.0,
         saturation_raw=65535.0,
         description=f"Collection-2 {level.upper()} ({scale}); without descriptions assumes bands "
         + ("1-7 (7 bands), 1-7,9,10,11 (10 bands) or 1-11 (11 bands)" if l1 else "SR_B1-7 [+ST_B10]"),
@@ -169,8 +210,13 @@ def _sentinel2(name: str, level: str) -> SensorPreset:
     aliases = _CANONICAL_ALIASES | _numbered("B", _S2_NUM) | _TCI | {"B8A": "nir"}
     encodings: dict[str, Encoding] = dict.fromkeys(_REFLECTIVE, Encoding(1e-4, 0.0))
     return SensorPreset(
-        name=name, family="sentinel2", aliases=aliases, stacks=_S2_STACKS, encodings=encodings,
-        resolution_m=10.0, saturation_raw=65535.0,
+        name=name,
+        family="sentinel2",
+        aliases=aliases,
+        stacks=_S2_STACKS,
+        encodings=encodings,
+        resolution_m=10.0,
+        saturation_raw=65535.0,
         description=f"{level.upper()} reflectance = DN/10000 (offset -1000 DN applied when the file's tags "
         "carry BOA_ADD_OFFSET/RADIO_ADD_OFFSET, baseline >= 04.00); TCI_R/G/B = (TCI-3.9)/980; without "
         "descriptions assumes B01..B12 in order (13 bands L1C, 12 bands L2A), 10 bands = B02-B08,B8A,B11,B12",
@@ -191,7 +237,12 @@ def _hls() -> SensorPreset:
         6: ("blue", "green", "red", "nir", "swir1", "swir2"),  # the common 6-band (Prithvi) stack
     }
     return SensorPreset(
-        name="hls", family="hls", aliases=aliases, stacks=stacks, encodings=encodings, resolution_m=30.0,
+        name="hls",
+        family="hls",
+        aliases=aliases,
+        stacks=stacks,
+        encodings=encodings,
+        resolution_m=30.0,
         zero_is_nodata=False,
         description="HLS v2 reflectance x 0.0001, thermal 0.01 degC; without descriptions assumes L30 order "
         "B01-B07,B09,B10,B11 (10 bands), S30 B01-B12+B8A (13) or blue,green,red,nir,swir1,swir2 (6)",
@@ -224,9 +275,7 @@ def get_sensor(name: str) -> SensorPreset:
     try:
         return SENSORS[name.lower()]
     except KeyError:
-        raise BandResolutionError(
-            f"unknown sensor {name!r}; choose one of: {', '.join(SENSORS)}"
-        ) from None
+        raise BandResolutionError(f"unknown sensor {name!r}; choose one of: {', '.join(SENSORS)}") from None
 
 
 @dataclass(frozen=True)
@@ -270,7 +319,9 @@ class BandMap:
         """What the file offers, for error messages: resolved bands, then unresolved ones."""
         parts = [f"{s.canonical}={s.label()}" for s in self.sources.values()]
         used = {s.index for s in self.sources.values()}
-        free = [f"band {i + 1}" + (f" {d!r}" if d else "") for i, d in enumerate(self.descriptions) if i + 1 not in used]
+        free = [
+            f"band {i + 1}" + (f" {d!r}" if d else "") for i, d in enumerate(self.descriptions) if i + 1 not in used
+        ]
         if free:
             parts.append("unresolved: " + ", ".join(free))
         return "; ".join(parts) if parts else f"{self.count} unnamed bands"
@@ -302,7 +353,9 @@ def guess_sensor(descriptions: Sequence[str | None]) -> str | None:
     return None
 
 
-_SPEC_ITEM = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<src>[^:]+?)\s*(?::(?P<scale>[^:]+))?(?::(?P<off>[^:]+))?$")
+_SPEC_ITEM = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<src>[^:]+?)\s*(?::(?P<scale>[^:]+))?(?::(?P<off>[^:]+))?$"
+)
 
 
 def parse_band_spec(spec: str) -> dict[str, tuple[str, float | None, float | None]]:
@@ -389,7 +442,9 @@ def _from_stack(
     if stack is None:
         return {}
     return {
-        name: BandSource(name, i + 1, _default_encoding(preset, name, tags), descriptions[i] if i < len(descriptions) else None)
+        name: BandSource(
+            name, i + 1, _default_encoding(preset, name, tags), descriptions[i] if i < len(descriptions) else None
+        )
         for i, name in enumerate(stack)
         if name
     }
@@ -474,13 +529,27 @@ def check_reflectance_range(values: np.ndarray, name: str) -> str | None:
         return None
     median = float(np.median(finite))
     if not -0.2 <= median <= 1.5:
-        return (f"band {name} has median reflectance {median:.3g} after scaling; the scale looks wrong "
-                f"(set it with --bands {name}=N:SCALE or pick the right --sensor)")
+        return (
+            f"band {name} has median reflectance {median:.3g} after scaling; the scale looks wrong "
+            f"(set it with --bands {name}=N:SCALE or pick the right --sensor)"
+        )
     return None
 
 
 __all__ = [
-    "BAND_WAVELENGTH_UM", "CANONICAL_BANDS", "SENSORS", "TCI_ENCODING", "THERMAL_BANDS", "BandMap", "BandSource",
-    "Encoding", "SensorPreset", "check_reflectance_range", "get_sensor", "guess_sensor",
-    "parse_band_spec", "resolve_bands", "to_physical",
+    "BAND_WAVELENGTH_UM",
+    "CANONICAL_BANDS",
+    "SENSORS",
+    "TCI_ENCODING",
+    "THERMAL_BANDS",
+    "BandMap",
+    "BandSource",
+    "Encoding",
+    "SensorPreset",
+    "check_reflectance_range",
+    "get_sensor",
+    "guess_sensor",
+    "parse_band_spec",
+    "resolve_bands",
+    "to_physical",
 ]

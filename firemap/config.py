@@ -95,7 +95,9 @@ class ModelConfig(Closed):
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
-            raise ValueError(f"mean/std need one value per band ({len(self.bands)}): got {len(self.mean)}/{len(self.std)}")
+            raise ValueError(
+                f"mean/std need one value per band ({len(self.bands)}): got {len(self.mean)}/{len(self.std)}"
+            )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be > 0, got {self.std}")
         extra = set(self.optional_bands) - set(self.bands)
@@ -143,6 +145,7 @@ def validate_tiling(tile_size: int, overlap: int, stride: int) -> None:
 Tta = Literal["none", "flip", "d4"]
 VectorFormat = Literal["geojson", "gpkg"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class PredictConfig(Closed):
@@ -153,6 +156,8 @@ class PredictConfig(Closed):
         overlap: tile overlap, pixels.
         batch_size: tiles per forward pass.
         device: ``auto`` picks CUDA when available.
+        precision: ``auto`` = fp16 autocast on CUDA, fp32 on CPU; ``bf16`` is ~2x faster on CPUs with
+            AVX-512 bf16 at a small accuracy cost.
         tta: test-time augmentation: none, flip (horizontal flip, as in DeepLabv3) or d4 (8 flips/rotations).
         thresholds: probability threshold per class name (default 0.5).
         min_area: drop polygons smaller than this, square metres.
@@ -169,6 +174,7 @@ class PredictConfig(Closed):
     overlap: int | None = None
     batch_size: int = Field(default=8, ge=1)
     device: Device = "auto"
+    precision: Precision = "auto"
     tta: Tta = "none"
     thresholds: dict[str, float] = Field(default_factory=dict)
     min_area: float = Field(default=0.0, ge=0)

@@ -41,15 +41,21 @@ def _smp() -> Any:
 
 def _deeplabv3plus(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
     return _smp().DeepLabV3Plus(
-        encoder_name=cfg.encoder, encoder_weights=encoder_weights, encoder_output_stride=cfg.output_stride,
-        decoder_channels=cfg.decoder_channels, decoder_atrous_rates=cfg.rates, in_channels=cfg.in_channels,
+        encoder_name=cfg.encoder,
+        encoder_weights=encoder_weights,
+        encoder_output_stride=cfg.output_stride,
+        decoder_channels=cfg.decoder_channels,
+        decoder_atrous_rates=cfg.rates,
+        in_channels=cfg.in_channels,
         classes=len(cfg.classes),
     )
 
 
 def _unet(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
     return _smp().Unet(
-        encoder_name=cfg.encoder, encoder_weights=encoder_weights, in_channels=cfg.in_channels,
+        encoder_name=cfg.encoder,
+        encoder_weights=encoder_weights,
+        in_channels=cfg.in_channels,
         classes=len(cfg.classes),
     )
 
@@ -81,8 +87,10 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Modu
         raise ConfigError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     encoders = _smp().encoders.get_encoder_names()
     if cfg.encoder not in encoders:
-        raise ConfigError(f"unknown encoder {cfg.encoder!r}; e.g. resnet18, resnet34, resnet50, mobilenet_v2, "
-                          "efficientnet-b0 (see segmentation_models_pytorch.encoders.get_encoder_names())")
+        raise ConfigError(
+            f"unknown encoder {cfg.encoder!r}; e.g. resnet18, resnet34, resnet50, mobilenet_v2, "
+            "efficientnet-b0 (see segmentation_models_pytorch.encoders.get_encoder_names())"
+        )
     return builder(cfg, encoder_weights)
 
 
@@ -112,7 +120,11 @@ class Bundle:
 
 def _versions() -> dict[str, str]:
     smp = _smp()
-    return {"firemap": __version__, "torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}
+    return {
+        "firemap": __version__,
+        "torch": str(torch.__version__),
+        "segmentation_models_pytorch": str(smp.__version__),
+    }
 
 
 def save_bundle(
@@ -128,9 +140,12 @@ def save_bundle(
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
     payload = {
-        "format": BUNDLE_FORMAT, "bundle_version": BUNDLE_VERSION, "config": config.model_dump(mode="json"),
+        "format": BUNDLE_FORMAT,
+        "bundle_version": BUNDLE_VERSION,
+        "config": config.model_dump(mode="json"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "provenance": dict(provenance or {}), "versions": _versions(),
+        "provenance": dict(provenance or {}),
+        "versions": _versions(),
     }
     with atomic_output(path, overwrite) as tmp:
         torch.save(payload, tmp)
@@ -144,13 +159,16 @@ def _read_payload(p: Path) -> dict[str, Any]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt/foreign files
-        raise BundleError(f"{p}: not a readable firemap model bundle ({type(exc).__name__}); re-export or "
-                          "re-download it") from None
+        raise BundleError(
+            f"{p}: not a readable firemap model bundle ({type(exc).__name__}); re-export or re-download it"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{p}: not a firemap model bundle (no '{BUNDLE_FORMAT}' header)")
     if payload.get("bundle_version", 0) > BUNDLE_VERSION:
-        raise BundleError(f"{p}: bundle format {payload['bundle_version']} is newer than this firemap "
-                          f"({__version__}) reads; upgrade firemap")
+        raise BundleError(
+            f"{p}: bundle format {payload['bundle_version']} is newer than this firemap "
+            f"({__version__}) reads; upgrade firemap"
+        )
     return payload
 
 
@@ -170,8 +188,10 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise BundleError(f"{p}: weights do not match the bundle's architecture "
-                          f"({str(exc).splitlines()[0]}); the file is damaged or was edited") from None
+        raise BundleError(
+            f"{p}: weights do not match the bundle's architecture "
+            f"({str(exc).splitlines()[0]}); the file is damaged or was edited"
+        ) from None
     model.eval()
     versions = payload.get("versions", {})
     return Bundle(config, model, payload.get("provenance", {}), versions.get("firemap", "?"), p)
@@ -185,8 +205,7 @@ def default_bundle_path() -> Path:
     """
     path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLE))
     if not path.is_file():
-        raise BundleError(f"no default model at {path}; pass --model PATH or train one with "
-                          "scripts/train_default.py")
+        raise BundleError(f"no default model at {path}; pass --model PATH or train one with scripts/train_default.py")
     return path
 
 

@@ -101,9 +101,14 @@ def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> Scen
             flags = src.mask_flag_enums[0] if src.count else []
             has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags)
             info = SceneInfo(
-                path=p, grid=GeoGrid(src.width, src.height, src.crs, src.transform), count=src.count,
-                dtype=src.dtypes[0], nodata=src.nodata, descriptions=tuple(d or None for d in src.descriptions),
-                tags=src.tags(), has_mask=has_mask,
+                path=p,
+                grid=GeoGrid(src.width, src.height, src.crs, src.transform),
+                count=src.count,
+                dtype=src.dtypes[0],
+                nodata=src.nodata,
+                descriptions=tuple(d or None for d in src.descriptions),
+                tags=src.tags(),
+                has_mask=has_mask,
             )
     except RasterioIOError as exc:
         raise NotARasterError(f"{p}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
@@ -268,9 +273,19 @@ class TiledWriter:
         self.grid = grid
         self.overview_resampling = overview_resampling
         profile = {
-            "driver": "GTiff", "width": grid.width, "height": grid.height, "count": count, "dtype": dtype,
-            "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "tiled": True,
-            "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+            "driver": "GTiff",
+            "width": grid.width,
+            "height": grid.height,
+            "count": count,
+            "dtype": dtype,
+            "crs": grid.crs,
+            "transform": grid.transform,
+            "nodata": nodata,
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
         }
         self._ds = rasterio.open(self.scratch, "w", **profile)
         if colormap is not None:
@@ -306,8 +321,13 @@ class TiledWriter:
         try:
             if finalize:
                 rasterio.shutil.copy(
-                    self.scratch, self.path, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=256,
-                    OVERVIEW_RESAMPLING=self.overview_resampling.upper(), BIGTIFF="IF_SAFER",
+                    self.scratch,
+                    self.path,
+                    driver="COG",
+                    COMPRESS="DEFLATE",
+                    BLOCKSIZE=256,
+                    OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
+                    BIGTIFF="IF_SAFER",
                 )
         finally:
             self.scratch.unlink(missing_ok=True)
@@ -339,8 +359,16 @@ def write_raster(
     if data.ndim == 2:
         data = data[None]
     with atomic_output(final, overwrite) as tmp:
-        writer = TiledWriter(tmp, grid, data.shape[0], str(data.dtype), nodata=nodata, colormap=colormap,
-                             descriptions=descriptions, tags=tags)
+        writer = TiledWriter(
+            tmp,
+            grid,
+            data.shape[0],
+            str(data.dtype),
+            nodata=nodata,
+            colormap=colormap,
+            descriptions=descriptions,
+            tags=tags,
+        )
         with writer:
             writer.write(data, 0)
     return final

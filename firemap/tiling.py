@@ -57,7 +57,9 @@ class Tile:
     def core_slices(self) -> tuple[slice, slice]:
         """Slices of the tile array ``(..., tile_size, tile_size)`` that hold the core."""
         r0, c0 = int(self.window.row_off), int(self.window.col_off)
-        return slice(self.core_rows[0] - r0, self.core_rows[1] - r0), slice(self.core_cols[0] - c0, self.core_cols[1] - c0)
+        return slice(self.core_rows[0] - r0, self.core_rows[1] - r0), slice(
+            self.core_cols[0] - c0, self.core_cols[1] - c0
+        )
 
 
 class TileGrid:
@@ -93,8 +95,13 @@ class TileGrid:
     def tile(self, row: int, col: int) -> Tile:
         """The tile at tile-row ``row`` and tile-column ``col``."""
         r0, c0 = self.row_origins[row], self.col_origins[col]
-        return Tile(row, col, Window(c0, r0, self.tile_size, self.tile_size),
-                    self._core(r0, self.height), self._core(c0, self.width))
+        return Tile(
+            row,
+            col,
+            Window(c0, r0, self.tile_size, self.tile_size),
+            self._core(r0, self.height),
+            self._core(c0, self.width),
+        )
 
     def __iter__(self) -> Iterator[Tile]:
         """Tiles in row-major order (the order :class:`RowStitcher` expects)."""
@@ -141,7 +148,7 @@ class RowStitcher:
             return
         rs, cs = tile.core_slices()
         offset = self.grid.crop
-        w = self._weights[rs.start - offset:rs.stop - offset, cs.start - offset:cs.stop - offset]
+        w = self._weights[rs.start - offset : rs.stop - offset, cs.start - offset : cs.stop - offset]
         b0, b1 = r0 - self._top, r1 - self._top
         self._wsum[b0:b1, c0:c1] += w
         if pred is not None:

@@ -1,0 +1,471 @@
+"""Scene -> tiles -> batches -> network -> stitched probabilities -> class raster, probabilities, polygons.
+
+The path touches each module once: bands (resolution), raster (windowed reads, COG writing), tiling (grid and
+stitcher), models (the bundle), vectorize (streaming polygons) and style (QGIS). Memory is bounded by one row of
+tiles: tiles are read one by one, batched, and stitched rows are written and vectorized as soon as they are final.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, get_sensor, resolve_bands
+from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
+from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
+from firemap.models import Bundle, load_bundle
+from firemap.raster import (
+    CLASS_NODATA,
+    GeoGrid,
+    SceneInfo,
+    TiledWriter,
+    atomic_output,
+    check_writable,
+    colormap_for,
+    open_scene,
+    read_window,
+)
+from firemap.tiling import RowStitcher, Tile, TileGrid
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int], None]
+"""Callback advanced by the number of tiles just processed."""
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """A band of finished, full-width rows of a scene's prediction.
+
+    Attributes:
+        row_off: first scene row.
+        probs: ``(classes, rows, width)`` float32 sigmoid probabilities, 0 where invalid.
+        valid: ``(rows, width)`` bool, False on nodata.
+    """
+
+    row_off: int
+    probs: np.ndarray
+    valid: np.ndarray
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: ``cuda`` asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (``auto`` = fp16 on CUDA, full fp32 on CPU), or None for fp32."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def prepare_input(
+    data: np.ndarray, valid: np.ndarray, config: ModelConfig, present: Sequence[str] | None = None
+) -> np.ndarray:
+    """Normalize bands and append band-presence channels: exactly what the network was trained on.
+
+    Args:
+        data: ``(len(config.bands), rows, cols)`` float32 physical values in ``config.bands`` order.
+        valid: ``(rows, cols)`` bool; invalid pixels become 0 (the band mean) after normalization.
+        config: the model config (bands, mean/std, optional bands, band_presence).
+        present: names of the bands the scene really has (default: all); absent ones become 0.
+
+    Returns:
+        ``(config.in_channels, rows, cols)`` float32.
+    """
+    mean = np.asarray(config.mean, np.float32)[:, None, None]
+    std = np.asarray(config.std, np.float32)[:, None, None]
+    x = (data - mean) / std
+    x[:, ~valid] = 0.0
+    have = set(config.bands if present is None else present)
+    for i, band in enumerate(config.bands):
+        if band not in have:
+            x[i] = 0.0
+    if config.band_presence:
+        flags = [np.full(valid.shape, float(b in have), np.float32) for b in config.optional_bands]
+        x = np.concatenate([x, np.stack(flags)]) if flags else x
+    return x.astype(np.float32, copy=False)
+
+
+_D4 = [(k, f) for f in (False, True) for k in range(4)]
+
+
+def _tta_views(mode: str) -> list[tuple[int, bool]]:
+    """(rot90 count, horizontal flip) pairs for a TTA mode."""
+    return {"none": [(0, False)], "flip": [(0, False), (0, True)], "d4": _D4}[mode]
+
+
+def forward_probs(
+    model: torch.nn.Module, x: torch.Tensor, tta: str = "none", amp: torch.dtype | None = None
+) -> torch.Tensor:
+    """Sigmoid probabilities of a batch, averaged over test-time augmentation views.
+
+    Args:
+        model: network in eval mode, on ``x``'s device.
+        x: ``(batch, channels, H, W)`` float32 normalized input (channels_last is fine).
+        tta: ``none``, ``flip`` (identity + horizontal flip, as in DeepLabv3) or ``d4`` (4 rotations x 2 flips).
+        amp: autocast dtype or None for fp32.
+
+    Returns:
+        ``(batch, classes, H, W)`` float32 probabilities.
+    """
+    views = _tta_views(tta)
+    total = torch.zeros(())
+    with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for k, flip in views:
+            v = torch.rot90(x, k, (2, 3)) if k else x
+            v = torch.flip(v, (3,)) if flip else v
+            p = torch.sigmoid(model(v).float())
+            p = torch.flip(p, (3,)) if flip else p
+            total = total + (torch.rot90(p, -k, (2, 3)) if k else p)
+    return total / len(views)
+
+
+@dataclass
+class _Context:
+    """Per-scene state of the tile loop."""
+
+    bundle: Bundle
+    sources: list[BandSource | None]
+    present: list[str]
+    fill: list[float]
+    zero_is_nodata: bool
+    device: torch.device
+    amp: torch.dtype | None
+    cfg: PredictConfig
+    checked_scaling: bool = False
+
+
+def _scene_context(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> _Context:
+    mc = bundle.config
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    required = [b for b in mc.bands if b not in mc.optional_bands]
+    selected = bandmap.select(required, mc.optional_bands)
+    by_name = dict(zip([*required, *mc.optional_bands], selected, strict=True))
+    sources = [by_name[b] for b in mc.bands]
+    present = [b for b, s in zip(mc.bands, sources, strict=True) if s is not None]
+    missing = [b for b in mc.bands if b not in present]
+    if missing:
+        log.info("%s: optional band(s) %s absent; the model was trained to do without", info.path.name, missing)
+    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
+    device = select_device(cfg.device)
+    return _Context(
+        bundle, sources, present, list(mc.mean), zero_fill, device, autocast_dtype(device, cfg.precision), cfg
+    )
+
+
+def _check_scaling(ctx: _Context, data: np.ndarray, valid: np.ndarray, name: str) -> None:
+    ctx.checked_scaling = True
+    for band, values in zip(ctx.bundle.config.bands, data, strict=True):
+        if band in ctx.present and band not in THERMAL_BANDS:
+            text = check_reflectance_range(values[valid], band)
+            if text:
+                warnings.warn(f"{name}: {text}", BandScalingWarning, stacklevel=2)
+
+
+def _run_batch(ctx: _Context, batch: list[np.ndarray]) -> np.ndarray:
+    x = torch.from_numpy(np.stack(batch))
+    if ctx.device.type == "cuda":
+        x = x.pin_memory().to(ctx.device, non_blocking=True)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp).cpu().numpy()
+
+
+def _read_tile(src: rasterio.io.DatasetReader, tile: Tile, ctx: _Context) -> tuple[np.ndarray | None, np.ndarray]:
+    data, valid = read_window(src, tile.window, ctx.sources, ctx.zero_is_nodata, ctx.fill)
+    if not valid.any():
+        return None, valid
+    if not ctx.checked_scaling:
+        _check_scaling(ctx, data, valid, src.name)
+    return prepare_input(data, valid, ctx.bundle.config, ctx.present), valid
+
+
+def _stitch(stitcher: RowStitcher, queue: list[tuple[Tile, np.ndarray | None, np.ndarray]], ctx: _Context) -> Tile:
+    """Run the queued tiles' inputs through the network, add every queued tile to the stitcher, return the last."""
+    inputs = [x for _, x, _ in queue if x is not None]
+    probs = iter(_run_batch(ctx, inputs)) if inputs else iter(())
+    n = len(ctx.bundle.config.classes)
+    for tile, x, valid in queue:
+        pred = np.empty((n + 1, *valid.shape), np.float32)
+        pred[:n] = next(probs) if x is not None else 0.0
+        pred[n] = valid
+        stitcher.add(tile, pred)
+    last = queue[-1][0]
+    queue.clear()
+    return last
+
+
+def iter_predictions(
+    info: SceneInfo, bundle: Bundle, cfg: PredictConfig, progress: Progress | None = None
+) -> Iterator[RowBlock]:
+    """Stream a scene's stitched probabilities, top to bottom.
+
+    Tiles with no valid pixel skip the network. Validity is stitched along with the probabilities (it is the
+    same in every tile that covers a pixel), so no second read is needed.
+
+    Args:
+        info: the scene (see :func:`firemap.raster.open_scene`).
+        bundle: the model.
+        cfg: tile size/overlap (None = bundle defaults), batch size, device, precision, TTA, band resolution.
+        progress: called with the number of tiles done after each batch.
+
+    Yields:
+        :class:`RowBlock` bands of rows covering the scene exactly once, in order.
+
+    Raises:
+        MissingBandsError, BandResolutionError, ConfigError: bands or tiling do not fit the model.
+    """
+    mc = bundle.config
+    ctx = _scene_context(info, bundle, cfg)
+    bundle.model.to(ctx.device).to(memory_format=torch.channels_last)
+    grid = tile_grid(info, bundle, cfg)
+    stitcher = RowStitcher(grid, len(mc.classes) + 1)
+    queue: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
+    next_row, ncols = 0, grid.shape[1]
+    with rasterio.open(info.path) as src:
+        for i, tile in enumerate(grid):
+            x, valid = _read_tile(src, tile, ctx)
+            queue.append((tile, x, valid))
+            if sum(q[1] is not None for q in queue) < cfg.batch_size and i + 1 < len(grid):
+                continue
+            done = len(queue)
+            last = _stitch(stitcher, queue, ctx)
+            if progress:
+                progress(done)
+            finished = last.row if last.col == ncols - 1 else last.row - 1
+            for row in range(next_row, finished + 1):
+                for row_off, values in stitcher.release(row):
+                    valid_rows = values[-1] > 0.5
+                    probs = np.where(valid_rows, values[:-1], 0.0).astype(np.float32)
+                    yield RowBlock(row_off, probs, valid_rows)
+            next_row = finished + 1
+
+
+def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:
+    """The tile grid for a scene: ``cfg`` tile size/overlap, else the bundle's defaults.
+
+    Raises:
+        ConfigError: tile size not divisible by the network stride, or overlap >= tile size.
+    """
+    tile_size = cfg.tile_size or bundle.config.tile_size
+    overlap = cfg.overlap if cfg.overlap is not None else bundle.config.overlap
+    validate_tiling(tile_size, overlap, bundle.config.stride)
+    return TileGrid(info.grid.height, info.grid.width, tile_size, overlap)
+
+
+def classify(
+    probs: np.ndarray, valid: np.ndarray, classes: Sequence[ClassInfo], thresholds: dict[str, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Threshold probabilities into per-class masks and a one-class-per-pixel raster.
+
+    Args:
+        probs: ``(classes, rows, cols)`` float32 probabilities.
+        valid: ``(rows, cols)`` bool.
+        classes: class definitions (ids, priorities), in ``probs`` order.
+        thresholds: class name -> probability threshold (default 0.5).
+
+    Returns:
+        ``(masks, class_raster)``: ``(classes, rows, cols)`` bool (multi-label, False on nodata) and
+        ``(rows, cols)`` uint8 with 0 background, class ids by priority (lowest priority value wins), 255 nodata.
+    """
+    thr = np.asarray([thresholds.get(c.name, 0.5) for c in classes], np.float32)[:, None, None]
+    masks = (probs >= thr) & valid
+    out = np.zeros(valid.shape, np.uint8)
+    for k in sorted(range(len(classes)), key=lambda k: classes[k].priority, reverse=True):
+        out[masks[k]] = classes[k].id
+    out[~valid] = CLASS_NODATA
+    return masks, out
+
+
+@dataclass
+class SceneResult:
+    """What ``predict`` made of one scene.
+
+    Attributes:
+        scene: input path.
+        outputs: output kind (``classes``, ``qml``, ``vectors``, ``probs``, ...) -> path.
+        area_ha: class name -> mapped area in hectares (sum of polygon areas after ``min_area``).
+        polygons: class name -> polygon count.
+        seconds: wall time.
+        tiles: tiles in the grid.
+    """
+
+    scene: Path
+    outputs: dict[str, Path] = field(default_factory=dict)
+    area_ha: dict[str, float] = field(default_factory=dict)
+    polygons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    tiles: int = 0
+
+
+def output_paths(scene: Path, out_dir: Path, cfg: PredictConfig) -> dict[str, Path]:
+    """The final output paths of a scene (stem = scene file stem)."""
+    stem = scene.name.split(".")[0] if scene.name.count(".") > 1 else scene.stem
+    paths = {"classes": out_dir / f"{stem}.classes.tif", "vectors": out_dir / f"{stem}.{cfg.vector_format}"}
+    if cfg.save_probs:
+        paths["probs"] = out_dir / f"{stem}.probs.tif"
+    return paths
+
+
+def _class_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo], model: str) -> TiledWriter:
+    tags = {f"CLASS_{c.id}": c.name for c in classes} | {
+        "CLASS_0": "background",
+        "CLASS_255": "nodata",
+        "MODEL": model,
+        "MULTILABEL_PRIORITY": ">".join(c.name for c in sorted(classes, key=lambda c: c.priority)),
+    }
+    return TiledWriter(
+        tmp,
+        grid,
+        1,
+        "uint8",
+        nodata=CLASS_NODATA,
+        colormap=colormap_for({c.id: c.color for c in classes}),
+        descriptions=["class"],
+        tags=tags,
+    )
+
+
+def _probs_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo]) -> TiledWriter:
+    n = len(classes)
+    return TiledWriter(
+        tmp,
+        grid,
+        n,
+        "uint8",
+        descriptions=[f"p_{c.name}" for c in classes],
+        tags={"PROBABILITY_SCALE": "1/255", "UNITS": "probability x 255"},
+        scales=[1 / 255] * n,
+        offsets=[0.0] * n,
+        overview_resampling="average",
+    )
+
+
+def predict_scene(
+    scene: str | Path | SceneInfo,
+    out_dir: str | Path,
+    bundle: Bundle,
+    cfg: PredictConfig,
+    progress: Progress | None = None,
+) -> SceneResult:
+    """Predict one scene and write its outputs (class COG, QGIS styles, vectors, optional probability COG).
+
+    All outputs are written under temporary names and renamed only when the scene is complete.
+
+    Raises:
+        FiremapError subclasses: bad scene, bands, tiling, or outputs that exist without ``overwrite``.
+    """
+    from firemap.style import write_styles
+    from firemap.vectorize import PolygonCollector, write_vectors
+
+    t0 = time.perf_counter()
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs)
+    out = Path(out_dir)
+    paths = output_paths(info.path, out, cfg)
+    for p in paths.values():
+        check_writable(p, cfg.overwrite, [info.path])
+    classes = bundle.config.classes
+    collector = PolygonCollector(info.grid, classes)
+    result = SceneResult(info.path, dict(paths))
+    with contextlib.ExitStack() as stack:
+        writers = {
+            "classes": _class_writer(
+                stack.enter_context(atomic_output(paths["classes"], cfg.overwrite)), info.grid, classes, bundle.name
+            )
+        }
+        if cfg.save_probs:
+            writers["probs"] = _probs_writer(
+                stack.enter_context(atomic_output(paths["probs"], cfg.overwrite)), info.grid, classes
+            )
+        for w in writers.values():
+            stack.push(w.__exit__)
+        for block in iter_predictions(info, bundle, cfg, progress):
+            masks, class_raster = classify(block.probs, block.valid, classes, cfg.thresholds)
+            writers["classes"].write(class_raster, block.row_off)
+            if "probs" in writers:
+                writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
+                writers["probs"].write_mask(block.valid, block.row_off)
+            collector.add(block.row_off, masks, block.probs, block.valid)
+        gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+        stem = paths["classes"].name[: -len(".classes.tif")]
+        for i, p in enumerate(write_styles(out, stem, classes, cfg.vector_format, cfg.overwrite)):
+            result.outputs[f"style{i}"] = p
+        write_vectors(gdf, paths["vectors"], cfg.vector_format, classes, overwrite=cfg.overwrite)
+    for c in classes:
+        sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
+        result.polygons[c.name] = len(sel)
+        result.area_ha[c.name] = float(np.nansum(sel["area_m2"])) / 1e4 if len(sel) else 0.0
+    result.seconds = time.perf_counter() - t0
+    result.tiles = len(tile_grid(info, bundle, cfg))
+    log.info("%s: done in %.1f s", info.path.name, result.seconds)
+    return result
+
+
+def check_scenes(scenes: Sequence[str | Path], out_dir: Path, cfg: PredictConfig) -> list[SceneInfo]:
+    """Validate all inputs and output names before any work (fail fast, nothing half done).
+
+    Raises:
+        InputFileError, NotARasterError, MissingCRSError, OutputExistsError.
+    """
+    infos = [open_scene(s, cfg.allow_no_crs) for s in scenes]
+    seen: dict[Path, Path] = {}
+    for info in infos:
+        for p in output_paths(info.path, out_dir, cfg).values():
+            if p in seen:
+                raise OutputExistsError(
+                    f"{info.path} and {seen[p]} would both write {p.name}; predict them into different --out folders"
+                )
+            seen[p] = info.path
+            check_writable(p, cfg.overwrite, [i.path for i in infos])
+    return infos
+
+
+def predict_scenes(
+    scenes: Sequence[str | Path],
+    out_dir: str | Path,
+    model: str | Path | None,
+    cfg: PredictConfig,
+    progress_factory: Callable[[Path, int], Progress] | None = None,
+) -> list[SceneResult]:
+    """Predict several scenes with one model (``None`` = the shipped default).
+
+    Args:
+        scenes: input GeoTIFFs.
+        out_dir: output folder (created if needed).
+        model: bundle path or None.
+        cfg: predict options.
+        progress_factory: called with (scene, tile count) before each scene; returns its progress callback.
+
+    Returns:
+        One :class:`SceneResult` per scene, in input order.
+    """
+    out = Path(out_dir)
+    infos = check_scenes(scenes, out, cfg)
+    bundle = load_bundle(model)
+    for info in infos:
+        tile_grid(info, bundle, cfg)  # tiling errors before any output
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for info in infos:
+        progress = progress_factory(info.path, len(tile_grid(info, bundle, cfg))) if progress_factory else None
+        results.append(predict_scene(info, out, bundle, cfg, progress))
+    return results
