@@ -341,15 +341,22 @@ class BandMap:
         return [self.sources[b] for b in required] + [self.sources.get(b) for b in optional]
 
 
-def guess_sensor(descriptions: Sequence[str | None]) -> str | None:
-    """Guess the sensor preset from band descriptions; None when they do not tell."""
+def guess_sensor(descriptions: Sequence[str | None], tags: Mapping[str, str] | None = None) -> str | None:
+    """Guess the sensor preset from band descriptions (and dataset tags); None when they do not tell.
+
+    Tags: a key starting with ``HLS`` (e.g. ``HLS_PROCESSING_TIME``) means HLS; ``SPACECRAFT_ID=LANDSAT_9``
+    picks the Landsat-9 L1 thermal calibration instead of Landsat-8's.
+    """
     names = {(d or "").strip().upper() for d in descriptions}
+    keys = {str(k).upper(): str(v).strip().upper() for k, v in (tags or {}).items()}
+    if any(k.startswith("HLS") for k in keys):
+        return "hls"
     if names & {"TCI_R", "TCI_G", "TCI_B", "B8A", "B12", "B08"}:
         return "sentinel2-l2a"
     if any(n.startswith(("SR_B", "ST_B")) for n in names):
         return "landsat8-l2"
     if names & {"B10", "B11"} and not names & {"B12"}:
-        return "landsat8-l1"
+        return "landsat9-l1" if keys.get("SPACECRAFT_ID", "").replace(" ", "_") == "LANDSAT_9" else "landsat8-l1"
     return None
 
 
@@ -486,7 +493,7 @@ def resolve_bands(
         BandResolutionError: unknown sensor, malformed spec, or a spec naming a band the file lacks.
     """
     descriptions = tuple((d or None) for d in list(descriptions) + [None] * (count - len(descriptions)))[:count]
-    name = sensor or guess_sensor(descriptions)
+    name = sensor or guess_sensor(descriptions, tags)
     preset = get_sensor(name) if name else None
     sources = _from_descriptions(preset, descriptions, tags)
     if preset is not None and not sources:
