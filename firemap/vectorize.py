@@ -1,0 +1,366 @@
+"""Class masks -> polygons with attributes -> GeoJSON / GeoPackage, streamed by bands of rows.
+
+:class:`PolygonCollector` receives the class masks of a scene band by band (full-width rows, top to bottom)
+and never holds a whole-scene mask. Each band is labelled into 4-connected components (the connectivity
+``rasterio.features.shapes`` uses), each component is polygonized in pixel coordinates and its statistics
+(pixels, sum and max of probability) are kept. Components that touch across a band boundary are joined with
+a union-find on the boundary row, and at :meth:`PolygonCollector.finish` the pieces of each component are
+dissolved into one polygon, so bands leave no seams. Working in integer pixel coordinates until the end
+keeps shared edges exact; the scene's affine transform is applied once, after dissolving.
+
+Memory is the band being processed plus the polygons found so far (and a few numbers per polygon).
+
+Scenes without a CRS (``--allow-no-crs``): polygons are in the grid's coordinates (pixel coordinates for
+an ungeoreferenced file), ``area_m2`` is NaN, and ``min_area_m2`` / ``simplify_m`` are applied in grid units
+(square units / units) with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import rasterio.features
+import shapely
+from affine import Affine
+from pyproj import CRS, Geod
+from scipy import ndimage
+
+from firemap.config import ClassInfo
+from firemap.raster import GeoGrid, atomic_output
+from firemap.style import embed_gpkg_style
+
+log = logging.getLogger(__name__)
+
+COLUMNS: tuple[str, ...] = ("class", "class_id", "area_m2", "pixels", "mean_prob", "max_prob", "scene", "model")
+"""Attribute columns of the vector output, in order (``geometry`` follows)."""
+
+_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
+_GEOD = Geod(ellps="WGS84")
+_GEOGRAPHIC_SEGMENT_DEG = 0.01
+"""Densify lon/lat edges to this length (~1 km) before geodesic area, so long edges follow parallels."""
+GPKG_VERSION = "1.3"
+"""GeoPackage version written: GDAL >= 3.10 defaults to 1.4, which QGIS 3.22 / GDAL 3.6 warn about."""
+
+
+class _UnionFind:
+    """Sparse union-find over integer ids (only ids that were joined are stored)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while x != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)  # the smallest id (first seen) stays the root
+
+    def roots(self, n: int) -> np.ndarray:
+        """Root of every id in ``range(n)``, int64 array."""
+        out = np.arange(n, dtype=np.int64)
+        for x in list(self.parent):
+            out[x] = self.find(x)
+        return out
+
+
+class PolygonCollector:
+    """Polygonize per-class masks streamed in bands of full-width rows, without seams between bands.
+
+    Classes are independent (multi-label): each class's mask is polygonized on its own, so polygons of
+    different classes may overlap. Pixels with ``valid == False`` are never inside a polygon.
+
+    Args:
+        grid: the scene grid (size, CRS, transform); polygons come out in its CRS.
+        classes: the classes, in the order of the first axis of ``masks``/``probs``.
+    """
+
+    def __init__(self, grid: GeoGrid, classes: Sequence[ClassInfo]) -> None:
+        self.grid = grid
+        self.classes = tuple(classes)
+        self._next_row = 0
+        self._uf = _UnionFind()
+        self._geoms: list[shapely.Geometry] = []  # one per component piece, indexed by piece id
+        self._cls: list[np.ndarray] = []  # per band: class index of each piece
+        self._pixels: list[np.ndarray] = []
+        self._sum_prob: list[np.ndarray] = []
+        self._max_prob: list[np.ndarray] = []
+        self._last_row = np.full((len(self.classes), grid.width), -1, dtype=np.int64)  # piece ids, -1 = none
+
+    def add(self, row_off: int, masks: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
+        """Add the next band of rows.
+
+        Args:
+            row_off: first row of the band in the scene; must equal the previous band's end.
+            masks: ``(classes, rows, width)`` bool, True where a class is detected.
+            probs: ``(classes, rows, width)`` float32 class probabilities in [0, 1].
+            valid: ``(rows, width)`` bool, False for nodata.
+
+        Raises:
+            ValueError: shapes that do not match the grid/classes, or a band out of sequence.
+        """
+        self._check_band(row_off, masks, probs, valid)
+        rows = masks.shape[1]
+        if rows == 0:
+            return
+        for c in range(len(self.classes)):
+            ids = self._add_class_band(c, row_off, masks[c] & valid, probs[c])
+            self._join(self._last_row[c], ids[0])
+            self._last_row[c] = ids[-1]
+        self._next_row = row_off + rows
+
+    def _check_band(self, row_off: int, masks: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
+        n, width = len(self.classes), self.grid.width
+        if masks.ndim != 3 or masks.shape[0] != n or masks.shape[2] != width:
+            raise ValueError(f"masks must be (classes={n}, rows, width={width}), got {masks.shape}")
+        if probs.shape != masks.shape or valid.shape != masks.shape[1:]:
+            raise ValueError(f"probs {probs.shape} / valid {valid.shape} do not match masks {masks.shape}")
+        if row_off != self._next_row:
+            raise ValueError(f"band starts at row {row_off}, expected {self._next_row} (bands must be consecutive)")
+        if row_off + masks.shape[1] > self.grid.height:
+            end = row_off + masks.shape[1]
+            raise ValueError(f"band rows {row_off}..{end} pass the scene height {self.grid.height}")
+
+    def _add_class_band(self, c: int, row_off: int, mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """Label, polygonize and measure one class in one band; return the ``(rows, width)`` piece ids."""
+        labels, n = ndimage.label(mask, structure=_FOUR_CONNECTED)
+        first = len(self._geoms)
+        ids = np.where(labels > 0, labels.astype(np.int64) + (first - 1), -1)
+        if n == 0:
+            return ids
+        pieces: list[shapely.Geometry | None] = [None] * n
+        to_pixels = Affine.translation(0, row_off)  # pixel coordinates: exact integers across bands
+        for geom, value in rasterio.features.shapes(labels, mask=labels > 0, connectivity=4, transform=to_pixels):
+            k = int(value) - 1
+            piece = shapely.geometry.shape(geom)
+            pieces[k] = piece if pieces[k] is None else shapely.union(pieces[k], piece)
+        self._geoms.extend(pieces)
+        index = np.arange(1, n + 1)
+        flat = labels.ravel()
+        self._cls.append(np.full(n, c, dtype=np.int16))
+        self._pixels.append(np.bincount(flat, minlength=n + 1)[1:].astype(np.int64))
+        self._sum_prob.append(np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=n + 1)[1:])
+        self._max_prob.append(np.asarray(ndimage.maximum(prob, labels, index), dtype=np.float64))
+        return ids
+
+    def _join(self, above: np.ndarray, below: np.ndarray) -> None:
+        """Union the pieces that touch across a band boundary (vertical neighbours: 4-connectivity)."""
+        both = (above >= 0) & (below >= 0)
+        if not both.any():
+            return
+        for a, b in np.unique(np.stack([above[both], below[both]], axis=1), axis=0):
+            self._uf.union(int(a), int(b))
+
+    def finish(
+        self, min_area_m2: float = 0.0, simplify_m: float = 0.0, scene: str = "", model: str = ""
+    ) -> gpd.GeoDataFrame:
+        """Dissolve the pieces into polygons, measure, filter and simplify them.
+
+        Args:
+            min_area_m2: drop polygons smaller than this (geodesic area of the unsimplified polygon).
+            simplify_m: simplification tolerance in metres (topology preserving: valid, holes kept); 0 = none.
+            scene: value of the ``scene`` column.
+            model: value of the ``model`` column.
+
+        Returns:
+            One row per polygon per class, in the scene CRS, columns :data:`COLUMNS` + ``geometry``; sorted by
+            class id, then by the polygon's first pixel in raster order. ``area_m2`` is the geodesic area on
+            WGS84 of the pixels (before simplification), ``mean_prob``/``max_prob`` are over its pixels.
+
+        Raises:
+            ValueError: the bands added do not cover the whole scene.
+        """
+        if self._next_row != self.grid.height:
+            raise ValueError(f"only rows 0..{self._next_row} of {self.grid.height} were added before finish()")
+        gdf = self._dissolve(scene, model)
+        if self.grid.crs is None and (min_area_m2 > 0 or simplify_m > 0):
+            log.warning("scene has no CRS: --min-area and --simplify are applied in grid units, not metres")
+        planar = gdf.geometry.area.to_numpy() if self.grid.crs is None else gdf["area_m2"].to_numpy()
+        gdf = gdf[planar >= min_area_m2].reset_index(drop=True)
+        if simplify_m > 0:
+            gdf = gdf.set_geometry(simplify(gdf.geometry, simplify_m))
+        log.debug("vectorized %d polygons from %d pieces", len(gdf), len(self._geoms))
+        return gdf
+
+    def _dissolve(self, scene: str, model: str) -> gpd.GeoDataFrame:
+        n = len(self._geoms)
+        stats = pd.DataFrame({
+            "root": self._uf.roots(n),
+            "cls": _concat(self._cls, np.int16),
+            "pixels": _concat(self._pixels, np.int64),
+            "sum_prob": _concat(self._sum_prob, np.float64),
+            "max_prob": _concat(self._max_prob, np.float64),
+        })
+        agg = stats.groupby("root", sort=True).agg(
+            cls=("cls", "first"), pixels=("pixels", "sum"), sum_prob=("sum_prob", "sum"), max_prob=("max_prob", "max")
+        )
+        geoms = _union_by_root(np.asarray(self._geoms, dtype=object), stats["root"].to_numpy(), agg.index.to_numpy())
+        geoms = shapely.transform(geoms, _affine_fn(self.grid.transform))
+        classes = [self.classes[i] for i in agg["cls"]]
+        gdf = gpd.GeoDataFrame(
+            {
+                "class": pd.Series([c.name for c in classes], dtype=object),
+                "class_id": pd.Series([c.id for c in classes], dtype=np.int32),
+                "area_m2": np.zeros(len(agg)),
+                "pixels": agg["pixels"].to_numpy(np.int64),
+                "mean_prob": (agg["sum_prob"] / agg["pixels"]).to_numpy(np.float64),
+                "max_prob": agg["max_prob"].to_numpy(np.float64),
+                "scene": pd.Series([scene] * len(agg), dtype=object),
+                "model": pd.Series([model] * len(agg), dtype=object),
+            },
+            geometry=gpd.GeoSeries(geoms, crs=self.grid.crs),
+        )
+        gdf["area_m2"] = area_m2(gdf.geometry)
+        return gdf.sort_values(["class_id"], kind="stable").reset_index(drop=True)
+
+
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+
+def _union_by_root(pieces: np.ndarray, roots: np.ndarray, unique_roots: np.ndarray) -> np.ndarray:
+    """One geometry per root (in ``unique_roots`` order): the piece itself, or the union of its pieces."""
+    order = np.argsort(roots, kind="stable")
+    starts = np.searchsorted(roots[order], unique_roots)
+    ends = np.append(starts[1:], len(order))
+    out = np.empty(len(unique_roots), dtype=object)
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        if e - s == 1:
+            out[i] = pieces[order[s]]
+        else:  # drop the vertices left on the seams (exact: integer pixel coordinates)
+            out[i] = shapely.simplify(shapely.union_all(pieces[order[s:e]]), 0.0, preserve_topology=True)
+    return out
+
+
+def _affine_fn(t: Affine) -> Callable[[np.ndarray], np.ndarray]:
+    """A ``shapely.transform`` callback applying ``t`` to ``(n, 2)`` coordinates."""
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+    return apply
+
+
+def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
+    """Geodesic area of polygons on the WGS84 ellipsoid, square metres.
+
+    Correct for any CRS (UTM, EPSG:4326, ...): geometries are transformed to lon/lat and measured with
+    :meth:`pyproj.Geod.geometry_area_perimeter` (exterior rings counter-clockwise, holes subtracted). Edges
+    of geographic-CRS polygons are densified to ~1 km first, so long edges along parallels are measured
+    along the parallel rather than along the geodesic.
+
+    Args:
+        geoms: polygons with a CRS.
+
+    Returns:
+        float64 array, one area per geometry; NaN for all when ``geoms`` has no CRS.
+    """
+    if geoms.crs is None:
+        return np.full(len(geoms), np.nan)
+    lonlat = geoms.to_crs(4326).to_numpy()
+    if CRS.from_user_input(geoms.crs).is_geographic:
+        lonlat = shapely.segmentize(lonlat, _GEOGRAPHIC_SEGMENT_DEG)
+    oriented = shapely.orient_polygons(lonlat, exterior_cw=False)
+    return np.array([abs(_GEOD.geometry_area_perimeter(g)[0]) for g in oriented], dtype=np.float64)
+
+
+def simplify(geoms: gpd.GeoSeries, tolerance_m: float) -> gpd.GeoSeries:
+    """Simplify polygons with a tolerance in metres, preserving topology (valid output, holes kept).
+
+    Geographic CRSs are simplified in their local UTM zone (``estimate_utm_crs``) and transformed back;
+    projected CRSs use their own linear unit (converted from metres). Without a CRS the tolerance is in
+    grid units.
+
+    Args:
+        geoms: polygons.
+        tolerance_m: Douglas-Peucker tolerance, metres.
+
+    Returns:
+        The simplified polygons, same CRS and index.
+    """
+    if len(geoms) == 0 or tolerance_m <= 0:
+        return geoms
+    crs = geoms.crs
+    if crs is not None and CRS.from_user_input(crs).is_geographic:
+        utm = geoms.estimate_utm_crs()
+        out = geoms.to_crs(utm).simplify(tolerance_m, preserve_topology=True).to_crs(crs)
+    else:
+        factor = CRS.from_user_input(crs).axis_info[0].unit_conversion_factor if crs is not None else 1.0
+        out = geoms.simplify(tolerance_m / factor, preserve_topology=True)
+    bad = ~out.is_valid.to_numpy()
+    if bad.any():  # a reprojection round trip can leave a self-touching ring
+        out[bad] = shapely.make_valid(out[bad].to_numpy(), method="structure", keep_collapsed=False)
+    return out
+
+
+def write_vectors(
+    gdf: gpd.GeoDataFrame,
+    path: str | os.PathLike[str],
+    fmt: Literal["geojson", "gpkg"],
+    classes: Sequence[ClassInfo],
+    overwrite: bool = False,
+) -> Path:
+    """Write polygons atomically as GeoJSON (RFC 7946) or GeoPackage (scene CRS, with an embedded QGIS style).
+
+    GeoJSON: transformed to EPSG:4326 lon/lat, right-hand-rule winding and antimeridian handling by GDAL's
+    ``RFC7946=YES``, 7 decimals (~1 cm). A layer without CRS (``--allow-no-crs``) is written in grid
+    coordinates, which RFC 7946 does not allow (logged). GeoPackage: one layer named after the file stem,
+    in the layer's CRS, plus the categorized QGIS style of :func:`firemap.style.vector_qml` as the layer's
+    default in the ``layer_styles`` table, so QGIS styles it on open. An empty ``gdf`` gives a valid empty
+    FeatureCollection / an empty layer with the full schema.
+
+    Args:
+        gdf: output of :meth:`PolygonCollector.finish`.
+        path: destination file.
+        fmt: ``geojson`` or ``gpkg``.
+        classes: the classes (for the embedded style).
+        overwrite: replace an existing file.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: unknown ``fmt``.
+    """
+    final = Path(path)
+    if fmt not in ("geojson", "gpkg"):
+        raise ValueError(f"unknown vector format {fmt!r}; use 'geojson' or 'gpkg'")
+    geom_type = "Polygon" if shapely.get_type_id(gdf.geometry.to_numpy()).max(initial=3) == 3 else "MultiPolygon"
+    with atomic_output(final, overwrite) as tmp:
+        if fmt == "geojson":
+            _write_geojson(gdf, tmp, final.stem, geom_type)
+        else:
+            pyogrio.write_dataframe(
+                gdf, tmp, layer=final.stem, driver="GPKG", geometry_type=geom_type,
+                promote_to_multi=geom_type != "Polygon", dataset_options={"VERSION": GPKG_VERSION},
+            )
+            embed_gpkg_style(tmp, final.stem, classes)
+    log.info("wrote %d polygons to %s", len(gdf), final)
+    return final
+
+
+def _write_geojson(gdf: gpd.GeoDataFrame, path: Path, layer: str, geom_type: str) -> None:
+    options: dict[str, str] = {"COORDINATE_PRECISION": "7"}
+    if gdf.crs is None:
+        log.warning("%s: no CRS, GeoJSON written in grid coordinates (not RFC 7946 lon/lat)", path.name)
+    else:
+        gdf = gdf.to_crs(4326)
+        options["RFC7946"] = "YES"
+    pyogrio.write_dataframe(
+        gdf, path, layer=layer, driver="GeoJSON", geometry_type=geom_type, promote_to_multi=geom_type != "Polygon",
+        layer_options=options,
+    )
