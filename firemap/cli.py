@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -69,3 +70,134 @@ def main() -> None:
 
 
 # Commands are added below, one small function each. Helpers: keep your command in its own block.
+
+# --- predict path commands ---
+
+_SENSOR_HELP = (
+    "Sensor preset for band naming and scaling: landsat8-l1, landsat9-l1 (TOA = 2e-5*DN - 0.1; without band "
+    "descriptions 7 bands = B1-7, 10 bands = B1-7,B9,B10,B11, 11 bands = B1-11), landsat8-l2, landsat9-l2 "
+    "(SR = 2.75e-5*DN - 0.2; SR_B1-7 [+ST_B10]), sentinel2-l1c, sentinel2-l2a (DN/10000, -1000 DN offset when "
+    "the file's tags say so; B01..B12 order), hls (x 0.0001; 10 bands = L30 B01-B07,B09,B10,B11, 13 = S30, "
+    "6 = blue,green,red,nir,swir1,swir2). Guessed from band descriptions when omitted."
+)
+_BANDS_HELP = (
+    "Explicit band mapping CANON=SRC[:SCALE[:OFFSET]],... with SRC a 1-based index or a band description, "
+    "e.g. 'red=3,nir=4,swir2=B12:0.0001'. Canonical: coastal, blue, green, red, nir, swir1, swir2, cirrus, "
+    "thermal, thermal2."
+)
+
+
+@app.command()
+@handle_errors
+def predict(
+    scenes: list[Path] = typer.Argument(..., help="Input GeoTIFF scene(s)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    model: Path | None = typer.Option(None, help="Model bundle (.firemap.pt); default: the shipped model."),
+    config: Path | None = typer.Option(None, help="YAML with predict options (configs/predict.yaml); flags win."),
+    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
+    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    tile_size: int | None = typer.Option(None, help="Tile size in pixels (multiple of the network stride)."),
+    overlap: int | None = typer.Option(None, help="Tile overlap in pixels (< tile size)."),
+    batch_size: int | None = typer.Option(None, help="Tiles per forward pass [default: 8]."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda [default: auto]."),
+    precision: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 [default: auto = fp16 on CUDA, fp32 on CPU]."),
+    tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 [default: none]."),
+    threshold: list[str] | None = typer.Option(None, help="Per-class probability threshold CLASS=P (repeatable)."),
+    min_area: float | None = typer.Option(None, help="Drop polygons smaller than this many m2."),
+    simplify: float | None = typer.Option(None, help="Simplify polygons with this tolerance in metres."),
+    vector_format: str | None = typer.Option(None, help="geojson (RFC 7946, EPSG:4326) | gpkg (scene CRS)."),
+    save_probs: bool = typer.Option(False, "--save-probs", help="Also write <stem>.probs.tif (uint8, p x 255)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene."""
+    from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
+    from firemap.predict import predict_scenes
+
+    setup_logging(verbose, quiet)
+    options = {
+        "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
+        "device": device, "precision": precision, "tta": tta, "min_area": min_area, "simplify": simplify,
+        "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
+        "allow_no_crs": allow_no_crs or None,
+        "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")) or None,
+    }
+    cfg = (load_yaml(config, PredictConfig, options) if config
+           else validate(PredictConfig, {k: v for k, v in options.items() if v is not None}, "options"))
+    with _progress(quiet) as factory:
+        results = predict_scenes(scenes, out, model, cfg, factory)
+    _summary(results)
+
+
+def _progress(quiet: bool) -> Any:
+    """A context manager yielding a progress factory (scene, tiles) -> advance callback, or None when quiet."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed:.1f} tiles/s" if task.speed else "", style="dim")
+
+    @contextmanager
+    def bars() -> Any:
+        if quiet:
+            yield None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+
+            def factory(scene: Path, total: int) -> Callable[[int], None]:
+                task = progress.add_task(scene.name, total=total)
+                return lambda n: progress.advance(task, n)
+
+            yield factory
+
+    return bars()
+
+
+def _summary(results: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="firemap predict")
+    table.add_column("scene")
+    names = list(results[0].area_ha) if results else []
+    for name in names:
+        table.add_column(f"{name} ha", justify="right")
+        table.add_column(f"{name} polys", justify="right")
+    table.add_column("tiles", justify="right")
+    table.add_column("time s", justify="right")
+    for r in results:
+        cells = [f"{r.area_ha[n]:.2f}" if i == 0 else str(r.polygons[n]) for n in names for i in (0, 1)]
+        table.add_row(r.scene.name, *cells, str(r.tiles), f"{r.seconds:.1f}")
+    Console().print(table)
+    for r in results:
+        Console().print(f"[green]{r.scene.name}[/] -> " + ", ".join(str(p) for p in r.outputs.values()),
+                        highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def info(
+    scene: Path = typer.Argument(..., help="A raster scene."),
+    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
+    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+) -> None:
+    """Show a scene's CRS, size, resolution, dtype, nodata, band descriptions and how its bands resolve."""
+    from rich.table import Table
+
+    from firemap.raster import describe_scene
+
+    _info, fields, rows = describe_scene(scene, sensor, bands)
+    out = Console()
+    for name, value in fields:
+        out.print(f"[bold]{name:>10}[/]: {value}", highlight=False)
+    table = Table(title="bands")
+    for col in ("#", "description", "canonical", "physical value"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)

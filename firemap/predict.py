@@ -78,13 +78,15 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def prepare_input(
-    data: np.ndarray, valid: np.ndarray, config: ModelConfig, present: Sequence[str] | None = None
+    data: np.ndarray, valid: np.ndarray | None, config: ModelConfig, present: Sequence[str] | None = None
 ) -> np.ndarray:
     """Normalize bands and append band-presence channels: exactly what the network was trained on.
 
     Args:
         data: ``(len(config.bands), rows, cols)`` float32 physical values in ``config.bands`` order.
-        valid: ``(rows, cols)`` bool; invalid pixels become 0 (the band mean) after normalization.
+        valid: ``(rows, cols)`` bool; invalid pixels become 0 (the band mean) after normalization. Pass None
+            when ``data`` was read with ``fill=config.mean`` (nodata already holds the mean; the mirrored
+            padding at scene borders, marked invalid by ``read_window``, must keep its values).
         config: the model config (bands, mean/std, optional bands, band_presence).
         present: names of the bands the scene really has (default: all); absent ones become 0.
 
@@ -94,13 +96,14 @@ def prepare_input(
     mean = np.asarray(config.mean, np.float32)[:, None, None]
     std = np.asarray(config.std, np.float32)[:, None, None]
     x = (data - mean) / std
-    x[:, ~valid] = 0.0
+    if valid is not None:
+        x[:, ~valid] = 0.0
     have = set(config.bands if present is None else present)
     for i, band in enumerate(config.bands):
         if band not in have:
             x[i] = 0.0
     if config.band_presence:
-        flags = [np.full(valid.shape, float(b in have), np.float32) for b in config.optional_bands]
+        flags = [np.full(x.shape[1:], float(b in have), np.float32) for b in config.optional_bands]
         x = np.concatenate([x, np.stack(flags)]) if flags else x
     return x.astype(np.float32, copy=False)
 
@@ -196,11 +199,16 @@ def _read_tile(src: rasterio.io.DatasetReader, tile: Tile, ctx: _Context) -> tup
         return None, valid
     if not ctx.checked_scaling:
         _check_scaling(ctx, data, valid, src.name)
-    return prepare_input(data, valid, ctx.bundle.config, ctx.present), valid
+    return prepare_input(data, None, ctx.bundle.config, ctx.present), valid
 
 
-def _stitch(stitcher: RowStitcher, queue: list[tuple[Tile, np.ndarray | None, np.ndarray]], ctx: _Context) -> Tile:
-    """Run the queued tiles' inputs through the network, add every queued tile to the stitcher, return the last."""
+def _predict_queue(
+    queue: list[tuple[Tile, np.ndarray | None, np.ndarray]], ctx: _Context
+) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Run the queued tiles' inputs through the network in one batch; yield ``(tile, classes + 1 channels)``.
+
+    The extra last channel is the tile's validity, stitched along with the probabilities.
+    """
     inputs = [x for _, x, _ in queue if x is not None]
     probs = iter(_run_batch(ctx, inputs)) if inputs else iter(())
     n = len(ctx.bundle.config.classes)
@@ -208,10 +216,13 @@ def _stitch(stitcher: RowStitcher, queue: list[tuple[Tile, np.ndarray | None, np
         pred = np.empty((n + 1, *valid.shape), np.float32)
         pred[:n] = next(probs) if x is not None else 0.0
         pred[n] = valid
-        stitcher.add(tile, pred)
-    last = queue[-1][0]
-    queue.clear()
-    return last
+        yield tile, pred
+
+
+def _row_blocks(released: Iterator[tuple[int, np.ndarray]]) -> Iterator[RowBlock]:
+    for row_off, values in released:
+        valid = values[-1] > 0.5
+        yield RowBlock(row_off, np.where(valid, values[:-1], 0.0).astype(np.float32), valid)
 
 
 def iter_predictions(
@@ -240,24 +251,19 @@ def iter_predictions(
     grid = tile_grid(info, bundle, cfg)
     stitcher = RowStitcher(grid, len(mc.classes) + 1)
     queue: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
-    next_row, ncols = 0, grid.shape[1]
+    last_col = grid.shape[1] - 1
     with rasterio.open(info.path) as src:
         for i, tile in enumerate(grid):
-            x, valid = _read_tile(src, tile, ctx)
-            queue.append((tile, x, valid))
+            queue.append((tile, *_read_tile(src, tile, ctx)))
             if sum(q[1] is not None for q in queue) < cfg.batch_size and i + 1 < len(grid):
                 continue
-            done = len(queue)
-            last = _stitch(stitcher, queue, ctx)
+            for done, pred in _predict_queue(queue, ctx):
+                stitcher.add(done, pred)
+                if done.col == last_col:  # tile-row complete: its final rows can go
+                    yield from _row_blocks(stitcher.release(done.row))
             if progress:
-                progress(done)
-            finished = last.row if last.col == ncols - 1 else last.row - 1
-            for row in range(next_row, finished + 1):
-                for row_off, values in stitcher.release(row):
-                    valid_rows = values[-1] > 0.5
-                    probs = np.where(valid_rows, values[:-1], 0.0).astype(np.float32)
-                    yield RowBlock(row_off, probs, valid_rows)
-            next_row = finished + 1
+                progress(len(queue))
+            queue.clear()
 
 
 def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:

@@ -372,3 +372,37 @@ def write_raster(
         with writer:
             writer.write(data, 0)
     return final
+
+
+def describe_scene(
+    path: str | os.PathLike[str], sensor: str | None = None, bands: str | None = None, allow_no_crs: bool = True
+) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    """Everything ``firemap info`` shows: metadata rows and how each file band resolves.
+
+    Returns:
+        ``(info, fields, band_rows)``: ``fields`` are (name, value) pairs (CRS, size, resolution, dtype, nodata,
+        sensor); ``band_rows`` are (index, description, canonical band or '-', physical = raw * scale + offset).
+    """
+    from firemap.bands import resolve_bands
+
+    info = open_scene(path, allow_no_crs)
+    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags)
+    crs = info.grid.crs
+    units = crs.linear_units if crs is not None and crs.is_projected else ("degrees" if crs else "pixels")
+    fields = [
+        ("CRS", crs.to_string() if crs else "none"),
+        ("size", f"{info.grid.width} x {info.grid.height} px, {info.count} bands"),
+        ("resolution", f"{info.grid.res[0]:.6g} x {info.grid.res[1]:.6g} {units}"),
+        ("dtype", info.dtype),
+        ("nodata", "none" if info.nodata is None else str(info.nodata)),
+        ("mask", "yes" if info.has_mask else "no"),
+        ("sensor", bandmap.sensor or "unknown (pass --sensor or --bands)"),
+    ]
+    by_index = {s.index: s for s in bandmap.sources.values()}
+    rows = []
+    for i, desc in enumerate(info.descriptions, start=1):
+        src = by_index.get(i)
+        enc = src.encoding if src else None
+        conv = "" if enc is None else f"raw * {enc.scale:.6g} + {enc.offset:.6g}" + (" -> K" if enc.planck else "")
+        rows.append((str(i), desc or "", src.canonical if src else "-", conv))
+    return info, fields, rows
