@@ -53,3 +53,11 @@ class BandScalingWarning(FiremapWarning):
 
 class NoDataWarning(FiremapWarning):
     """A scene or tile is entirely nodata."""
+
+
+class GridMismatchError(FiremapError, ValueError):
+    """Two scenes that must share a pixel grid (e.g. pre- and post-fire) do not."""
+
+
+class WeightsError(FiremapError, RuntimeError):
+    """Pretrained weights cannot be fetched, read, or fitted to the model (``--init``)."""
