@@ -235,7 +235,7 @@ def _union_by_root(pieces: np.ndarray, roots: np.ndarray, unique_roots: np.ndarr
     """One geometry per root (in ``unique_roots`` order): the piece itself, or the union of its pieces."""
     order = np.argsort(roots, kind="stable")
     starts = np.searchsorted(roots[order], unique_roots)
-    ends = np.append(starts[1:], len(order))
+    ends = np.append(starts[1:], len(order))[: len(starts)]
     out = np.empty(len(unique_roots), dtype=object)
     for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
         if e - s == 1:
