@@ -32,6 +32,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
                         force=True)
     logging.captureWarnings(True)
+    logging.getLogger("pyogrio").setLevel(max(level, logging.WARNING))
 
 
 def handle_errors(func: F) -> F:
@@ -163,20 +164,20 @@ def _summary(results: list[Any]) -> None:
     from rich.table import Table
 
     table = Table(title="firemap predict")
-    table.add_column("scene")
-    names = list(results[0].area_ha) if results else []
-    for name in names:
-        table.add_column(f"{name} ha", justify="right")
-        table.add_column(f"{name} polys", justify="right")
-    table.add_column("tiles", justify="right")
-    table.add_column("time s", justify="right")
+    for col, justify in (("scene", "left"), ("class", "left"), ("area ha", "right"), ("polygons", "right"),
+                         ("tiles", "right"), ("time s", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in results:
-        cells = [f"{r.area_ha[n]:.2f}" if i == 0 else str(r.polygons[n]) for n in names for i in (0, 1)]
-        table.add_row(r.scene.name, *cells, str(r.tiles), f"{r.seconds:.1f}")
-    Console().print(table)
+        for i, name in enumerate(r.area_ha):
+            first = i == 0
+            table.add_row(r.scene.name if first else "", name, f"{r.area_ha[name]:.2f}", str(r.polygons[name]),
+                          str(r.tiles) if first else "", f"{r.seconds:.1f}" if first else "",
+                          end_section=i == len(r.area_ha) - 1)
+    out = Console()
+    out.print(table)
     for r in results:
-        Console().print(f"[green]{r.scene.name}[/] -> " + ", ".join(str(p) for p in r.outputs.values()),
-                        highlight=False, soft_wrap=True)
+        out.print(f"[green]{r.scene.name}[/] -> " + ", ".join(str(p) for p in r.outputs.values()),
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()

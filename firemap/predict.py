@@ -21,7 +21,7 @@ import torch
 
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, get_sensor, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
-from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
+from firemap.errors import BandScalingWarning, ConfigError, MissingBandsError, OutputExistsError
 from firemap.models import Bundle, load_bundle
 from firemap.raster import (
     CLASS_NODATA,
@@ -157,18 +157,31 @@ class _Context:
     checked_scaling: bool = False
 
 
+def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> tuple[list[BandSource | None], bool]:
+    """The source of each model band in a scene (None for an absent optional band), and whether 0 is fill.
+
+    Raises:
+        MissingBandsError: a required band is missing (the message lists what the file offers).
+        BandResolutionError: bad ``--sensor``/``--bands``.
+    """
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    required = [b for b in config.bands if b not in config.optional_bands]
+    try:
+        selected = bandmap.select(required, config.optional_bands)
+    except MissingBandsError as exc:
+        raise MissingBandsError(f"{info.path.name}: {exc}") from None
+    by_name = dict(zip([*required, *config.optional_bands], selected, strict=True))
+    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
+    return [by_name[b] for b in config.bands], zero_fill
+
+
 def _scene_context(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> _Context:
     mc = bundle.config
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
-    required = [b for b in mc.bands if b not in mc.optional_bands]
-    selected = bandmap.select(required, mc.optional_bands)
-    by_name = dict(zip([*required, *mc.optional_bands], selected, strict=True))
-    sources = [by_name[b] for b in mc.bands]
+    sources, zero_fill = scene_sources(info, mc, cfg)
     present = [b for b, s in zip(mc.bands, sources, strict=True) if s is not None]
     missing = [b for b in mc.bands if b not in present]
     if missing:
         log.info("%s: optional band(s) %s absent; the model was trained to do without", info.path.name, missing)
-    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
     device = select_device(cfg.device)
     return _Context(
         bundle, sources, present, list(mc.mean), zero_fill, device, autocast_dtype(device, cfg.precision), cfg
@@ -326,7 +339,12 @@ class SceneResult:
 def output_paths(scene: Path, out_dir: Path, cfg: PredictConfig) -> dict[str, Path]:
     """The final output paths of a scene (stem = scene file stem)."""
     stem = scene.name.split(".")[0] if scene.name.count(".") > 1 else scene.stem
-    paths = {"classes": out_dir / f"{stem}.classes.tif", "vectors": out_dir / f"{stem}.{cfg.vector_format}"}
+    paths = {
+        "classes": out_dir / f"{stem}.classes.tif",
+        "qml": out_dir / f"{stem}.qml",
+        "classes_qml": out_dir / f"{stem}.classes.qml",
+        "vectors": out_dir / f"{stem}.{cfg.vector_format}",
+    }
     if cfg.save_probs:
         paths["probs"] = out_dir / f"{stem}.probs.tif"
     return paths
@@ -389,6 +407,7 @@ def predict_scene(
     paths = output_paths(info.path, out, cfg)
     for p in paths.values():
         check_writable(p, cfg.overwrite, [info.path])
+    out.mkdir(parents=True, exist_ok=True)
     classes = bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
     result = SceneResult(info.path, dict(paths))
@@ -413,8 +432,7 @@ def predict_scene(
             collector.add(block.row_off, masks, block.probs, block.valid)
         gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
         stem = paths["classes"].name[: -len(".classes.tif")]
-        for i, p in enumerate(write_styles(out, stem, classes, cfg.vector_format, cfg.overwrite)):
-            result.outputs[f"style{i}"] = p
+        write_styles(out, stem, classes, cfg.vector_format, cfg.overwrite)
         write_vectors(gdf, paths["vectors"], cfg.vector_format, classes, overwrite=cfg.overwrite)
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
@@ -467,8 +485,9 @@ def predict_scenes(
     out = Path(out_dir)
     infos = check_scenes(scenes, out, cfg)
     bundle = load_bundle(model)
-    for info in infos:
-        tile_grid(info, bundle, cfg)  # tiling errors before any output
+    for info in infos:  # band and tiling errors before any output
+        scene_sources(info, bundle.config, cfg)
+        tile_grid(info, bundle, cfg)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for info in infos:

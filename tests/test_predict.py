@@ -1,0 +1,194 @@
+"""The predict path end to end: known answers, nodata, multi-label priority, outputs, safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from firemap.config import DEFAULT_CLASSES, PredictConfig
+from firemap.errors import OutputExistsError
+from firemap.models import Bundle
+from firemap.predict import classify, forward_probs, iter_predictions, predict_scene, predict_scenes
+from firemap.raster import CLASS_NODATA, open_scene
+from tests.conftest import GEO_TRANSFORM, UTM_TRANSFORM, background
+
+
+def fire_square(height: int = 96, width: int = 96, rows=slice(40, 50), cols=slice(60, 70)) -> np.ndarray:
+    data = background(height, width)
+    data[5, rows, cols] = 0.9  # swir2 -> fire
+    return data
+
+
+def test_known_square_gives_class_raster_and_polygon(write_tif, threshold_bundle: Bundle, tmp_path: Path) -> None:
+    scene = write_tif(fire_square())
+    out = tmp_path / "out"
+    result = predict_scene(scene, out, threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    with rasterio.open(out / "scene.classes.tif") as ds:
+        classes = ds.read(1)
+        assert ds.crs.to_epsg() == 32610 and ds.transform == UTM_TRANSFORM
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert ds.colormap(1)[1][:3] == DEFAULT_CLASSES[0].color
+        assert ds.nodata == CLASS_NODATA
+    expected = np.zeros((96, 96), np.uint8)
+    expected[40:50, 60:70] = 1
+    np.testing.assert_array_equal(classes, expected)
+    fc = json.loads((out / "scene.geojson").read_text())
+    fires = [f for f in fc["features"] if f["properties"]["class"] == "fire"]
+    assert len(fires) == 1
+    props = fires[0]["properties"]
+    assert props["pixels"] == 100 and props["class_id"] == 1 and props["model"] == "threshold"
+    assert props["area_m2"] == pytest.approx(100 * 900, rel=0.01)  # 30 m pixels, UTM scale factor ~1
+    assert props["mean_prob"] > 0.99
+    assert result.polygons == {"fire": 1, "smoke": 0, "burn_scar": 0}
+    assert result.area_ha["fire"] == pytest.approx(9.0, rel=0.01)
+    assert (out / "scene.qml").exists() and (out / "scene.classes.qml").exists()
+
+
+def test_geographic_scene_polygon_bounds_and_area(write_tif, threshold_bundle: Bundle, tmp_path: Path) -> None:
+    from rasterio.crs import CRS
+
+    scene = write_tif(fire_square(), crs=CRS.from_epsg(4326), transform=GEO_TRANSFORM)
+    predict_scene(scene, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    fc = json.loads((tmp_path / "o" / "scene.geojson").read_text())
+    (feature,) = [f for f in fc["features"] if f["properties"]["class"] == "fire"]
+    lons = [p[0] for p in feature["geometry"]["coordinates"][0]]
+    lats = [p[1] for p in feature["geometry"]["coordinates"][0]]
+    assert min(lons) == pytest.approx(-120 + 60 * 0.0003) and max(lons) == pytest.approx(-120 + 70 * 0.0003)
+    assert max(lats) == pytest.approx(38 - 40 * 0.0003) and min(lats) == pytest.approx(38 - 50 * 0.0003)
+    # 10x10 pixels of 0.0003 deg at 38 N: 33.3 m x 26.3 m each
+    dy = 0.0003 * 110_996  # metres per degree of latitude near 38 N
+    dx = 0.0003 * 111_320 * np.cos(np.radians(37.9865))
+    assert feature["properties"]["area_m2"] == pytest.approx(100 * dx * dy, rel=0.01)
+
+
+def test_multilabel_priority_and_independent_polygons(write_tif, threshold_bundle: Bundle, tmp_path: Path) -> None:
+    data = fire_square()
+    data[0, 30:60, 50:80] = 0.5  # smoke (blue) covering the fire square
+    scene = write_tif(data)
+    predict_scene(scene, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
+        classes = ds.read(1)
+    assert (classes[40:50, 60:70] == 1).all()  # fire wins over smoke
+    assert (classes[30:40, 50:80] == 2).all()
+    fc = json.loads((tmp_path / "o" / "scene.geojson").read_text())
+    pixels = {f["properties"]["class"]: f["properties"]["pixels"] for f in fc["features"]}
+    assert pixels == {"fire": 100, "smoke": 900}  # smoke polygon includes the pixels under the fire
+
+
+def test_nodata_is_255_never_a_class_and_empty_tiles_skip_network(write_tif, threshold_bundle, tmp_path) -> None:
+    data = fire_square(96, 200)
+    data[:, :, 100:] = -9999  # right half nodata (three tile columns of 64 with overlap 16 are all nodata)
+    data[5, :, 150:] = -9999
+    scene = write_tif(data, nodata=-9999)
+    predict_scene(scene, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16, batch_size=2))
+    with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
+        classes = ds.read(1)
+    assert (classes[:, 100:] == CLASS_NODATA).all()
+    assert (classes[:, :100] != CLASS_NODATA).all()
+    assert classes[45, 65] == 1
+    tiles = len(list(range(-8, 200, 48)))  # upper bound on tile columns
+    assert threshold_bundle.model.tiles < 3 * tiles - 3  # some all-nodata tiles never reached the network
+
+
+def test_zero_fill_is_nodata_for_sensors_that_fill_with_zero(write_tif, threshold_bundle, tmp_path) -> None:
+    dn = np.full((6, 64, 64), 10000, np.uint16)  # Sentinel-2 DN: reflectance 1.0 in every band -> smoke
+    dn[:, :20] = 0
+    scene = write_tif(dn, descriptions=("B02", "B03", "B04", "B08", "B11", "B12"))
+    predict_scene(scene, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
+        classes = ds.read(1)
+    assert (classes[:20] == CLASS_NODATA).all() and (classes[20:] == 1).all()
+
+
+def test_classify_thresholds_and_priority() -> None:
+    probs = np.array([[[0.6, 0.2]], [[0.7, 0.7]], [[0.9, 0.1]]], np.float32)
+    valid = np.array([[True, False]])
+    masks, raster = classify(probs, valid, DEFAULT_CLASSES, {"fire": 0.65})
+    assert raster.tolist() == [[2, 255]]  # fire below its raised threshold; smoke beats burn_scar
+    assert masks[:, 0, 0].tolist() == [False, True, True] and not masks[:, 0, 1].any()
+
+
+def test_flip_tta_averages_flipped_predictions() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(2, 1, (1, 3), padding=(0, 1)).eval()  # not flip-equivariant
+    x = torch.randn(1, 2, 8, 8)
+    with torch.no_grad():
+        plain = torch.sigmoid(net(x))
+        flipped = torch.flip(torch.sigmoid(net(torch.flip(x, (3,)))), (3,))
+        got = forward_probs(net, x, "flip")
+        d4 = forward_probs(net, x, "d4")
+    torch.testing.assert_close(got, (plain + flipped) / 2)
+    assert not torch.allclose(got, plain)
+    assert d4.shape == plain.shape and torch.all((d4 > 0) & (d4 < 1))
+
+
+def test_absent_optional_band_is_zero_and_flagged(write_tif, tmp_path) -> None:
+    from firemap.predict import prepare_input
+    from tests.conftest import raw_config
+
+    cfg = raw_config(optional_bands=("swir1",), band_presence=True)
+    x = prepare_input(np.ones((6, 4, 4), np.float32), None, cfg, present=[b for b in cfg.bands if b != "swir1"])
+    assert x.shape == (7, 4, 4)
+    assert (x[4] == 0).all() and (x[6] == 0).all() and (x[5] == 1).all()
+
+
+def test_interrupted_run_leaves_nothing_under_final_names(write_tif, threshold_bundle, tmp_path) -> None:
+    class Boom(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            if self.calls > 2:
+                raise KeyboardInterrupt
+            return torch.zeros(x.shape[0], 3, *x.shape[2:])
+
+    scene = write_tif(fire_square(200, 200))
+    bundle = Bundle(threshold_bundle.config, Boom(), {"name": "boom"})
+    out = tmp_path / "o"
+    with pytest.raises(KeyboardInterrupt):
+        predict_scene(scene, out, bundle, PredictConfig(tile_size=64, overlap=16, batch_size=1, save_probs=True))
+    assert list(out.iterdir()) == []  # no final file, no temporary left behind
+
+
+def test_existing_outputs_and_inputs_are_protected(write_tif, threshold_bundle, tmp_path) -> None:
+    scene = write_tif(fire_square())
+    cfg = PredictConfig(tile_size=64, overlap=16)
+    predict_scene(scene, tmp_path / "o", threshold_bundle, cfg)
+    before = (tmp_path / "o" / "scene.classes.tif").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        predict_scene(scene, tmp_path / "o", threshold_bundle, cfg)
+    assert (tmp_path / "o" / "scene.classes.tif").stat().st_mtime_ns == before
+    predict_scene(scene, tmp_path / "o", threshold_bundle, cfg.model_copy(update={"overwrite": True}))
+    # an output that would replace the input: scene named like an output
+    clash = write_tif(fire_square(), name="x.classes.tif")
+    with pytest.raises(OutputExistsError, match="overwrite an input"):
+        predict_scenes([clash], tmp_path, None, cfg.model_copy(update={"overwrite": True}))
+
+
+def test_probabilities_output_scaled_and_masked(write_tif, threshold_bundle, tmp_path) -> None:
+    data = fire_square()
+    data[:, :8] = -9999
+    scene = write_tif(data, nodata=-9999)
+    predict_scene(scene, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16, save_probs=True))
+    with rasterio.open(tmp_path / "o" / "scene.probs.tif") as ds:
+        probs = ds.read()
+        mask = ds.read_masks(1)
+        assert ds.scales == (1 / 255,) * 3 and ds.descriptions == ("p_fire", "p_smoke", "p_burn_scar")
+    assert probs[0, 45, 65] == 255 and probs[0, 20, 20] == 0
+    assert (mask[:8] == 0).all() and (mask[8:] == 255).all()
+
+
+def test_row_blocks_cover_scene_once_in_order(write_tif, threshold_bundle) -> None:
+    info = open_scene(write_tif(background(150, 70)))
+    blocks = list(iter_predictions(info, threshold_bundle, PredictConfig(tile_size=64, overlap=32)))
+    starts = [b.row_off for b in blocks]
+    heights = [b.probs.shape[1] for b in blocks]
+    assert starts[0] == 0 and all(s + h == n for s, h, n in zip(starts, heights, [*starts[1:], 150], strict=True))
+    assert max(heights) <= 64  # the accumulator never holds more than one tile of rows
