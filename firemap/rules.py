@@ -57,7 +57,10 @@ CONTEXT_HALO = 31
 """Halo (pixels) that makes every rule here independent of the block size: a 30-pixel window radius plus the
 1-pixel neighbourhood that decides which pixels are unambiguous fires (Kumar & Roy Eq. 13)."""
 
-LANDSAT_BANDS: dict[str, tuple[str, ...]] = {
+RULE_HALO: dict[str, int] = {"schroeder": SCHROEDER_RADIUS, "murphy": 1, "kumar-roy": CONTEXT_HALO, "sentinel2": 1}
+"""Halo (pixels) each rule needs for block-size independent results (window radius + neighbourhood)."""
+
+RULE_BANDS: dict[str, tuple[str, ...]] = {
     "schroeder": ("coastal", "blue", "green", "red", "nir", "swir1", "swir2"),
     "murphy": ("nir", "swir1", "swir2"),
     "kumar-roy": ("blue", "green", "red", "nir", "swir1", "swir2"),
@@ -232,7 +235,7 @@ def growing_window_radii(candidates: np.ndarray, background: np.ndarray) -> np.n
 
 def schroeder_water(bands: Bands) -> np.ndarray:
     """Water mask of Schroeder et al. (2016), Eqs. 7-9: ``(rows, cols)`` bool."""
-    r1, r2, r3, r4, r5, r6, r7 = _get(bands, LANDSAT_BANDS["schroeder"], "schroeder")
+    r1, r2, r3, r4, r5, r6, r7 = _get(bands, RULE_BANDS["schroeder"], "schroeder")
     eq7 = (r4 > r5) & (r5 > r6) & (r6 > r7) & (r1 - r7 < 0.2)  # Eq. 7
     eq8 = r3 > r2  # Eq. 8 (turbid / shallow water)
     eq9 = (r1 > r2) & (r2 > r3) & (r3 > r4)  # Eq. 9 (deep, clear water)
@@ -258,7 +261,7 @@ def schroeder2016(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     Raises:
         MissingBandsError: a band is missing.
     """
-    r1, _, _, _, r5, r6, r7 = arrays = _get(bands, LANDSAT_BANDS["schroeder"], "schroeder")
+    r1, _, _, _, r5, r6, r7 = arrays = _get(bands, RULE_BANDS["schroeder"], "schroeder")
     ok = _valid(arrays, valid)
     r75, r76 = ratio(r7, r5), ratio(r7, r6)
     eq1 = (r75 > 2.5) & (r7 - r5 > 0.3) & (r7 > 0.5)  # Eq. 1: unambiguous fire
@@ -310,7 +313,7 @@ def murphy2016(
     Returns:
         ``(rows, cols)`` bool fire mask.
     """
-    nir, swir1, swir2 = arrays = _get(bands, LANDSAT_BANDS["murphy"], "murphy")
+    nir, swir1, swir2 = arrays = _get(bands, RULE_BANDS["murphy"], "murphy")
     ok = _valid(arrays, valid)
     if saturated is None:
         saturated = saturation_mask(bands, {"swir1": saturation_level, "swir2": saturation_level})
@@ -341,7 +344,7 @@ def sentinel2_fire(
     Returns:
         ``(rows, cols)`` bool fire mask.
     """
-    nir, swir1, swir2 = arrays = _get(bands, LANDSAT_BANDS["sentinel2"], "sentinel2")
+    nir, swir1, swir2 = arrays = _get(bands, RULE_BANDS["sentinel2"], "sentinel2")
     ok = _valid(arrays, valid)
     if saturated is None:
         saturated = saturation_mask(bands, {"swir1": saturation_level, "swir2": saturation_level})
@@ -374,7 +377,7 @@ def kumar_roy2018(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     Returns:
         ``(rows, cols)`` bool fire mask.
     """
-    _, _, r4, r5, r6, r7 = arrays = _get(bands, LANDSAT_BANDS["kumar-roy"], "kumar-roy")
+    _, _, r4, r5, r6, r7 = arrays = _get(bands, RULE_BANDS["kumar-roy"], "kumar-roy")
     ok = _valid(arrays, valid)
     eq12 = (r4 <= 0.53 * r7 - 0.214) & ok  # Eq. 12: unambiguous fire
     eq13 = neighbours(eq12) & (r4 <= 0.35 * r6 - 0.044) & ok  # Eq. 13: unambiguous, next to an Eq.-12 pixel
@@ -450,8 +453,28 @@ def combine(masks: Sequence[np.ndarray], how: Combine = "voting", min_votes: int
 
 
 __all__ = [
-    "CONTEXT_HALO", "EPSILON", "KUMAR_ROY_MIN_BACKGROUND", "KUMAR_ROY_SIZES", "L1_SATURATION_REFLECTANCE",
-    "LANDSAT_BANDS", "RULES", "SCHROEDER_RADIUS", "Bands", "Combine", "combine", "contextual_test", "get_rule",
-    "growing_window_radii", "kumar_roy2018", "kumar_roy_water", "murphy2016", "neighbours", "ratio",
-    "saturation_mask", "schroeder2016", "schroeder_water", "sentinel2_fire",
+    "CONTEXT_HALO",
+    "EPSILON",
+    "KUMAR_ROY_MIN_BACKGROUND",
+    "KUMAR_ROY_SIZES",
+    "L1_SATURATION_REFLECTANCE",
+    "RULES",
+    "RULE_BANDS",
+    "RULE_HALO",
+    "SCHROEDER_RADIUS",
+    "Bands",
+    "Combine",
+    "combine",
+    "contextual_test",
+    "get_rule",
+    "growing_window_radii",
+    "kumar_roy2018",
+    "kumar_roy_water",
+    "murphy2016",
+    "neighbours",
+    "ratio",
+    "saturation_mask",
+    "schroeder2016",
+    "schroeder_water",
+    "sentinel2_fire",
 ]
