@@ -126,7 +126,7 @@ def predict(
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")) or None,
     }
     cfg = (load_yaml(config, PredictConfig, options) if config
-           else validate(PredictConfig, {k: v for k, v in options.items() if v is not None}, "options"))
+           else validate(PredictConfig, {k: v for k, v in options.items() if v is not None}, "command line"))
     with _progress(quiet) as factory:
         results = predict_scenes(scenes, out, model, cfg, factory)
     _summary(results)

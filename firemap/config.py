@@ -242,4 +242,6 @@ def validate(model: type[Closed], data: dict[str, Any], source: str = "config") 
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        if source == "command line":
+            where = "--" + where.replace("_", "-")
         raise ConfigError(f"{source}: {where}: {err['msg']}") from None
