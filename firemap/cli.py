@@ -202,3 +202,82 @@ def info(
     for row in rows:
         table.add_row(*row)
     out.print(table)
+
+
+# --- classic rules commands (label, indices) ---
+
+
+@app.command()
+@handle_errors
+def label(
+    scene: Path = typer.Argument(..., help="Input GeoTIFF scene (the post-fire scene with --pre-fire)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    pre_fire: Path | None = typer.Option(None, help="Pre-fire scene on the same grid: burn scars by dNBR >= 0.1."),
+    rules: str | None = typer.Option(
+        None, help="Fire rules, comma-separated: schroeder, murphy, kumar-roy, sentinel2. Default by sensor: "
+        "Landsat schroeder,murphy,kumar-roy; Sentinel-2 sentinel2; HLS murphy (rules whose bands are absent are "
+        "skipped; named rules must fit)."),
+    combine: str | None = typer.Option(None, help="voting (majority: 2 of 3) | intersection | union, default voting"),
+    nbr_threshold: float | None = typer.Option(None, help="Single-date burn scar: NBR < this, default -0.05."),
+    min_dnbr: float | None = typer.Option(None, help="With --pre-fire: burn scar where dNBR >= this, default 0.1."),
+    no_smoke: bool = typer.Option(False, "--no-smoke", help="Do not label smoke (band 2 is then all 255)."),
+    block_size: int | None = typer.Option(None, help="Block edge in pixels, default 512."),
+    min_area: float | None = typer.Option(None, help="Drop polygons smaller than this many m2."),
+    simplify: float | None = typer.Option(None, help="Simplify polygons with this tolerance in metres."),
+    vector_format: str | None = typer.Option(None, help="geojson (RFC 7946, EPSG:4326) | gpkg (scene CRS)."),
+    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
+    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Weak labels from classic rules: <stem>.labels.tif (fire/smoke/burn_scar 0/1, 255 = not labelled) + polygons."""
+    from rich.table import Table
+
+    from firemap.label import label_config, label_scene
+
+    setup_logging(verbose, quiet)
+    cfg = label_config(
+        rules=tuple(rules.split(",")) if rules else None, combine=combine, nbr_threshold=nbr_threshold,
+        min_dnbr=min_dnbr, smoke=False if no_smoke else None, block_size=block_size, min_area=min_area,
+        simplify=simplify, vector_format=vector_format, sensor=sensor, bands=bands, overwrite=overwrite or None,
+        allow_no_crs=allow_no_crs or None,
+    )
+    result = label_scene(scene, out, cfg, pre_fire)
+    if quiet:
+        return
+    table = Table(title=f"firemap label {result.scene.name} ({result.seconds:.1f} s)")
+    for col in ("class", "rule", "pixels", "polygons", "area ha"):
+        table.add_column(col, justify="left" if col in ("class", "rule") else "right")
+    for name, rule in result.rule_text.items():
+        table.add_row(name, rule, str(result.pixels[name]), str(result.polygons[name]), f"{result.area_ha[name]:.2f}")
+    Console().print(table)
+    Console().print(", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def indices(
+    scene: Path = typer.Argument(..., help="Input GeoTIFF scene (the post-fire scene for dnbr)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    index: str | None = typer.Option(
+        None, help="Comma-separated: nbr, nbr2, ndvi, dnbr, smoke. Default: nbr,nbr2,ndvi (+dnbr with "
+        "--pre-fire), skipping those whose bands are absent."),
+    pre_fire: Path | None = typer.Option(None, help="Pre-fire scene on the same grid (needed by dnbr)."),
+    block_size: int = typer.Option(512, help="Block edge in pixels."),
+    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
+    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Spectral indices as float32 Cloud-Optimized GeoTIFFs <stem>.<index>.tif (NaN = nodata)."""
+    from firemap.label import write_indices
+
+    setup_logging(verbose, quiet)
+    paths = write_indices(scene, out, index.split(",") if index else None, pre_fire, sensor, bands, overwrite,
+                          block_size, allow_no_crs)
+    if not quiet:
+        Console().print("\n".join(f"{name}: {path}" for name, path in paths.items()), highlight=False)

@@ -112,6 +112,7 @@ class LabelResult:
         outputs: output kind -> path.
         rules: fire rules applied (empty = fire not labelled).
         labelled: class name -> whether the class was labelled.
+        rule_text: class name -> the rule that labelled it (``none`` = not labelled).
         pixels: class name -> labelled pixel count.
         area_ha: class name -> polygon area in hectares (after ``min_area``).
         polygons: class name -> polygon count.
@@ -122,6 +123,7 @@ class LabelResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     rules: tuple[str, ...] = ()
     labelled: dict[str, bool] = field(default_factory=dict)
+    rule_text: dict[str, str] = field(default_factory=dict)
     pixels: dict[str, int] = field(default_factory=dict)
     area_ha: dict[str, float] = field(default_factory=dict)
     polygons: dict[str, int] = field(default_factory=dict)
@@ -380,7 +382,7 @@ def label_scene(
         gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=model)
         write_qml(paths["style"], vector_qml(DEFAULT_CLASSES), cfg.overwrite)
         write_vectors(gdf, paths["vectors"], cfg.vector_format, DEFAULT_CLASSES, overwrite=cfg.overwrite)
-    result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES})
+    result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES}, rules)
     for name, count in zip(LABEL_CLASSES, pixels, strict=True):
         sel = gdf[gdf["class"] == name]
         result.pixels[name], result.polygons[name] = int(count), len(sel)
