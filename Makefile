@@ -31,6 +31,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check firemap tests scripts
 	$(BIN)/mypy firemap
+	$(BIN)/hadolint Dockerfile
 
 # Real QGIS for the qgis-marked tests (Debian's python3-qgis, ~50 s); the tests skip without it.
 qgis:
