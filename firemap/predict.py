@@ -260,7 +260,7 @@ def iter_predictions(
     """
     mc = bundle.config
     ctx = _scene_context(info, bundle, cfg)
-    bundle.model.to(ctx.device).to(memory_format=torch.channels_last)
+    bundle.model.to(ctx.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     grid = tile_grid(info, bundle, cfg)
     stitcher = RowStitcher(grid, len(mc.classes) + 1)
     queue: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
