@@ -1,0 +1,272 @@
+"""The ground before any fire: spatially correlated fields, land-cover layout, topography, surface spectra.
+
+Fields are Gaussian random fields with a power-law spectrum ``P(k) ~ (k^2 + k0^2)^(-beta/2)``, synthesised
+with the FFT (fractional Brownian surfaces; Voss 1988, in *The Science of Fractal Images*). Smooth fields are
+made on a coarse grid and interpolated, which keeps a 1024 x 1024 scene cheap. Land cover is the argmax of
+one field per cover type biased by the log of its share, with the borders roughened by a domain warp;
+fields (farmland) are rectangular parcels; lakes fill the lowest terrain. Each vegetated pixel is a linear
+mixture of its canopy and the local soil (fractional cover; Adams et al. 1986, JGR 91:8098).
+
+Topographic illumination: Lambertian direct light ``cos(i) / cos(theta_s)`` plus isotropic skylight, with
+``cos i = cos(theta_s) cos(slope) + sin(theta_s) sin(slope) cos(phi_s - aspect)`` (e.g. Teillet et al. 1982,
+Can. J. Remote Sens. 8:84).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from firemap.simulate.spectra import MATERIAL_ID, SKY_FRACTION, SPECTRA
+
+LANDSCAPES: dict[str, dict[str, float]] = {
+    "forest": {"conifer": 0.42, "broadleaf": 0.22, "shrub": 0.1, "grass": 0.08, "dry_grass": 0.05,
+               "dark_soil": 0.04, "rock": 0.04, "urban": 0.02},
+    "mediterranean": {"shrub": 0.3, "dry_grass": 0.25, "conifer": 0.1, "broadleaf": 0.05, "soil": 0.1,
+                      "rock": 0.07, "dark_soil": 0.04, "urban": 0.06, "grass": 0.03},
+    "savanna": {"dry_grass": 0.45, "broadleaf": 0.1, "shrub": 0.12, "soil": 0.1, "dark_soil": 0.08,
+                "grass": 0.08, "rock": 0.04, "urban": 0.03},
+    "agricultural": {"crop": 0.3, "dry_grass": 0.15, "soil": 0.15, "dark_soil": 0.14, "broadleaf": 0.08,
+                     "urban": 0.08, "grass": 0.1},
+    "arid": {"soil": 0.32, "rock": 0.22, "dark_soil": 0.1, "dry_grass": 0.18, "shrub": 0.13, "urban": 0.05},
+}
+"""Landscape -> cover-type shares (water is added from the terrain)."""
+
+LAKE_SHARE = {"forest": 0.05, "mediterranean": 0.02, "savanna": 0.03, "agricultural": 0.04, "arid": 0.01}
+RELIEF_M = {"forest": 900.0, "mediterranean": 700.0, "savanna": 250.0, "agricultural": 80.0, "arid": 500.0}
+VEGETATION = ("conifer", "broadleaf", "shrub", "grass", "dry_grass", "crop")
+FUELS = frozenset(MATERIAL_ID[m] for m in VEGETATION)
+"""Cover ids that burn."""
+
+# Surface temperature offsets from the air temperature, K (daytime, sunlit; water and dense canopy are cool,
+# dry and dark bare surfaces warm). Order: MATERIAL_NAMES.
+_SURFACE_DT = {"conifer": -2, "broadleaf": -3, "shrub": 2, "grass": 0, "dry_grass": 7, "crop": -3, "soil": 9,
+               "dark_soil": 13, "rock": 8, "water": -8, "urban": 8, "roof": 6, "tile_roof": 10, "char": 16,
+               "ash": 10, "npv": 7}
+
+
+def fbm(
+    rng: np.random.Generator, shape: tuple[int, int], beta: float = 3.0, corr_px: float | None = None
+) -> np.ndarray:
+    """Zero-mean, unit-variance Gaussian random field with a power-law spectrum (periodic).
+
+    Args:
+        rng: random generator.
+        shape: ``(rows, cols)``.
+        beta: spectral slope (2 rough ... 4 very smooth).
+        corr_px: roll-off scale in pixels (``k0 = 1 / corr_px``); None = the field size.
+
+    Returns:
+        ``(rows, cols)`` float32 field.
+    """
+    rows, cols = shape
+    ky = np.fft.fftfreq(rows)[:, None]
+    kx = np.fft.rfftfreq(cols)[None, :]
+    k0 = 1.0 / (corr_px or max(rows, cols))
+    amp = (ky**2 + kx**2 + k0**2) ** (-beta / 4.0)
+    amp[0, 0] = 0.0
+    spec = np.fft.rfft2(rng.standard_normal(shape, dtype=np.float32)) * amp
+    field = np.fft.irfft2(spec, s=shape).astype(np.float32)
+    return (field - field.mean()) / (field.std() + 1e-12)
+
+
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], beta: float = 3.0, corr_px: float | None = None,
+                 factor: int = 4) -> np.ndarray:
+    """A smooth :func:`fbm` made on a grid ``factor`` times coarser and interpolated (bilinear) to ``shape``."""
+    small = (max(4, -(-shape[0] // factor)), max(4, -(-shape[1] // factor)))
+    field = fbm(rng, small, beta, None if corr_px is None else corr_px / factor)
+    return cv2.resize(field, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def blur(field: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of ``sigma`` pixels (mirrored edges) of a ``(rows, cols)`` or ``(bands, rows, cols)`` array."""
+    if field.ndim == 3:
+        return np.stack([blur(band, sigma) for band in field])
+    return cv2.GaussianBlur(np.ascontiguousarray(field, dtype=np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def fine_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float = 0.8) -> np.ndarray:
+    """Unit-variance white noise smoothed by a Gaussian of ``sigma`` pixels (pixel-scale texture)."""
+    field = blur(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return field / (field.std() + 1e-12)
+
+
+@dataclass
+class Landscape:
+    """The pre-fire ground.
+
+    Attributes:
+        kind: landscape name (a key of :data:`LANDSCAPES`).
+        cover: ``(rows, cols)`` uint8 material id (see ``spectra.MATERIAL_NAMES``).
+        reflectance: ``(8, rows, cols)`` float32 surface reflectance, flat terrain, no atmosphere.
+        soil: ``(8, rows, cols)`` float32 reflectance of the local bare soil (under canopies, exposed by fire).
+        veg_fraction: ``(rows, cols)`` float32 canopy cover of vegetated pixels (1 elsewhere).
+        elevation: ``(rows, cols)`` float32 metres.
+        warp: ``(2, rows, cols)`` float32 small displacement field (pixels) reused to roughen shapes.
+    """
+
+    kind: str
+    cover: np.ndarray
+    reflectance: np.ndarray
+    soil: np.ndarray
+    veg_fraction: np.ndarray
+    elevation: np.ndarray
+    warp: np.ndarray
+
+
+def _cover_blobs(rng: np.random.Generator, shape: tuple[int, int], shares: dict[str, float],
+                 warp: np.ndarray) -> np.ndarray:
+    """Natural cover patches: argmax over one smooth field per type, biased by log share, domain-warped."""
+    factor = 4
+    small = (max(4, -(-shape[0] // factor)), max(4, -(-shape[1] // factor)))
+    corr = rng.uniform(0.08, 0.3) * max(small)
+    names = list(shares)
+    scores = np.stack([fbm(rng, small, 3.0, corr) for _ in names])
+    scores += 1.3 * np.log(np.array([shares[n] for n in names], dtype=np.float32))[:, None, None]
+    ids = np.array([MATERIAL_ID[n] for n in names], dtype=np.uint8)[scores.argmax(axis=0)]
+    rows, cols = np.indices(shape, dtype=np.float32)
+    ry = np.clip(((rows + warp[0]) / factor).astype(np.int32), 0, small[0] - 1)
+    rx = np.clip(((cols + warp[1]) / factor).astype(np.int32), 0, small[1] - 1)
+    return ids[ry, rx]
+
+
+def _parcels(rng: np.random.Generator, shape: tuple[int, int], shares: dict[str, float]) -> np.ndarray:
+    """Farmland: rectangular parcels (a coarse grid of random size), each with one cover type."""
+    names = list(shares)
+    p = np.array([shares[n] for n in names]) / sum(shares.values())
+    cell_y, cell_x = (int(rng.integers(12, 40)) for _ in range(2))
+    grid = rng.choice([MATERIAL_ID[n] for n in names], p=p, size=(shape[0] // cell_y + 2, shape[1] // cell_x + 2))
+    oy, ox = int(rng.integers(0, cell_y)), int(rng.integers(0, cell_x))
+    rows = (np.arange(shape[0]) + oy) // cell_y
+    cols = (np.arange(shape[1]) + ox) // cell_x
+    return grid[rows[:, None], cols[None, :]].astype(np.uint8)
+
+
+def _urban_texture(rng: np.random.Generator, cover: np.ndarray) -> np.ndarray:
+    """Inside urban cover: blocks of 2-3 pixels of asphalt/concrete, bright roofs, tile roofs and gardens."""
+    town = cover == MATERIAL_ID["urban"]
+    if not town.any():
+        return cover
+    block = int(rng.integers(2, 4))
+    small = (cover.shape[0] // block + 1, cover.shape[1] // block + 1)
+    kinds = [MATERIAL_ID[k] for k in ("urban", "roof", "tile_roof", "grass", "broadleaf")]
+    grid = rng.choice(kinds, p=[0.45, 0.2, 0.15, 0.1, 0.1], size=small).astype(np.uint8)
+    texture = np.repeat(np.repeat(grid, block, 0), block, 1)[: cover.shape[0], : cover.shape[1]]
+    return np.where(town, texture, cover)
+
+
+def _terrain(rng: np.random.Generator, shape: tuple[int, int], relief: float) -> tuple[np.ndarray, np.ndarray]:
+    """Elevation (m) and its large-scale part (valleys and basins), both ``(rows, cols)`` float32."""
+    base = smooth_field(rng, shape, beta=3.4, factor=4) * relief / 3.0
+    z = base + 0.05 * relief * smooth_field(rng, shape, beta=2.6, corr_px=20, factor=2)
+    return z.astype(np.float32), base.astype(np.float32)
+
+
+def _water(rng: np.random.Generator, basins: np.ndarray, share: float) -> np.ndarray:
+    """Lakes in the lowest basins and, sometimes, a meandering river."""
+    water = basins <= np.quantile(basins[::4, ::4], share) if share > 0 else np.zeros(basins.shape, bool)
+    if rng.random() < 0.35:
+        across = bool(rng.random() < 0.5)
+        rows, cols = basins.shape[::-1] if across else basins.shape
+        walk = np.cumsum(rng.standard_normal(rows + 64)) * rng.uniform(0.3, 1.2)
+        path = ndimage.gaussian_filter1d(walk, 12)[32 : 32 + rows] + rng.uniform(0.1, 0.9) * cols
+        river = np.abs(np.arange(cols)[None, :] - path[:, None]) < rng.uniform(0.8, 3.0)
+        water |= river.T if across else river
+    return water
+
+
+def make_landscape(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> Landscape:
+    """Lay out land cover, terrain and surface spectra.
+
+    Args:
+        rng: random generator.
+        shape: ``(rows, cols)``.
+        kind: a key of :data:`LANDSCAPES`.
+
+    Returns:
+        The :class:`Landscape` (surface reflectance before fire, topography and atmosphere).
+    """
+    shares = LANDSCAPES[kind]
+    warp = np.stack([smooth_field(rng, shape, 2.4, 12, factor=2) for _ in range(2)]) * rng.uniform(1.5, 4.0)
+    cover = _cover_blobs(rng, shape, shares, warp)
+    if kind == "agricultural":
+        farmed = smooth_field(rng, shape, 3.0) > -0.6
+        cover = np.where(farmed, _parcels(rng, shape, shares), cover)
+    cover = _urban_texture(rng, cover)
+    elevation, basins = _terrain(rng, shape, RELIEF_M[kind] * rng.uniform(0.4, 1.5))
+    cover[_water(rng, basins, LAKE_SHARE[kind] * rng.uniform(0, 2))] = MATERIAL_ID["water"]
+    soil = _soil(rng, shape)
+    veg_fraction = np.clip(0.82 + 0.14 * smooth_field(rng, shape, 2.8, 40), 0.35, 1.0).astype(np.float32)
+    veg_fraction[~np.isin(cover, list(FUELS))] = 1.0
+    reflectance = _surface(rng, cover, soil, veg_fraction)
+    return Landscape(kind, cover, reflectance, soil, veg_fraction, elevation, warp.astype(np.float32))
+
+
+def _scene_spectra(rng: np.random.Generator) -> np.ndarray:
+    """Per-scene variants of the material spectra: +-12% overall, +-5% per band (domain randomisation)."""
+    overall = 1.0 + 0.12 * rng.standard_normal((SPECTRA.shape[0], 1))
+    per_band = 1.0 + 0.05 * rng.standard_normal(SPECTRA.shape)
+    return (SPECTRA * np.clip(overall, 0.7, 1.3) * per_band).astype(np.float32)
+
+
+def _soil(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Local bare soil: a smooth mix of bright and dark soil."""
+    mix = 1.0 / (1.0 + np.exp(-1.5 * smooth_field(rng, shape, 3.0) - rng.normal(0.0, 0.8)))
+    bright, dark = SPECTRA[MATERIAL_ID["soil"]], SPECTRA[MATERIAL_ID["dark_soil"]]
+    return (bright[:, None, None] * mix + dark[:, None, None] * (1.0 - mix)).astype(np.float32)
+
+
+def _surface(rng: np.random.Generator, cover: np.ndarray, soil: np.ndarray, veg_fraction: np.ndarray) -> np.ndarray:
+    spectra = _scene_spectra(rng)
+    rho = spectra.T[:, cover]  # (8, rows, cols)
+    rho = veg_fraction * rho + (1.0 - veg_fraction) * soil
+    bare = np.isin(cover, [MATERIAL_ID["soil"], MATERIAL_ID["dark_soil"]])
+    rho = np.where(bare, 0.5 * rho + 0.5 * soil, rho)
+    texture = 1.0 + 0.07 * fine_noise(rng, cover.shape, 0.7) + 0.06 * smooth_field(rng, cover.shape, 2.5, 25)
+    return np.clip(rho * texture, 0.001, 1.0).astype(np.float32)
+
+
+def illumination(elevation: np.ndarray, pixel_m: float, sun_zenith: float, sun_azimuth: float) -> np.ndarray:
+    """Relative irradiance of each pixel, per reflective band: direct ``cos(i)/cos(theta_s)`` plus skylight.
+
+    Args:
+        elevation: ``(rows, cols)`` metres.
+        pixel_m: pixel size, metres.
+        sun_zenith: degrees.
+        sun_azimuth: degrees clockwise from north.
+
+    Returns:
+        ``(8, rows, cols)`` float32 factor (1 on flat ground).
+    """
+    dz_drow, dz_dx = np.gradient(elevation.astype(np.float32), np.float32(pixel_m))
+    sz, sa = np.radians(sun_zenith), np.radians(sun_azimuth)
+    cos_slope = 1.0 / np.sqrt(1.0 + dz_dx * dz_dx + dz_drow * dz_drow)
+    # n . s with n ~ (-dz/dx_east, -dz/dy_north, 1) and the sun at (sin sz sin sa, sin sz cos sa, cos sz);
+    # rows grow southward, so dz/dy_north = -dz_drow.
+    cos_i = (np.float32(np.cos(sz)) + np.float32(np.sin(sz)) * (np.float32(np.cos(sa)) * dz_drow
+             - np.float32(np.sin(sa)) * dz_dx)) * cos_slope
+    direct = np.clip(cos_i, 0.0, None) / np.float32(np.cos(sz))
+    sky = SKY_FRACTION[:, None, None]
+    return ((1.0 - sky) * direct[None] + sky * (0.5 + 0.5 * cos_slope)[None]).astype(np.float32)
+
+
+def surface_temperature(rng: np.random.Generator, cover: np.ndarray, shade: np.ndarray, air_k: float) -> np.ndarray:
+    """Daytime land-surface brightness temperature, K: air temperature + material offset + sunlit slopes.
+
+    Args:
+        rng: random generator.
+        cover: ``(rows, cols)`` material ids.
+        shade: ``(rows, cols)`` relative direct irradiance (1 = flat).
+        air_k: near-surface air temperature, K.
+
+    Returns:
+        ``(rows, cols)`` float32, K.
+    """
+    from firemap.simulate.spectra import MATERIAL_NAMES
+
+    offsets = np.array([_SURFACE_DT[m] for m in MATERIAL_NAMES], dtype=np.float32)
+    temp = air_k + offsets[cover] + 6.0 * (shade - 1.0) + 1.0 * smooth_field(rng, cover.shape, 2.8, 30)
+    return temp.astype(np.float32)
