@@ -68,7 +68,7 @@ RULE_BANDS: dict[str, tuple[str, ...]] = {
 }
 """Canonical bands each rule reads."""
 
-_CHUNK = 256  # candidates whose 61x61 windows are gathered at once (~8 MB per float64 band)
+_CHUNK = 256  # candidates whose windows are gathered at once (61x61: ~8 MB per float64 band)
 
 
 def _get(bands: Bands, names: Sequence[str], rule: str) -> list[np.ndarray]:
@@ -133,7 +133,7 @@ def saturation_mask(bands: Bands, levels: Mapping[str, float], names: Sequence[s
 
 
 def _windows(padded: np.ndarray, ys: np.ndarray, xs: np.ndarray, radius: int) -> np.ndarray:
-    """``(n, 2r+1, 2r+1)`` copies of the windows centred on (ys, xs) of an array padded by ``radius``."""
+    """``(n, 2r+1, 2r+1)`` contiguous copies of the windows whose top-left corners are (ys, xs) of ``padded``."""
     size = 2 * radius + 1
     view = np.lib.stride_tricks.sliding_window_view(padded, (size, size))
     return np.ascontiguousarray(view[ys, xs])
@@ -185,16 +185,13 @@ def contextual_test(
     big = int(cand_radii.max())
     pads = ((big, big), (big, big))
     padded = [np.pad(background, pads), np.pad(r75.astype(np.float64), pads), np.pad(rho7.astype(np.float64), pads)]
-    for start in range(0, ys.size, _CHUNK):
-        sl = slice(start, start + _CHUNK)
-        win_bg, win_r75, win_r7 = (_windows(p, ys[sl], xs[sl], big) for p in padded)
-        for r in np.unique(cand_radii[sl]):
-            pick = np.nonzero(cand_radii[sl] == r)[0]
-            cut = (pick, slice(big - r, big + r + 1), slice(big - r, big + r + 1))
-            mask = win_bg[cut]
-            mean_r75, std_r75 = _masked_mean_std(win_r75[cut], mask)
-            mean_r7, std_r7 = _masked_mean_std(win_r7[cut], mask)
-            y, x = ys[sl][pick], xs[sl][pick]
+    for r in np.unique(cand_radii):  # gather each window at its own size: (2r+1)^2 values, contiguous
+        pick = np.nonzero(cand_radii == r)[0]
+        for start in range(0, pick.size, _CHUNK):
+            y, x = ys[pick[start : start + _CHUNK]], xs[pick[start : start + _CHUNK]]
+            win_bg, win_r75, win_r7 = (_windows(p, y + big - r, x + big - r, int(r)) for p in padded)
+            mean_r75, std_r75 = _masked_mean_std(win_r75, win_bg)
+            mean_r7, std_r7 = _masked_mean_std(win_r7, win_bg)
             eq4 = r75[y, x] > mean_r75 + np.maximum(3 * std_r75, 0.8)  # Schroeder Eq. 4 / Kumar & Roy Eq. 8
             eq5 = rho7[y, x] > mean_r7 + np.maximum(3 * std_r7, 0.08)  # Schroeder Eq. 5 / Kumar & Roy Eq. 9
             out[y, x] = eq4 & eq5
