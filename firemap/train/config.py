@@ -1,0 +1,364 @@
+"""Typed, closed training configuration, mirrored 1:1 by ``configs/{deeplabv3plus,unet,finetune}.yaml``.
+
+Unknown keys are errors everywhere. ``model`` holds :class:`~firemap.config.ModelConfig` fields; ``mean`` and
+``std`` may be left out, in which case they are computed from the training data (see
+:func:`firemap.train.data.band_statistics`) and stored in the bundle.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from firemap.bands import CANONICAL_BANDS
+from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, load_yaml, validate
+
+
+class SceneSource(Closed):
+    """Image GeoTIFFs with aligned mask GeoTIFFs (same grid), e.g. a real burn-scar dataset.
+
+    Attributes:
+        kind: ``scenes``.
+        name: short name for logs and metrics (default: the images folder name).
+        images: a folder of ``*.tif``, a glob, or a list of files.
+        masks: folder holding one mask per image with the same file name; None = ``<stem>.labels.tif``
+            beside each image (what ``firemap simulate`` writes).
+        mask_format: ``values``: one band whose values map to classes via ``mask_values``;
+            ``bands``: one 0/1 band per class named in ``mask_bands`` (255 = not labelled), as written by
+            ``firemap simulate`` and ``firemap label``.
+        mask_values: class name -> mask values meaning that class (``values`` format).
+        mask_bands: class name of each mask band (``bands`` format).
+        ignore_values: mask values that mean "not labelled" (besides the mask file's declared nodata).
+        labelled: classes this dataset labels; the others are ignored in the loss and the metrics (partial
+            labels). Default: the classes of ``mask_values`` / ``mask_bands``.
+        exclude: image file stems to leave out (e.g. a held-out validation scene).
+        sensor: sensor preset for band resolution (guessed from band descriptions when None).
+        bands: ``--bands`` spec for band resolution.
+        weight: sampling weight in the training mixture.
+    """
+
+    kind: Literal["scenes"] = "scenes"
+    name: str | None = None
+    images: str | list[str]
+    masks: str | None = None
+    mask_format: Literal["values", "bands"] = "values"
+    mask_values: dict[str, list[int]] = Field(default_factory=lambda: {"burn_scar": [1]})
+    mask_bands: list[str] = Field(default_factory=lambda: ["fire", "smoke", "burn_scar"])
+    ignore_values: list[int] = Field(default_factory=lambda: [255])
+    labelled: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
+    sensor: str | None = None
+    bands: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+
+    @property
+    def labelled_classes(self) -> list[str]:
+        """The classes this dataset labels."""
+        if self.labelled is not None:
+            return list(self.labelled)
+        return list(self.mask_values) if self.mask_format == "values" else list(self.mask_bands)
+
+    @property
+    def label(self) -> str:
+        """Name used in logs and metric keys."""
+        if self.name:
+            return self.name
+        first = self.images if isinstance(self.images, str) else (self.images[0] if self.images else "scenes")
+        return Path(first).name or "scenes"
+
+
+class SimulatorSource(Closed):
+    """The physically based simulator (:mod:`firemap.simulate`) as an infinite seeded source of tiles.
+
+    Training tiles are random crops of a pool of simulated scenes, redrawn every epoch (``pool_scenes`` > 0): a
+    256 px tile costs about as much to simulate as a training step, so cropping several tiles per scene keeps
+    the CPU on the network. With ``pool_scenes: 0`` every tile is a fresh simulated scene.
+
+    Attributes:
+        kind: ``simulator``.
+        name: short name for logs and metrics.
+        sensor: simulated sensor (``sentinel2``, ``landsat8``, ``landsat9``, ``hls``).
+        weight: sampling weight in the training mixture.
+        p_fire: probability that a scene has an active fire (the others teach "no fire here").
+        p_smoke: probability of a smoke plume.
+        p_burn_scar: probability of a burn scar.
+        clouds: cloud covers drawn from (names of ``firemap.simulate.CLOUD_LEVELS`` or fractions).
+        p_swath_edge: probability of a nodata wedge along one side.
+        pool_scenes: scenes per epoch and data worker (0 = one scene per tile).
+        pool_size: their size in pixels.
+        scenes: for validation sources: number of simulated hold-out scenes.
+        scene_size: for validation sources: their size in pixels.
+        options: extra keyword arguments for :func:`firemap.simulate.simulate_scene` (e.g. ``landscape``).
+    """
+
+    kind: Literal["simulator"] = "simulator"
+    name: str | None = None
+    sensor: str = "sentinel2"
+    weight: float = Field(default=1.0, gt=0)
+    p_fire: float = Field(default=0.6, ge=0, le=1)
+    p_smoke: float = Field(default=0.5, ge=0, le=1)
+    p_burn_scar: float = Field(default=0.8, ge=0, le=1)
+    clouds: list[str | float] = Field(default_factory=lambda: ["none", "few", "some"])
+    p_swath_edge: float = Field(default=0.1, ge=0, le=1)
+    pool_scenes: int = Field(default=24, ge=0)
+    pool_size: int = Field(default=384, ge=32)
+    scenes: int = Field(default=4, ge=1)
+    scene_size: int = Field(default=320, ge=32)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """Name used in logs and metric keys."""
+        return self.name or f"sim-{self.sensor}"
+
+
+Source = Annotated[SceneSource | SimulatorSource, Field(discriminator="kind")]
+
+
+class DataConfig(Closed):
+    """Training and validation data.
+
+    Attributes:
+        train: sources mixed by their ``weight``.
+        val: hold-out sources, evaluated scene by scene through the predict path after each epoch.
+        tile_size: training tile size, pixels (a multiple of the network stride).
+        batch_size: tiles per step.
+        oversample: class name -> probability that a tile of a scene source is centred on a pixel of that
+            class (rare-class oversampling; fire is often < 0.1 % of pixels).
+        stats_tiles: tiles drawn to compute the normalization statistics.
+        num_workers: DataLoader worker processes (0 = in the training process).
+    """
+
+    train: list[Source]
+    val: list[Source] = Field(default_factory=list)
+    tile_size: int = Field(default=256, ge=32)
+    batch_size: int = Field(default=8, ge=1)
+    oversample: dict[str, float] = Field(default_factory=lambda: {"fire": 0.3, "burn_scar": 0.2})
+    stats_tiles: int = Field(default=48, ge=1)
+    num_workers: int = Field(default=0, ge=0)
+
+    @field_validator("train")
+    @classmethod
+    def _some_training_data(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("needs at least one source (kind: scenes or kind: simulator)")
+        return value
+
+    @field_validator("oversample")
+    @classmethod
+    def _probabilities(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not 0.0 <= p <= 1.0 for p in value.values()) or sum(value.values()) > 1.0:
+            raise ValueError(f"oversample probabilities must be in [0, 1] and sum to <= 1, got {value}")
+        return value
+
+
+class AugmentConfig(Closed):
+    """Augmentation valid for any number of bands, applied identically to image and mask.
+
+    Geometric transforms run through albumentations (nearest-neighbour masks, unlabelled fill); radiometric ones
+    are done here on physical values (albumentations' photometric transforms clip floats to [0, 1], which would
+    cut the hot SWIR of fire pixels).
+
+    Attributes:
+        flip: random horizontal and vertical flips.
+        rot90: random 90 degree rotations.
+        affine_p: probability of a random affine (scale, rotation).
+        scale: affine scale range.
+        rotate: affine rotation range, +- degrees.
+        brightness: global multiplicative gain range, +- fraction (illumination).
+        gain: per-band multiplicative gain range, +- fraction (calibration, atmosphere).
+        offset: per-band additive offset range, +- reflectance.
+        noise: Gaussian sensor noise, reflectance standard deviation.
+        band_dropout: probability that each optional band is dropped from a sample (teaches the model to do
+            without it; the band-presence channel tells it).
+        saturate_visible: probability of clipping blue/green/red at 0.255, the saturation of Sentinel-2's
+            8-bit TCI product (used by real datasets that ship TCI instead of B2-B4).
+    """
+
+    flip: bool = True
+    rot90: bool = True
+    affine_p: float = Field(default=0.3, ge=0, le=1)
+    scale: tuple[float, float] = (0.75, 1.33)
+    rotate: float = Field(default=15.0, ge=0)
+    brightness: float = Field(default=0.15, ge=0, lt=1)
+    gain: float = Field(default=0.08, ge=0, lt=1)
+    offset: float = Field(default=0.01, ge=0)
+    noise: float = Field(default=0.004, ge=0)
+    band_dropout: float = Field(default=0.3, ge=0, le=1)
+    saturate_visible: float = Field(default=0.0, ge=0, le=1)
+
+
+class OptimConfig(Closed):
+    """Optimizer and learning-rate schedule.
+
+    Attributes:
+        optimizer: ``adamw`` or ``sgd`` (momentum, as in the DeepLabv3 paper).
+        lr: base (decoder) learning rate.
+        encoder_lr_mult: encoder learning rate = ``lr * encoder_lr_mult`` (lower when fine-tuning).
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        momentum: SGD momentum.
+        warmup_steps: linear warm-up steps.
+        poly_power: poly schedule power: ``lr * (1 - step / total) ** power`` (0.9 in DeepLabv3).
+        grad_clip: max global gradient norm (0 = no clipping).
+    """
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    encoder_lr_mult: float = Field(default=1.0, ge=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    warmup_steps: int = Field(default=50, ge=0)
+    poly_power: float = Field(default=0.9, ge=0)
+    grad_clip: float = Field(default=1.0, ge=0)
+
+
+class LossConfig(Closed):
+    """Multi-label loss (one sigmoid per class), masked where unlabelled or nodata.
+
+    Attributes:
+        kind: ``bce_dice`` (default), ``focal_dice``, ``bce`` or ``focal``.
+        dice_weight: weight of the Dice term.
+        focal_gamma: focal-loss focusing parameter.
+        focal_alpha: focal-loss positive-class weight (None = unweighted).
+        class_weights: class name -> loss weight (default 1).
+    """
+
+    kind: Literal["bce_dice", "focal_dice", "bce", "focal"] = "bce_dice"
+    dice_weight: float = Field(default=1.0, ge=0)
+    focal_gamma: float = Field(default=2.0, ge=0)
+    focal_alpha: float | None = Field(default=None, ge=0, le=1)
+    class_weights: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainConfig(Closed):
+    """Everything ``firemap train`` / ``firemap finetune`` needs.
+
+    Attributes:
+        name: model name, recorded in the bundle and used in outputs.
+        model: :class:`~firemap.config.ModelConfig` fields (``mean``/``std`` optional: computed when absent).
+        init: ``none`` (random), ``imagenet`` (smp pretrained encoder; downloads), or a path to a firemap bundle
+            or an smp/timm encoder state dict.
+        init_bands: canonical band of each input channel of an ``init`` state dict (None = unused channel);
+            default: red, green, blue for 3 channels, Sentinel-2 B01..B12 order for 13.
+        freeze_encoder_epochs: train only the decoder and head for this many first epochs.
+        data: training and validation data.
+        augment: augmentation.
+        optim: optimizer and schedule.
+        loss: loss.
+        epochs: epochs (validation and checkpoints after each).
+        steps_per_epoch: optimizer steps per epoch (the sources are infinite streams).
+        seed: random seed (data, weights, augmentation).
+        device: ``auto`` picks CUDA when available.
+        precision: ``auto`` = fp16 autocast with GradScaler on CUDA, fp32 on CPU; ``bf16`` autocast is about
+            2x faster on CPUs with bf16 support.
+        channels_last: use channels-last memory format (10-35 % faster on CPU).
+        threads: torch CPU threads (None = torch default).
+        out: run folder: ``best.firemap.pt``, ``last.firemap.pt``, ``train_state.pt``, ``log.csv``.
+        resume: continue from ``out/train_state.pt``.
+        overwrite: allow an existing run folder to be reused from scratch.
+        select_metric: validation metric that picks the best checkpoint: ``macro_iou`` (mean over sources of the
+            macro IoU over labelled classes) or ``<class>_iou`` / ``<class>_f1``.
+        tensorboard: also log to TensorBoard (when installed).
+    """
+
+    name: str = "firemap-model"
+    model: dict[str, Any] = Field(default_factory=dict)
+    init: str = "none"
+    init_bands: list[str | None] | None = None
+    freeze_encoder_epochs: int = Field(default=0, ge=0)
+    data: DataConfig
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    epochs: int = Field(default=10, ge=1)
+    steps_per_epoch: int = Field(default=100, ge=1)
+    seed: int = 0
+    device: Device = "auto"
+    precision: Precision = "auto"
+    channels_last: bool = True
+    threads: int | None = Field(default=None, ge=1)
+    out: str = "runs/train"
+    resume: bool = False
+    overwrite: bool = False
+    select_metric: str = "macro_iou"
+    tensorboard: bool = False
+
+    @field_validator("init_bands")
+    @classmethod
+    def _canonical(cls, value: list[str | None] | None) -> list[str | None] | None:
+        bad = [b for b in value or [] if b is not None and b not in CANONICAL_BANDS]
+        if bad:
+            raise ValueError(f"unknown band(s) {bad}; canonical bands are {list(CANONICAL_BANDS)} (or null)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        mc = self.model_config_with_stats(None)
+        names = {c.name for c in mc.classes}
+        for src in [*self.data.train, *self.data.val]:
+            if isinstance(src, SceneSource):
+                unknown = set(src.labelled_classes) - names
+                if unknown:
+                    raise ValueError(f"source {src.label!r} labels {sorted(unknown)}, not among the model "
+                                     f"classes {sorted(names)}")
+        for key in [*self.data.oversample, *self.loss.class_weights]:
+            if key not in names:
+                raise ValueError(f"class {key!r} (oversample/class_weights) is not a model class {sorted(names)}")
+        if self.data.tile_size % mc.stride:
+            raise ValueError(f"data.tile_size {self.data.tile_size} is not a multiple of the network stride "
+                             f"{mc.stride}")
+        return self
+
+    def model_config_with_stats(
+        self, stats: tuple[tuple[float, ...], tuple[float, ...]] | None
+    ) -> ModelConfig:
+        """The :class:`ModelConfig`, with ``stats = (mean, std)`` filled in (placeholders when None and absent).
+
+        Raises:
+            ValueError: invalid model fields (turned into ConfigError by the loaders).
+        """
+        data = dict(self.model)
+        bands = data.get("bands", ModelConfig.model_fields["bands"].default)
+        if stats is not None:
+            data["mean"], data["std"] = stats
+        elif "mean" not in data and "std" not in data:
+            data["mean"], data["std"] = (0.0,) * len(bands), (1.0,) * len(bands)
+        try:
+            return ModelConfig.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in err["loc"])
+            raise ValueError(f"model{'.' + where if where else ''}: {err['msg']}") from None
+
+    @property
+    def has_stats(self) -> bool:
+        """True when the config gives ``model.mean`` and ``model.std`` itself."""
+        return "mean" in self.model and "std" in self.model
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Load a training YAML (see ``configs/``), applying top-level ``overrides`` (non-None values).
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown keys or invalid values (one line).
+    """
+    cfg: TrainConfig = load_yaml(path, TrainConfig, overrides)
+    return cfg
+
+
+def train_config_from_dict(data: dict[str, Any], source: str = "train config") -> TrainConfig:
+    """Validate a training config given as a dict.
+
+    Raises:
+        ConfigError: unknown keys or invalid values (one line).
+    """
+    cfg: TrainConfig = validate(TrainConfig, data, source)
+    return cfg
+
+
+__all__ = [
+    "AugmentConfig", "ConfigError", "DataConfig", "LossConfig", "OptimConfig", "SceneSource", "SimulatorSource",
+    "TrainConfig", "load_train_config", "train_config_from_dict",
+]

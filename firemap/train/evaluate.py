@@ -1,0 +1,331 @@
+"""Evaluate a model on labelled scenes through the real predict path (tiling, stitching, thresholds), next to
+the classic index baselines.
+
+Metrics (see :mod:`firemap.train.metrics`): per class IoU, F1, precision and recall with pixels pooled over all
+scenes, macro means over the labelled classes, the mean of per-scene IoUs, and for fire the object-level recall
+(8-connected true fire clusters containing at least one predicted fire pixel). Baselines, when the scene has the
+bands: the single-date NBR rule at its default threshold, the *best* single NBR threshold in hindsight (an
+optimistic baseline: chosen on the evaluated scenes themselves), and the classic active-fire rules voted as in
+``firemap label`` (Landsat: Schroeder/Murphy/Kumar-Roy; Sentinel-2: the HOTMAP analogue).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from scipy import ndimage
+
+from firemap.bands import resolve_bands
+from firemap.config import PredictConfig
+from firemap.indices import nbr
+from firemap.models import Bundle, load_bundle
+from firemap.predict import classify, iter_predictions
+from firemap.raster import SceneInfo, atomic_output, open_scene, read_window
+from firemap.train.config import SceneSource
+from firemap.train.data import ScenePair, decode_mask, find_pairs
+from firemap.train.losses import IGNORE
+from firemap.train.metrics import Confusion, mean_of, object_recall
+
+log = logging.getLogger(__name__)
+
+NBR_BINS = np.linspace(-1.0, 1.0, 401)
+"""Histogram edges for the best-NBR-threshold search (step 0.005)."""
+
+
+@dataclass
+class SceneScore:
+    """Scores of one scene.
+
+    Attributes:
+        scene: image file name.
+        confusion: model confusion counts.
+        fire_objects: ``(hit, total)`` true fire clusters hit by the model.
+        predicted_pixels: class name -> pixels the model predicted (labelled or not).
+        predicted_fire_objects: 8-connected predicted fire clusters (e.g. false alarms on fire-free scenes).
+        baselines: baseline name -> confusion counts.
+        nbr_hist: ``(2, bins)`` counts of NBR for unburned (0) and burned (1) labelled pixels.
+    """
+
+    scene: str
+    confusion: Confusion
+    fire_objects: tuple[int, int] = (0, 0)
+    predicted_pixels: dict[str, int] = field(default_factory=dict)
+    predicted_fire_objects: int = 0
+    baselines: dict[str, Confusion] = field(default_factory=dict)
+    nbr_hist: np.ndarray | None = None
+
+
+@dataclass
+class EvalReport:
+    """An evaluation over a set of scenes.
+
+    Attributes:
+        source: dataset name.
+        model: model name.
+        classes: class names in model order.
+        labelled: classes the dataset labels.
+        scenes: per-scene scores.
+    """
+
+    source: str
+    model: str
+    classes: tuple[str, ...]
+    labelled: tuple[str, ...]
+    scenes: list[SceneScore] = field(default_factory=list)
+
+    def pooled(self) -> Confusion:
+        """Model confusion counts over all scenes."""
+        total = Confusion(self.classes)
+        for s in self.scenes:
+            total.merge(s.confusion)
+        return total
+
+    def pooled_baseline(self, name: str) -> Confusion | None:
+        """A baseline's confusion counts over the scenes that had it, or None."""
+        have = [s.baselines[name] for s in self.scenes if name in s.baselines]
+        if not have:
+            return None
+        total = Confusion(self.classes)
+        for c in have:
+            total.merge(c)
+        return total
+
+    def best_nbr(self) -> dict[str, float] | None:
+        """Best single NBR threshold for burn scars chosen on these scenes (pooled IoU and mean scene IoU)."""
+        hists = [s.nbr_hist for s in self.scenes if s.nbr_hist is not None]
+        if not hists:
+            return None
+        pooled = sum(hists)
+        iou_pooled = _nbr_iou(pooled)
+        per_scene = np.stack([_nbr_iou(h) for h in hists])
+        mean_scene = np.nanmean(np.where(np.isfinite(per_scene), per_scene, np.nan), axis=0)
+        i, j = int(np.nanargmax(iou_pooled)), int(np.nanargmax(mean_scene))
+        return {"threshold_pooled": float(NBR_BINS[i]), "iou_pooled": float(iou_pooled[i]),
+                "threshold_scene_mean": float(NBR_BINS[j]), "iou_scene_mean": float(mean_scene[j])}
+
+    def summary(self) -> dict[str, Any]:
+        """Flat, JSON-ready metrics (NaN for undefined values)."""
+        out: dict[str, Any] = dict(self.pooled().summary())
+        for k, name in enumerate(self.classes):
+            if name in self.labelled:
+                out[f"{name}_iou_scene_mean"] = mean_of([float(s.confusion.iou()[k]) for s in self.scenes])
+        if "fire" in self.labelled:
+            hit = sum(s.fire_objects[0] for s in self.scenes)
+            total = sum(s.fire_objects[1] for s in self.scenes)
+            out["fire_object_recall"] = hit / total if total else float("nan")
+            out["fire_objects"] = total
+        out["predicted_fire_objects"] = sum(s.predicted_fire_objects for s in self.scenes)
+        for base in sorted({b for s in self.scenes for b in s.baselines}):
+            pooled = self.pooled_baseline(base)
+            if pooled is not None:
+                out.update({f"baseline_{base}_{k}": v for k, v in pooled.summary().items()
+                            if not k.startswith("macro")})
+        best = self.best_nbr()
+        if best:
+            out.update({f"baseline_best_nbr_{k}": v for k, v in best.items()})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, per scene too, as plain JSON-ready data."""
+        scenes = []
+        for s in self.scenes:
+            item: dict[str, Any] = {"scene": s.scene, **s.confusion.summary(),
+                                    "predicted_pixels": s.predicted_pixels,
+                                    "predicted_fire_objects": s.predicted_fire_objects}
+            if "fire" in self.labelled:
+                item["fire_objects_hit"], item["fire_objects"] = s.fire_objects
+            for base, conf in s.baselines.items():
+                item.update({f"baseline_{base}_{k}": v for k, v in conf.summary().items() if not k.startswith("macro")})
+            scenes.append(item)
+        return {"source": self.source, "model": self.model, "labelled": list(self.labelled),
+                "summary": self.summary(), "scenes": scenes}
+
+
+def _nbr_iou(hist: np.ndarray) -> np.ndarray:
+    """IoU of ``NBR < t`` for every bin edge t, from ``(2, bins)`` unburned/burned NBR histograms."""
+    below = np.concatenate([np.zeros((2, 1)), np.cumsum(hist, axis=1)], axis=1)  # counts with NBR < edge
+    tp, fp = below[1], below[0]
+    fn = hist[1].sum() - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tp + fp + fn > 0, tp / (tp + fp + fn), np.nan)
+
+
+def _mask_rows(msk: rasterio.io.DatasetReader, row_off: int, rows: int) -> np.ndarray:
+    return msk.read(window=Window(0, row_off, msk.width, rows))
+
+
+def _labels_rows(
+    msk: rasterio.io.DatasetReader, src: SceneSource, classes: Sequence[str], row_off: int, valid: np.ndarray
+) -> np.ndarray:
+    labels = decode_mask(_mask_rows(msk, row_off, valid.shape[0]), src, classes, msk.nodata)
+    labels[:, ~valid] = IGNORE
+    return labels
+
+
+def _score_model(
+    info: SceneInfo, pair: ScenePair, src: SceneSource, bundle: Bundle, cfg: PredictConfig,
+    progress: Callable[[int], None] | None,
+) -> SceneScore:
+    classes = tuple(c.name for c in bundle.config.classes)
+    score = SceneScore(pair.image.name, Confusion(classes))
+    k_fire = classes.index("fire") if "fire" in classes else None
+    truth_fire, pred_fire = [], []
+    with rasterio.open(pair.mask) as msk:
+        for block in iter_predictions(info, bundle, cfg, progress):
+            masks, _ = classify(block.probs, block.valid, bundle.config.classes, cfg.thresholds)
+            labels = _labels_rows(msk, src, classes, block.row_off, block.valid)
+            score.confusion.update(masks, labels)
+            for k, name in enumerate(classes):
+                score.predicted_pixels[name] = score.predicted_pixels.get(name, 0) + int(masks[k].sum())
+            if k_fire is not None:
+                truth_fire.append(labels[k_fire] == 1)
+                pred_fire.append(masks[k_fire])
+    if k_fire is not None and pred_fire:
+        pred = np.concatenate(pred_fire)
+        score.predicted_fire_objects = int(ndimage.label(pred, structure=np.ones((3, 3)))[1])
+        if "fire" in src.labelled_classes:
+            score.fire_objects = object_recall(np.concatenate(truth_fire), pred)
+    return score
+
+
+def _baseline_rows(info: SceneInfo, cfg: PredictConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]] | None:
+    """``firemap label``'s classic rules (fire voting, NBR burn scar) as rows, or None if no rule applies."""
+    from firemap import label
+
+    lcfg = label.label_config(sensor=cfg.sensor, bands=cfg.bands, smoke=False, allow_no_crs=cfg.allow_no_crs)
+    try:
+        plan = label._plan(info, lcfg, None)
+    except Exception as exc:  # a missing band only means: no baseline for this scene
+        log.info("%s: no classic baseline (%s)", info.path.name, exc)
+        return None
+    if not plan.rules and not plan.burn:
+        return None
+    return label.iter_label_rows(info, plan, lcfg.block_size)
+
+
+def _score_baselines(info: SceneInfo, pair: ScenePair, src: SceneSource, classes: tuple[str, ...],
+                     cfg: PredictConfig, score: SceneScore) -> None:
+    from firemap.label import LABEL_CLASSES
+
+    rows = _baseline_rows(info, cfg)
+    if rows is None:
+        return
+    labelled = set(src.labelled_classes)
+    with rasterio.open(pair.mask) as msk:
+        for row_off, weak, valid in rows:
+            labels = _labels_rows(msk, src, classes, row_off, valid)
+            for name, rule in (("fire", "fire_rules"), ("burn_scar", "nbr")):
+                if name not in classes or name not in labelled or (weak[LABEL_CLASSES.index(name)] == IGNORE).all():
+                    continue
+                k = classes.index(name)
+                pred = np.zeros((len(classes), *valid.shape), bool)
+                pred[k] = weak[LABEL_CLASSES.index(name)] == 1
+                only = np.full_like(labels, IGNORE)
+                only[k] = labels[k]
+                score.baselines.setdefault(rule, Confusion(classes)).update(pred, only)
+
+
+def _nbr_histogram(info: SceneInfo, pair: ScenePair, src: SceneSource, classes: tuple[str, ...],
+                   cfg: PredictConfig) -> np.ndarray | None:
+    if "burn_scar" not in src.labelled_classes or "burn_scar" not in classes:
+        return None
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    if not {"nir", "swir2"} <= set(bandmap.sources):
+        return None
+    sources = [bandmap.sources["nir"], bandmap.sources["swir2"]]
+    hist = np.zeros((2, len(NBR_BINS) - 1))
+    k = classes.index("burn_scar")
+    with rasterio.open(info.path) as img, rasterio.open(pair.mask) as msk:
+        for r0 in range(0, info.grid.height, 512):
+            n = min(512, info.grid.height - r0)
+            data, valid = read_window(img, Window(0, r0, info.grid.width, n), sources)
+            labels = _labels_rows(msk, src, classes, r0, valid)[k]
+            index = nbr(data[0], data[1])
+            ok = np.isfinite(index) & (labels != IGNORE)
+            for t in (0, 1):
+                sel = ok & (labels == t)
+                hist[t] += np.histogram(np.clip(index[sel], -1, 1 - 1e-9), NBR_BINS)[0]
+    return hist
+
+
+def evaluate_source(
+    bundle: Bundle,
+    src: SceneSource,
+    cfg: PredictConfig,
+    baselines: bool = True,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> EvalReport:
+    """Evaluate ``bundle`` on every scene of ``src``.
+
+    Args:
+        bundle: the model (its network is moved to the configured device).
+        src: the labelled scenes (mask format, labelled classes, band resolution).
+        cfg: predict options (tile size, overlap, TTA, thresholds, device, precision). ``cfg.sensor``/``bands``
+            default to the source's.
+        baselines: also score the classic index baselines.
+        progress: called with (scene name, tile count); returns a callback advanced by tiles done.
+
+    Returns:
+        The report.
+    """
+    from firemap.predict import tile_grid
+
+    cfg = cfg.model_copy(update={"sensor": cfg.sensor or src.sensor, "bands": cfg.bands or src.bands})
+    classes = tuple(c.name for c in bundle.config.classes)
+    report = EvalReport(src.label, bundle.name, classes, tuple(c for c in classes if c in src.labelled_classes))
+    for pair in find_pairs(src):
+        info = open_scene(pair.image, cfg.allow_no_crs)
+        tick = progress(pair.image.name, len(tile_grid(info, bundle, cfg))) if progress else None
+        score = _score_model(info, pair, src, bundle, cfg, tick)
+        if baselines:
+            _score_baselines(info, pair, src, classes, cfg, score)
+            score.nbr_hist = _nbr_histogram(info, pair, src, classes, cfg)
+        report.scenes.append(score)
+        log.info("%s: %s", pair.image.name, {k: round(v, 4) for k, v in score.confusion.summary().items()})
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.integer | np.floating):
+        return _json_safe(value.item())
+    return value
+
+
+def evaluate(
+    model: str | os.PathLike[str] | None,
+    src: SceneSource,
+    cfg: PredictConfig,
+    json_path: str | os.PathLike[str] | None = None,
+    baselines: bool = True,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+) -> EvalReport:
+    """``firemap evaluate``: load a bundle (None = the shipped default), evaluate, optionally write JSON.
+
+    Raises:
+        FiremapError subclasses: unreadable bundle, missing images/masks, bands that do not fit, existing JSON
+        without ``cfg.overwrite``.
+    """
+    bundle = load_bundle(model)
+    report = evaluate_source(bundle, src, cfg, baselines, progress)
+    if json_path is not None:
+        with atomic_output(json_path, cfg.overwrite) as tmp:
+            tmp.write_text(json.dumps(_json_safe(report.to_dict()), indent=2))
+    return report
+
+
+__all__ = ["EvalReport", "SceneScore", "evaluate", "evaluate_source"]
