@@ -271,7 +271,9 @@ def test_simplify_in_metres_keeps_validity_and_holes(crs: str) -> None:
     assert simple["area_m2"][0] == raw["area_m2"][0]  # area is that of the pixels
     local = raw.estimate_utm_crs()
     shift = raw.to_crs(local).geometry[0].hausdorff_distance(simple.to_crs(local).geometry[0])
-    assert 0 < shift <= 1.5 * pixel_m * 1.01
+    # Douglas-Peucker moves the outline by about the tolerance (GEOS's ring-start handling can add a bit):
+    # a tolerance taken as degrees would collapse the annulus, one ignored would leave it unchanged
+    assert 0.5 * 1.5 * pixel_m < shift <= 2 * 1.5 * pixel_m
     assert simple.crs == grid.crs
 
 
