@@ -82,7 +82,7 @@ def smoke_index(blue: np.ndarray, swir2: np.ndarray, coastal: np.ndarray | None 
     """
     vis = np.asarray(blue, dtype=np.float32)
     if coastal is not None:
-        vis = (vis + np.asarray(coastal, dtype=np.float32)) / 2
+        vis = ((vis + np.asarray(coastal, dtype=np.float32)) / 2).astype(np.float32)
     return normalized_difference(vis, swir2)
 
 

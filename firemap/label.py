@@ -100,7 +100,8 @@ def label_config(**options: object) -> LabelConfig:
     Raises:
         ConfigError: an invalid option, in one line.
     """
-    return validate(LabelConfig, {k: v for k, v in options.items() if v is not None}, "options")  # type: ignore[no-any-return]
+    cfg: LabelConfig = validate(LabelConfig, {k: v for k, v in options.items() if v is not None}, "options")
+    return cfg
 
 
 @dataclass
@@ -139,8 +140,8 @@ def output_stem(scene: Path) -> str:
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """What one scene's labelling reads and computes."""
+class LabelPlan:
+    """What one scene's labelling reads and computes (see :func:`plan_labels`)."""
 
     rules: tuple[str, ...]
     how: Combine
@@ -208,7 +209,13 @@ def _pre_fire(info: SceneInfo, pre: SceneInfo, cfg: LabelConfig) -> tuple[tuple[
     return tuple(bandmap.sources[b] for b in INDEX_BANDS["dnbr"]), _zero_fill(bandmap)
 
 
-def _plan(info: SceneInfo, cfg: LabelConfig, pre: SceneInfo | None) -> _Plan:
+def plan_labels(info: SceneInfo, cfg: LabelConfig, pre: SceneInfo | None = None) -> LabelPlan:
+    """Decide which rules and bands label a scene, before reading pixels.
+
+    Raises:
+        MissingBandsError: a named rule, dNBR or the pre-fire scene lacks a band.
+        GridMismatchError: the pre-fire scene is on another grid.
+    """
     bandmap = _bandmap(info, cfg)
     rules = _choose_rules(info, bandmap, cfg)
     smoke = cfg.smoke and all(b in bandmap.sources for b in ("blue", "nir", "swir2"))
@@ -221,8 +228,11 @@ def _plan(info: SceneInfo, cfg: LabelConfig, pre: SceneInfo | None) -> _Plan:
     wanted |= set(INDEX_BANDS["nbr"]) if burn else set()
     names = tuple(b for b in bandmap.sources if b in wanted)
     pre_sources, pre_zero = _pre_fire(info, pre, cfg) if pre is not None else ((), False)
-    return _Plan(rules, cfg.combine, names, tuple(bandmap.sources[b] for b in names), _zero_fill(bandmap),
+    return LabelPlan(rules, cfg.combine, names, tuple(bandmap.sources[b] for b in names), _zero_fill(bandmap),
                  _saturation_levels(bandmap), smoke, burn, cfg.nbr_threshold, cfg.min_dnbr, pre_sources, pre_zero)
+
+
+_plan = plan_labels  # kept for callers of the earlier private name
 
 
 def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:
@@ -252,7 +262,7 @@ def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:
 def label_block(
     bands: Mapping[str, np.ndarray],
     valid: np.ndarray,
-    plan: _Plan,
+    plan: LabelPlan,
     pre: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Weak labels of one block.
@@ -285,14 +295,14 @@ def label_block(
 
 
 def _read(
-    src: rasterio.io.DatasetReader, window: rasterio.windows.Window, plan: _Plan
+    src: rasterio.io.DatasetReader, window: rasterio.windows.Window, plan: LabelPlan
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     data, valid = read_window(src, window, plan.sources, plan.zero_is_nodata)
     return dict(zip(plan.names, data, strict=True)), valid
 
 
 def iter_label_rows(
-    info: SceneInfo, plan: _Plan, block_size: int, pre: SceneInfo | None = None
+    info: SceneInfo, plan: LabelPlan, block_size: int, pre: SceneInfo | None = None
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Label a scene block by block; yield full-width bands of rows.
 
@@ -319,14 +329,14 @@ def iter_label_rows(
                 yield int(block.inner.row_off), labels, valid
 
 
-def _describe(plan: _Plan) -> dict[str, str]:
+def _describe(plan: LabelPlan) -> dict[str, str]:
     fire = f"{'+'.join(plan.rules)} ({plan.how})" if plan.rules else "none"
     burn = {"dnbr": f"dNBR >= {plan.min_dnbr}", "nbr": f"NBR < {plan.nbr_threshold}", "": "none"}[plan.burn]
     smoke = "smoke_mask (blue-SWIR2 contrast)" if plan.smoke else "none"
     return {"fire": fire, "smoke": smoke, "burn_scar": burn}
 
 
-def _labels_writer(tmp: Path, info: SceneInfo, plan: _Plan) -> TiledWriter:
+def _labels_writer(tmp: Path, info: SceneInfo, plan: LabelPlan) -> TiledWriter:
     rules = _describe(plan)
     tags = {
         "LABELLER": "firemap label", "VALUES": "1 = class, 0 = not the class, 255 = not labelled / nodata",
@@ -362,7 +372,7 @@ def label_scene(
     cfg = cfg or LabelConfig()
     info = open_scene(scene, cfg.allow_no_crs)
     pre = open_scene(pre_fire, cfg.allow_no_crs) if pre_fire is not None else None
-    plan = _plan(info, cfg, pre)
+    plan = plan_labels(info, cfg, pre)
     out, stem = Path(out_dir), output_stem(info.path)
     paths = {"labels": out / f"{stem}.labels.tif", "vectors": out / f"{stem}.{cfg.vector_format}",
              "style": out / f"{stem}.qml"}
@@ -479,7 +489,7 @@ def write_indices(
         raise MissingBandsError(f"{info.path.name}: no index can be computed from {bandmap.offered()}")
     pre_sources, pre_zero = _pre_fire(info, pre, cfg) if pre is not None and "dnbr" in chosen else ((), False)
     names = tuple(b for b in bandmap.sources if any(b in INDEX_BANDS[i] for i in chosen))
-    plan = _Plan((), "voting", names, tuple(bandmap.sources[b] for b in names), _zero_fill(bandmap), {},
+    plan = LabelPlan((), "voting", names, tuple(bandmap.sources[b] for b in names), _zero_fill(bandmap), {},
                  False, "", cfg.nbr_threshold, cfg.min_dnbr, pre_sources, pre_zero)
     out, stem = Path(out_dir), output_stem(info.path)
     paths = {i: out / f"{stem}.{i}.tif" for i in chosen}
@@ -500,7 +510,7 @@ def write_indices(
 
 
 def _stream_indices(
-    info: SceneInfo, pre: SceneInfo | None, plan: _Plan, block_size: int, writers: Mapping[str, TiledWriter]
+    info: SceneInfo, pre: SceneInfo | None, plan: LabelPlan, block_size: int, writers: Mapping[str, TiledWriter]
 ) -> None:
     with contextlib.ExitStack() as stack:
         src = stack.enter_context(rasterio.open(info.path))
@@ -517,7 +527,7 @@ def _stream_indices(
 
 
 __all__ = [
-    "DEFAULT_RULES", "INDEX_FORMULAS", "INDEX_NAMES", "LABEL_CLASSES", "LabelConfig", "LabelResult",
-    "check_same_grid", "iter_label_rows", "label_block", "label_config", "label_scene", "output_stem",
+    "DEFAULT_RULES", "INDEX_FORMULAS", "INDEX_NAMES", "LABEL_CLASSES", "LabelConfig", "LabelPlan", "LabelResult",
+    "check_same_grid", "iter_label_rows", "label_block", "label_config", "label_scene", "output_stem", "plan_labels",
     "write_indices",
 ]

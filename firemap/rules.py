@@ -438,9 +438,9 @@ def combine(masks: Sequence[np.ndarray], how: Combine = "voting", min_votes: int
         raise ConfigError("combine needs at least one mask; pass one or more --rules")
     stack = np.stack([np.asarray(m, dtype=bool) for m in masks])
     if how == "intersection":
-        return stack.all(axis=0)
+        return np.asarray(stack.all(axis=0))
     if how == "union":
-        return stack.any(axis=0)
+        return np.asarray(stack.any(axis=0))
     if how != "voting":
         raise ConfigError(f"unknown combination {how!r}; choose voting, intersection or union")
     votes = len(masks) // 2 + 1 if min_votes is None else min_votes
