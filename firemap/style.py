@@ -14,7 +14,10 @@ outputs of ``firemap predict`` for a scene ``<stem>`` are styled like this (chec
   ``<stem>.qml`` would be silently ignored by the vector layer (QGIS keeps its single-symbol default).
 - ``<stem>.gpkg`` additionally embeds the vector style as the default in its ``layer_styles`` table (QGIS's
   schema), so the style travels with the file when it is copied alone. QGIS hides that table from the
-  layer list.
+  layer list. (:func:`firemap.vectorize.write_vectors` embeds it while writing the file.)
+
+A raster-only ``<stem>.qml`` (the first idea) was checked and rejected: QGIS 3.22 loads it for
+``<stem>.geojson`` without error but keeps the single-symbol default, so the polygons would not be styled.
 """
 
 from __future__ import annotations
@@ -186,40 +189,31 @@ def write_styles(
     vector_format: Literal["geojson", "gpkg"] = "geojson",
     overwrite: bool = False,
 ) -> list[Path]:
-    """Write the QGIS styles of a scene's outputs (see the module docstring for why these files).
+    """Write the QGIS style files of a scene's outputs (see the module docstring for why these files).
 
     Writes ``<stem>.qml`` (raster + vector style in one document: the class raster's style, and auto-applied
-    by QGIS to ``<stem>.geojson``/``<stem>.gpkg``) and ``<stem>.classes.qml`` (auto-applied to
-    ``<stem>.classes.tif``). With ``vector_format="gpkg"``, an existing ``<stem>.gpkg`` without an embedded
-    default style gets one (:func:`firemap.vectorize.write_vectors` normally embedded it already).
+    by QGIS to ``<stem>.geojson`` and ``<stem>.gpkg``) and ``<stem>.classes.qml`` (auto-applied to
+    ``<stem>.classes.tif``). Both vector formats get the same files; a GeoPackage also carries the style
+    inside, written with it by :func:`firemap.vectorize.write_vectors` (this function never modifies it).
 
     Args:
         out_dir: the output folder.
         stem: the scene's file stem.
         classes: the classes.
-        vector_format: format of the polygon output.
+        vector_format: format of the polygon output, ``geojson`` or ``gpkg``.
         overwrite: replace existing QML files.
 
     Returns:
-        The files written (QML files, plus the GeoPackage if a style was added to it).
+        The QML files written.
 
     Raises:
         OutputExistsError: a QML file exists and ``overwrite`` is False.
+        ValueError: unknown ``vector_format``.
     """
+    if vector_format not in ("geojson", "gpkg"):
+        raise ValueError(f"unknown vector format {vector_format!r}; use 'geojson' or 'gpkg'")
     out = Path(out_dir)
-    written = [
+    return [
         write_qml(out / f"{stem}.qml", combined_qml(classes), overwrite),
         write_qml(out / f"{stem}.classes.qml", raster_qml(classes), overwrite),
     ]
-    gpkg = out / f"{stem}.gpkg"
-    if vector_format == "gpkg" and gpkg.exists() and not _has_default_style(gpkg, stem):
-        embed_gpkg_style(gpkg, stem, classes)
-        written.append(gpkg)
-    return written
-
-
-def _has_default_style(gpkg: Path, layer: str) -> bool:
-    if "layer_styles" not in pyogrio.list_layers(gpkg)[:, 0]:
-        return False
-    styles = pyogrio.read_dataframe(gpkg, layer="layer_styles", read_geometry=False)
-    return bool(((styles["f_table_name"] == layer) & styles["useAsDefault"].astype(bool)).any())

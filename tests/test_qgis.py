@@ -89,6 +89,8 @@ def test_write_styles_files_and_overwrite(tmp_path: Path) -> None:
         write_qml(paths[0], "x")
     write_qml(paths[0], "x", overwrite=True)
     assert paths[0].read_text() == "x"
+    with pytest.raises(ValueError, match="geojson"):
+        write_styles(tmp_path, "other", DEFAULT_CLASSES, "shp")  # type: ignore[arg-type]
 
 
 # --- a scene's outputs ------------------------------------------------------------------------------------------
