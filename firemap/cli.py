@@ -281,3 +281,38 @@ def indices(
                           block_size, allow_no_crs)
     if not quiet:
         Console().print("\n".join(f"{name}: {path}" for name, path in paths.items()), highlight=False)
+
+
+# --- simulate commands ---
+
+
+@app.command()
+@handle_errors
+def simulate(
+    out: Path = typer.Argument(..., help="Output scene GeoTIFF; labels go to OUT.labels.tif beside it."),
+    sensor: str = typer.Option("landsat8", help="landsat8 | landsat9 (L1 DN, TOA) | sentinel2 (L2A x 10000, 20 m) "
+                               "| hls (L30 x 10000, int16)."),
+    size: int = typer.Option(512, help="Scene width and height in pixels (32-16384)."),
+    width: int | None = typer.Option(None, help="Scene width in pixels (overrides --size)."),
+    height: int | None = typer.Option(None, help="Scene height in pixels (overrides --size)."),
+    seed: int = typer.Option(0, help="Random seed: the same options and seed give the same files."),
+    fire: bool = typer.Option(True, "--fire/--no-fire", help="An active fire (at least one fire pixel)."),
+    smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="A smoke plume."),
+    burn_scar: bool = typer.Option(True, "--burn-scar/--no-burn-scar", help="This season's burn scar."),
+    clouds: str = typer.Option("few", help="Cloud cover: none | few | some | many, or a fraction 0-0.9."),
+    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid "
+                                         "[default: random]."),
+    swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Simulate a multispectral fire scene in the sensor's encoding, with exact fire/smoke/burn_scar labels."""
+    from firemap.simulate import simulate_scene, write_scene
+
+    setup_logging(verbose, quiet)
+    scene = simulate_scene(sensor, height or size, width or size, seed, fire=fire, smoke=smoke, burn_scar=burn_scar,
+                           clouds=clouds, landscape=landscape, swath_edge=swath_edge)
+    scene_path, labels_path = write_scene(scene, out, overwrite=overwrite)
+    if not quiet:
+        Console().print(f"scene: {scene_path}\nlabels: {labels_path}", highlight=False, soft_wrap=True)
