@@ -195,12 +195,13 @@ def simulate_scene(
     shape = (int(height), int(width))
     rng = np.random.default_rng(seed)
     cond = Conditions.draw(rng, landscape or str(rng.choice(sorted(LANDSCAPES))))
-    land = make_landscape(rng, shape, cond.landscape)
+    land = make_landscape(rng, shape, cond.landscape, spec.pixel_m)
     scars = make_scars(rng, land, cond.wind, burn_scar, fire)
     zeros = np.zeros(shape, np.float32)
     fires = make_fires(rng, scars, np.isin(land.cover, list(FUELS))) if fire else Fires(zeros, zeros.copy())
     plume = smoke_tau(rng, plume_sources(rng, fires, cond.wind, shape), cond.wind, shape) if smoke else zeros
-    atmos = Atmosphere(haze_tau(rng, shape) if haze else zeros, plume, make_clouds(rng, shape, cover),
+    residual = 1.0 if spec.toa else 0.2  # surface-reflectance processors remove most background aerosol
+    atmos = Atmosphere(residual * haze_tau(rng, shape) if haze else zeros, plume, make_clouds(rng, shape, cover),
                        glint(rng, land.cover == MATERIAL_ID["water"]))
     valid = swath_mask(rng, shape) if swath_edge else np.ones(shape, bool)
     wanted = {"fire": fire, "smoke": smoke, "burn_scar": burn_scar}

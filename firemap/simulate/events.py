@@ -131,10 +131,10 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     if burned.sum() < 0.2 * inside.sum():  # little fuel here: sparse vegetation on the soils burned too
         burned = inside & (land.cover != MATERIAL_ID["water"]) & ~islands
     sev_noise = smooth_field(rng, shape, 2.6, 0.05 * min(shape) + 2, factor=2)
-    severity = np.clip(0.45 + 0.45 * (1.0 - d) + 0.22 * sev_noise, 0.12, 1.0)
+    severity = np.clip(0.55 + 0.4 * (1.0 - d) + 0.2 * sev_noise, 0.15, 1.0)
     progress = np.clip((u + 0.8) / 1.8, 0.0, 1.0)  # ignition near the upwind end, head downwind
     span = rng.uniform(0.5, 8.0)
-    base = 0.0 if fire else rng.uniform(2.0, 200.0)
+    base = 0.0 if fire else float(np.exp(rng.uniform(np.log(3.0), np.log(300.0))))
     age = base + span * (1.0 - progress)
     front = np.zeros(shape, bool)
     if fire:
@@ -183,20 +183,20 @@ def burned_reflectance(pre: np.ndarray, soil: np.ndarray, severity: np.ndarray, 
 
     Returns:
         ``(8, n)`` float32 reflectance: ``(1-c) pre + char + ash + npv + soil`` fractions, char and ash
-        weathering to soil (e-folding 40 / 150 days for grass / woody char, 20 days for ash), then regrowth
-        towards green grass and shrub with e-folding 250 / 700 days.
+        weathering to soil (e-folding 120 / 365 days for grass / woody char, 30 days for ash), then, after a
+        60-day lag (dry season), regrowth towards green grass and shrub with e-folding 250 / 700 days.
     """
     c = severity.astype(np.float32)
-    char0 = np.where(grassy, 0.85, 0.65) * c
-    ash0 = np.where(grassy, 0.06, 0.12) * c * c
-    npv = np.minimum(np.where(grassy, 0.05, 0.5) * c * (1.0 - c), c - char0 - ash0)
-    char = char0 * np.exp(-age_days / np.where(grassy, 40.0, 150.0))
-    ash = ash0 * np.exp(-age_days / 20.0)
+    char0 = np.where(grassy, 0.9, 0.8) * c
+    ash0 = np.where(grassy, 0.03, 0.06) * c * c
+    npv = np.minimum(np.where(grassy, 0.05, 0.25) * c * (1.0 - c), c - char0 - ash0)
+    char = char0 * np.exp(-age_days / np.where(grassy, 120.0, 365.0))
+    ash = ash0 * np.exp(-age_days / 30.0)
     bare = c - char - ash - npv
     s = SPECTRA.T
     burnt = ((1.0 - c) * pre + char * s[:, [MATERIAL_ID["char"]]] + ash * s[:, [MATERIAL_ID["ash"]]]
              + npv * s[:, [MATERIAL_ID["npv"]]] + bare * soil)
-    regrow = 1.0 - np.exp(-age_days / np.where(grassy, 250.0, 700.0))
+    regrow = 1.0 - np.exp(-np.maximum(age_days - 60.0, 0.0) / np.where(grassy, 250.0, 700.0))
     green = 0.6 * s[:, [MATERIAL_ID["grass"]]] + 0.4 * s[:, [MATERIAL_ID["shrub"]]]
     green = 0.75 * green + 0.25 * soil
     return ((1.0 - regrow) * burnt + regrow * green).astype(np.float32)

@@ -25,8 +25,8 @@ from firemap.simulate.spectra import MATERIAL_ID, SKY_FRACTION, SPECTRA
 LANDSCAPES: dict[str, dict[str, float]] = {
     "forest": {"conifer": 0.42, "broadleaf": 0.22, "shrub": 0.1, "grass": 0.08, "dry_grass": 0.05,
                "dark_soil": 0.04, "rock": 0.04, "urban": 0.02},
-    "mediterranean": {"shrub": 0.3, "dry_grass": 0.25, "conifer": 0.1, "broadleaf": 0.05, "soil": 0.1,
-                      "rock": 0.07, "dark_soil": 0.04, "urban": 0.06, "grass": 0.03},
+    "mediterranean": {"shrub": 0.38, "dry_grass": 0.2, "conifer": 0.1, "broadleaf": 0.06, "soil": 0.07,
+                      "rock": 0.05, "dark_soil": 0.04, "urban": 0.06, "grass": 0.04},
     "savanna": {"dry_grass": 0.45, "broadleaf": 0.1, "shrub": 0.12, "soil": 0.1, "dark_soil": 0.08,
                 "grass": 0.08, "rock": 0.04, "urban": 0.03},
     "agricultural": {"crop": 0.3, "dry_grass": 0.15, "soil": 0.15, "dark_soil": 0.14, "broadleaf": 0.08,
@@ -178,13 +178,16 @@ def _water(rng: np.random.Generator, basins: np.ndarray, share: float) -> np.nda
     return water
 
 
-def make_landscape(rng: np.random.Generator, shape: tuple[int, int], kind: str) -> Landscape:
+def make_landscape(rng: np.random.Generator, shape: tuple[int, int], kind: str, pixel_m: float = 30.0) -> Landscape:
     """Lay out land cover, terrain and surface spectra.
 
     Args:
         rng: random generator.
         shape: ``(rows, cols)``.
         kind: a key of :data:`LANDSCAPES`.
+        pixel_m: pixel size, metres. Relief scales with the scene extent as ``(extent / 30 km)^0.7``
+            (terrain is self-affine; Hurst exponent ~0.7, e.g. Mark & Aronson 1984), so small scenes are not
+            implausibly steep.
 
     Returns:
         The :class:`Landscape` (surface reflectance before fire, topography and atmosphere).
@@ -196,7 +199,8 @@ def make_landscape(rng: np.random.Generator, shape: tuple[int, int], kind: str) 
         farmed = smooth_field(rng, shape, 3.0) > -0.6
         cover = np.where(farmed, _parcels(rng, shape, shares), cover)
     cover = _urban_texture(rng, cover)
-    elevation, basins = _terrain(rng, shape, RELIEF_M[kind] * rng.uniform(0.4, 1.5))
+    extent = max(shape) * pixel_m / 30000.0
+    elevation, basins = _terrain(rng, shape, RELIEF_M[kind] * rng.uniform(0.4, 1.5) * extent**0.7)
     cover[_water(rng, basins, LAKE_SHARE[kind] * rng.uniform(0, 2))] = MATERIAL_ID["water"]
     soil = _soil(rng, shape)
     veg_fraction = np.clip(0.82 + 0.14 * smooth_field(rng, shape, 2.8, 40), 0.35, 1.0).astype(np.float32)

@@ -45,9 +45,9 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     #             coastal blue   green  red    nir    swir1  swir2  cirrus(surface)
     "conifer":    (0.020, 0.025, 0.050, 0.030, 0.260, 0.120, 0.050, 0.060),
     "broadleaf":  (0.025, 0.030, 0.070, 0.035, 0.400, 0.200, 0.090, 0.100),
-    "shrub":      (0.035, 0.045, 0.075, 0.070, 0.260, 0.240, 0.140, 0.110),
+    "shrub":      (0.030, 0.038, 0.060, 0.052, 0.290, 0.300, 0.190, 0.130),
     "grass":      (0.035, 0.045, 0.090, 0.060, 0.350, 0.250, 0.130, 0.120),
-    "dry_grass":  (0.050, 0.070, 0.110, 0.160, 0.280, 0.380, 0.290, 0.200),
+    "dry_grass":  (0.050, 0.065, 0.100, 0.140, 0.280, 0.380, 0.290, 0.200),
     "crop":       (0.030, 0.035, 0.080, 0.040, 0.450, 0.220, 0.100, 0.110),
     "soil":       (0.100, 0.130, 0.200, 0.270, 0.320, 0.420, 0.380, 0.380),
     "dark_soil":  (0.040, 0.050, 0.070, 0.090, 0.130, 0.190, 0.170, 0.170),
@@ -56,11 +56,15 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     "urban":      (0.090, 0.100, 0.120, 0.140, 0.190, 0.230, 0.210, 0.210),
     "roof":       (0.250, 0.280, 0.320, 0.350, 0.400, 0.470, 0.430, 0.440),
     "tile_roof":  (0.060, 0.070, 0.100, 0.200, 0.280, 0.380, 0.350, 0.330),
-    "char":       (0.030, 0.032, 0.036, 0.040, 0.048, 0.065, 0.065, 0.058),
+    "char":       (0.030, 0.033, 0.038, 0.043, 0.070, 0.130, 0.155, 0.110),
     "ash":        (0.150, 0.170, 0.210, 0.240, 0.270, 0.300, 0.280, 0.290),
     "npv":        (0.050, 0.065, 0.100, 0.140, 0.250, 0.330, 0.260, 0.240),
 }
-"""Surface reflectance spectra (bands of :data:`REFLECTIVE`). ``npv``: scorched foliage and dead wood."""
+"""Surface reflectance spectra (bands of :data:`REFLECTIVE`). ``npv``: scorched foliage and dead wood; ``char``:
+the fresh burned surface (black carbon with grey ash on mineral soil): darkest in the visible and rising towards
+the SWIR (pure charcoal reaches only ~0.08 at 2.2 um, but burned ground in Landsat/Sentinel-2 scenes reads
+0.1-0.2 in SWIR2: Pereira et al. 1999, in *Remote Sensing of Large Wildfires*; Smith et al. 2010); ``ash``:
+white ash of complete combustion."""
 
 MATERIAL_NAMES: tuple[str, ...] = tuple(MATERIALS)
 MATERIAL_ID: dict[str, int] = {name: i for i, name in enumerate(MATERIAL_NAMES)}
