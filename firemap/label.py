@@ -248,7 +248,8 @@ def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:
     if ga.crs != gb.crs:
         diffs.append(f"CRS {ga.crs} vs {gb.crs}")
     if not ga.transform.almost_equals(gb.transform, precision=1e-9):
-        diffs.append(f"transform {tuple(ga.transform)[:6]} vs {tuple(gb.transform)[:6]}")
+        ta, tb = ga.transform, gb.transform
+        diffs.append(f"origin ({ta.c:.6g}, {ta.f:.6g}) vs ({tb.c:.6g}, {tb.f:.6g}), pixel {ta.a:.6g} vs {tb.a:.6g}")
     if diffs:
         raise GridMismatchError(
             f"{b.path.name} is not on the grid of {a.path.name} ({'; '.join(diffs)}); resample it first, e.g. "
