@@ -173,7 +173,9 @@ def simulate_scene(
         sensor: ``landsat8``, ``landsat9``, ``sentinel2``, ``hls`` (or the matching preset name).
         height: rows (32..16384).
         width: columns (32..16384).
-        seed: random seed; the same arguments give the same scene, bit for bit.
+        seed: random seed; the same arguments give the same scene, bit for bit. Each stage (terrain, scars,
+            fire, smoke, clouds, noise, ...) has its own random stream, so turning one option off (e.g.
+            ``smoke=False``) leaves everything else unchanged.
         fire: an active fire burns (at least one labelled fire pixel).
         smoke: a smoke plume (from the fire, or drifting in from upwind without one).
         burn_scar: this season's burn scar (the fire front runs along its downwind edge).
@@ -193,29 +195,43 @@ def simulate_scene(
     _check(height, width, landscape)
     cover = cloud_fraction(clouds)
     shape = (int(height), int(width))
-    rng = np.random.default_rng(seed)
-    cond = Conditions.draw(rng, landscape or str(rng.choice(sorted(LANDSCAPES))))
-    land = make_landscape(rng, shape, cond.landscape, spec.pixel_m)
-    scars = make_scars(rng, land, cond.wind, burn_scar, fire)
+    rng = _streams(seed)
+    cond = Conditions.draw(rng["conditions"], landscape or str(rng["conditions"].choice(sorted(LANDSCAPES))))
+    land = make_landscape(rng["landscape"], shape, cond.landscape, spec.pixel_m)
+    scars = make_scars(rng["scars"], land, cond.wind, burn_scar, fire)
     zeros = np.zeros(shape, np.float32)
-    fires = make_fires(rng, scars, np.isin(land.cover, list(FUELS))) if fire else Fires(zeros, zeros.copy())
-    plume = smoke_tau(rng, plume_sources(rng, fires, cond.wind, shape), cond.wind, shape) if smoke else zeros
+    fuel = np.isin(land.cover, list(FUELS))
+    fires = make_fires(rng["fires"], scars, fuel) if fire else Fires(zeros, zeros.copy())
+    plumes = plume_sources(rng["smoke"], fires, cond.wind, shape)
+    plume = smoke_tau(rng["smoke"], plumes, cond.wind, shape) if smoke else zeros
     residual = 1.0 if spec.toa else 0.2  # surface-reflectance processors remove most background aerosol
-    atmos = Atmosphere(residual * haze_tau(rng, shape) if haze else zeros, plume, make_clouds(rng, shape, cover),
-                       glint(rng, land.cover == MATERIAL_ID["water"]))
-    valid = swath_mask(rng, shape) if swath_edge else np.ones(shape, bool)
+    atmos = Atmosphere(residual * haze_tau(rng["haze"], shape) if haze else zeros, plume,
+                       make_clouds(rng["clouds"], shape, cover),
+                       glint(rng["glint"], land.cover == MATERIAL_ID["water"]))
+    valid = swath_mask(rng["swath"], shape) if swath_edge else np.ones(shape, bool)
     wanted = {"fire": fire, "smoke": smoke, "burn_scar": burn_scar}
     atmos.clouds, valid = _keep_visible(atmos.clouds, valid, fires, plume, scars, wanted)
     light = illumination(land.elevation, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth)
     physical = reflective(spec, cond, land, scars, fires, atmos, light)[_reflective_index(spec.bands)]
     if spec.thermal:
-        physical = np.concatenate([physical, thermal(rng, spec, cond, land, scars, fires, atmos.clouds, light[4])])
-    raw = encode(spec, add_noise(rng, spec, physical), valid)
+        hot = thermal(rng["thermal"], spec, cond, land, scars, fires, atmos.clouds, light[4])
+        physical = np.concatenate([physical, hot])
+    raw = encode(spec, add_noise(rng["noise"], spec, physical), valid)
     truth = _truth(land.cover, scars, fires, atmos)
-    grid = _grid(rng, shape, spec.pixel_m)
+    grid = _grid(rng["grid"], shape, spec.pixel_m)
     tags = _tags(spec, cond, seed)
     labels = make_labels(truth, valid)
     return SimulatedScene(spec.name, spec.bands, decode(spec, raw, valid), labels, valid, grid, raw, spec, truth, tags)
+
+
+_STAGES = ("conditions", "landscape", "scars", "fires", "smoke", "haze", "clouds", "glint", "swath", "thermal",
+           "noise", "grid")
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per stage, so switching one option off leaves the rest of the scene as is."""
+    children = np.random.SeedSequence(seed).spawn(len(_STAGES))
+    return {name: np.random.default_rng(child) for name, child in zip(_STAGES, children, strict=True)}
 
 
 def _reflective_index(bands: tuple[str, ...]) -> list[int]:

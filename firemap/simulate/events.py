@@ -62,6 +62,8 @@ class Scars:
         severity: ``(rows, cols)`` float32 consumed fraction of the canopy (0 unburned).
         age_days: ``(rows, cols)`` float32 days since the fire reached the pixel.
         front: ``(rows, cols)`` bool, pixels of the active fire front (when a fire is burning).
+        char_gain: brightness of this fire's char/ash-on-soil relative to :data:`MATERIALS` ``char`` (its colour
+            depends on the soil and the fuel: real scars read 0.15-0.4 in SWIR2).
     """
 
     burned: np.ndarray
@@ -69,6 +71,7 @@ class Scars:
     severity: np.ndarray
     age_days: np.ndarray
     front: np.ndarray
+    char_gain: float = 1.0
 
 
 def _pick_centre(rng: np.random.Generator, fuel: np.ndarray, radius: float) -> tuple[float, float]:
@@ -134,7 +137,7 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     severity = np.clip(0.55 + 0.4 * (1.0 - d) + 0.2 * sev_noise, 0.15, 1.0)
     progress = np.clip((u + 0.8) / 1.8, 0.0, 1.0)  # ignition near the upwind end, head downwind
     span = rng.uniform(0.5, 8.0)
-    base = 0.0 if fire else float(np.exp(rng.uniform(np.log(3.0), np.log(300.0))))
+    base = 0.0 if fire else float(np.exp(rng.uniform(np.log(3.0), np.log(150.0))))  # mapped within ~5 months
     age = base + span * (1.0 - progress)
     front = np.zeros(shape, bool)
     if fire:
@@ -144,7 +147,7 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
         burned = np.zeros(shape, bool)
     severity = np.where(burned, severity, np.where(old, old_sev, 0.0)).astype(np.float32)
     age_days = np.where(burned, age, np.where(old, old_age, 0.0)).astype(np.float32)
-    return Scars(burned, old & ~burned, severity, age_days, front)
+    return Scars(burned, old & ~burned, severity, age_days, front, float(np.exp(rng.normal(0.0, 0.3))))
 
 
 def _front(rng: np.random.Generator, d: np.ndarray, u: np.ndarray, burnable: np.ndarray, size: int) -> np.ndarray:
@@ -171,7 +174,7 @@ def _old_scars(rng: np.random.Generator, land: Landscape, wind: float, taken: np
 
 
 def burned_reflectance(pre: np.ndarray, soil: np.ndarray, severity: np.ndarray, age_days: np.ndarray,
-                       grassy: np.ndarray) -> np.ndarray:
+                       grassy: np.ndarray, char_gain: float = 1.0) -> np.ndarray:
     """Post-fire surface reflectance of burned pixels (linear mixture of fire products).
 
     Args:
@@ -180,6 +183,7 @@ def burned_reflectance(pre: np.ndarray, soil: np.ndarray, severity: np.ndarray, 
         severity: ``(n,)`` consumed canopy fraction ``c`` in [0, 1].
         age_days: ``(n,)`` days since burning.
         grassy: ``(n,)`` bool, grass/crop fuels (else woody: shrub and forest).
+        char_gain: brightness factor of the char endmember (see :class:`Scars`).
 
     Returns:
         ``(8, n)`` float32 reflectance: ``(1-c) pre + char + ash + npv + soil`` fractions, char and ash
@@ -194,7 +198,7 @@ def burned_reflectance(pre: np.ndarray, soil: np.ndarray, severity: np.ndarray, 
     ash = ash0 * np.exp(-age_days / 30.0)
     bare = c - char - ash - npv
     s = SPECTRA.T
-    burnt = ((1.0 - c) * pre + char * s[:, [MATERIAL_ID["char"]]] + ash * s[:, [MATERIAL_ID["ash"]]]
+    burnt = ((1.0 - c) * pre + char * char_gain * s[:, [MATERIAL_ID["char"]]] + ash * s[:, [MATERIAL_ID["ash"]]]
              + npv * s[:, [MATERIAL_ID["npv"]]] + bare * soil)
     regrow = 1.0 - np.exp(-np.maximum(age_days - 60.0, 0.0) / np.where(grassy, 250.0, 700.0))
     green = 0.6 * s[:, [MATERIAL_ID["grass"]]] + 0.4 * s[:, [MATERIAL_ID["shrub"]]]
@@ -211,7 +215,7 @@ def apply_scars(land: Landscape, scars: Scars) -> np.ndarray:
         cover = land.cover.ravel()[hit]
         flat[:, hit] = burned_reflectance(
             flat[:, hit], land.soil.reshape(8, -1)[:, hit], scars.severity.ravel()[hit],
-            scars.age_days.ravel()[hit], np.isin(cover, _GRASSY),
+            scars.age_days.ravel()[hit], np.isin(cover, _GRASSY), scars.char_gain,
         )
     return rho
 

@@ -1,0 +1,333 @@
+"""Tests of the scene simulator: determinism, labels, nodata, encodings, physics and realism."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from firemap.bands import get_sensor, resolve_bands, to_physical
+from firemap.cli import app
+from firemap.errors import BandResolutionError, ConfigError, OutputExistsError
+from firemap.raster import open_scene, read_window
+from firemap.rules import murphy2016, schroeder2016
+from firemap.simulate import (
+    FIRE_LABEL_RADIANCE,
+    SimulatedScene,
+    cloud_fraction,
+    iter_tiles,
+    labels_path,
+    simulate_scene,
+    write_scene,
+)
+from firemap.simulate.events import Fires
+from firemap.simulate.sensor import SENSOR_SPECS, decode, encode
+from firemap.simulate.spectra import band_planck, planck_radiance, two_stream_layer
+
+CALFIRE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2_calfire"
+SENSORS = tuple(SENSOR_SPECS)
+PRESETS = {"landsat8": "landsat8-l1", "landsat9": "landsat9-l1", "sentinel2": "sentinel2-l2a", "hls": "hls"}
+runner = CliRunner()
+
+
+def _scene(sensor: str = "landsat8", size: int = 128, seed: int = 0, **kwargs: object) -> SimulatedScene:
+    return simulate_scene(sensor, size, size, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------- API
+
+
+def test_same_seed_same_scene_other_seed_other_scene() -> None:
+    a, b, c = _scene(seed=7), _scene(seed=7), _scene(seed=8)
+    assert np.array_equal(a.raw, b.raw) and np.array_equal(a.labels, b.labels)
+    assert a.grid == b.grid
+    assert not np.array_equal(a.raw, c.raw)
+
+
+@pytest.mark.parametrize("sensor", SENSORS)
+def test_every_requested_class_present_and_shapes(sensor: str) -> None:
+    scene = _scene(sensor, seed=3, clouds="some")
+    spec = SENSOR_SPECS[sensor]
+    assert scene.physical.shape == (len(spec.bands), 128, 128) and scene.physical.dtype == np.float32
+    assert scene.raw.dtype == np.dtype(spec.dtype) and scene.raw.shape == scene.physical.shape
+    assert scene.labels.shape == (3, 128, 128) and scene.labels.dtype == np.uint8
+    assert set(np.unique(scene.labels)) <= {0, 1}
+    assert all(scene.labels[i].any() for i in range(3)), "fire, smoke and burn_scar must all be present"
+    assert scene.grid.crs.to_epsg() // 100 == 326 and scene.grid.res == (spec.pixel_m, spec.pixel_m)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_classes_present_for_many_seeds_even_when_cloudy(seed: int) -> None:
+    scene = _scene("sentinel2", size=96, seed=seed, clouds="many", swath_edge=True)
+    assert all((scene.labels[i] == 1).any() for i in range(3))
+
+
+def test_classes_absent_when_not_requested() -> None:
+    scene = _scene(seed=2, fire=False, smoke=False, burn_scar=False)
+    assert not scene.labels.any()
+    assert not scene.truth.fire_fraction.any() and not scene.truth.smoke_tau.any()
+    only_smoke = _scene(seed=2, fire=False, burn_scar=False)  # a plume drifting in from an unseen fire
+    assert only_smoke.labels[1].any() and not only_smoke.labels[[0, 2]].any()
+
+
+def test_switching_one_option_leaves_the_rest_of_the_scene() -> None:
+    a, b = _scene(seed=5), _scene(seed=5, smoke=False)
+    assert np.array_equal(a.labels[[0, 2]], b.labels[[0, 2]])
+    assert np.array_equal(a.truth.cover, b.truth.cover) and np.array_equal(a.truth.cloud_tau, b.truth.cloud_tau)
+
+
+def test_bad_arguments_raise_typed_errors() -> None:
+    with pytest.raises(BandResolutionError, match="landsat8, landsat9, sentinel2, hls"):
+        simulate_scene("modis", 64, 64)
+    with pytest.raises(ConfigError, match="32..16384"):
+        simulate_scene("landsat8", 8, 64)
+    with pytest.raises(ConfigError, match="none, few, some, many"):
+        simulate_scene("landsat8", 64, 64, clouds="overcast")
+    with pytest.raises(ConfigError, match="forest"):
+        simulate_scene("landsat8", 64, 64, landscape="tundra")
+    assert cloud_fraction("some") == 0.15 and cloud_fraction("0.3") == 0.3
+
+
+# ----------------------------------------------------------------------------------------- nodata, files
+
+
+def test_swath_edge_nodata_in_raw_labels_and_physical() -> None:
+    scene = _scene("landsat8", seed=1, swath_edge=True)
+    invalid = ~scene.valid
+    assert 0.05 < invalid.mean() < 0.5
+    assert (scene.raw[:, invalid] == 0).all() and (scene.raw[:, scene.valid] != 0).all()
+    assert (scene.labels[:, invalid] == 255).all() and (scene.labels[:, scene.valid] != 255).all()
+    assert (scene.physical[:, invalid] == 0).all()
+    hls = _scene("hls", seed=1, swath_edge=True)
+    assert (hls.raw[:, ~hls.valid] == -9999).all() and (hls.raw[:, hls.valid] != -9999).all()
+
+
+@pytest.mark.parametrize("sensor", SENSORS)
+def test_written_scene_resolves_without_sensor_and_round_trips(sensor: str, tmp_path: Path) -> None:
+    scene = _scene(sensor, size=64, seed=4, swath_edge=True)
+    out, lab = write_scene(scene, tmp_path / "sim.tif")
+    assert lab == tmp_path / "sim.labels.tif"
+    info = open_scene(out)
+    bandmap = resolve_bands(info.descriptions, info.count, tags=info.tags)  # no --sensor
+    assert bandmap.sensor == PRESETS[sensor]
+    assert tuple(bandmap.sources) == scene.bands
+    with rasterio.open(out) as src:
+        raw = src.read()
+        assert src.crs == scene.grid.crs and src.transform == scene.grid.transform
+        data, valid = read_window(src, rasterio.windows.Window(0, 0, 64, 64), list(bandmap.sources.values()),
+                                  zero_is_nodata=get_sensor(bandmap.sensor).zero_is_nodata)
+    physical = to_physical(raw, list(bandmap.sources.values()))
+    np.testing.assert_allclose(physical[:, scene.valid], scene.physical[:, scene.valid], rtol=0, atol=1e-4)
+    assert np.array_equal(valid, scene.valid)
+    np.testing.assert_allclose(data, scene.physical, atol=1e-4)
+    with rasterio.open(lab) as src:
+        assert src.count == 3 and src.dtypes[0] == "uint8" and src.nodata == 255
+        assert src.descriptions == ("fire", "smoke", "burn_scar")
+        assert np.array_equal(src.read(), scene.labels)
+
+
+@pytest.mark.parametrize("sensor", SENSORS)
+def test_encoding_error_is_within_half_a_quantization_step(sensor: str) -> None:
+    spec = SENSOR_SPECS[sensor]
+    rng = np.random.default_rng(0)
+    physical = np.stack([rng.uniform(250, 340, (32, 32)) if b.startswith("thermal") else rng.uniform(0, 1, (32, 32))
+                         for b in spec.bands]).astype(np.float32)
+    valid = np.ones((32, 32), bool)
+    back = decode(spec, encode(spec, physical, valid), valid)
+    preset = get_sensor(spec.preset)
+    for i, band in enumerate(spec.bands):
+        enc = preset.encodings[band]
+        if enc.planck is None:
+            float32_ulps = 4 * np.spacing(np.float32(np.abs(physical[i]).max()))
+            assert np.abs(back[i] - physical[i]).max() <= enc.scale / 2 + float32_ulps
+        else:  # one DN of radiance is < 0.01 K near 300 K
+            assert np.abs(back[i] - physical[i]).max() < 0.01
+
+
+def test_write_scene_refuses_to_overwrite(tmp_path: Path) -> None:
+    scene = _scene(size=48)
+    labels_path(tmp_path / "a.tif").write_bytes(b"existing")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_scene(scene, tmp_path / "a.tif")
+    assert not (tmp_path / "a.tif").exists()  # checked before writing anything
+    write_scene(scene, tmp_path / "a.tif", overwrite=True)
+    with rasterio.open(tmp_path / "a.labels.tif") as src:
+        assert src.count == 3
+
+
+# --------------------------------------------------------------------------------------------- physics
+
+
+def _nbr(scene: SimulatedScene) -> np.ndarray:
+    nir, swir2 = scene.band("nir"), scene.band("swir2")
+    return (nir - swir2) / (nir + swir2 + 1e-6)
+
+
+def test_nbr_lower_on_scars_than_on_vegetation() -> None:
+    for seed in range(3):
+        scene = _scene("sentinel2", seed=seed, smoke=False, clouds="none", fire=False)
+        t = scene.truth
+        vegetation = np.isin(t.cover, [0, 1, 2, 3, 5]) & ~t.burned & ~t.old_burned & (t.cloud_tau == 0)
+        nbr = _nbr(scene)
+        assert np.median(nbr[scene.labels[2] == 1]) < np.median(nbr[vegetation]) - 0.1
+
+
+def test_smoke_raises_blue_much_more_than_swir2() -> None:
+    smoky, clear = _scene(seed=5, clouds="none"), _scene(seed=5, clouds="none", smoke=False)
+    plume = (smoky.labels[1] == 1) & (smoky.truth.fire_fraction == 0)
+    d_blue = np.median((smoky.band("blue") - clear.band("blue"))[plume])
+    d_swir2 = np.median((smoky.band("swir2") - clear.band("swir2"))[plume])
+    assert d_blue > 0.04 and d_blue > 5 * abs(d_swir2)
+
+
+def _landsat_bands(scene: SimulatedScene) -> dict[str, np.ndarray]:
+    return {b: scene.band(b) for b in scene.bands}
+
+
+def test_fire_pixels_pass_landsat_rules_and_confusers_do_not() -> None:
+    """Schroeder et al. 2016 and Murphy et al. 2016 (firemap.rules) on simulated Landsat-8 L1 scenes."""
+    counts = {k: [0, 0] for k in ("fire", "water", "cloud", "soil")}
+    for seed in range(4):
+        scene = _scene("landsat8", size=160, seed=seed, clouds="some")
+        bands = _landsat_bands(scene)
+        detected = schroeder2016(bands, scene.valid) | murphy2016(bands, scene.valid)
+        t, fire = scene.truth, scene.labels[0] == 1
+        unlit = t.fire_fraction == 0
+        groups = {"fire": fire, "water": t.material("water") & unlit, "cloud": (t.cloud_tau > 4) & unlit,
+                  "soil": (t.material("soil") | t.material("dark_soil") | t.material("rock")) & unlit}
+        for name, mask in groups.items():
+            counts[name][0] += int(mask.sum())
+            counts[name][1] += int((detected & mask).sum())
+    rates = {k: hit / max(n, 1) for k, (n, hit) in counts.items()}
+    assert all(n > 50 for n, _ in counts.values()), counts
+    assert rates["fire"] >= 0.8, rates
+    assert rates["water"] < 0.01 and rates["cloud"] < 0.01 and rates["soil"] < 0.01, rates
+
+
+def test_fire_saturates_swir_and_heats_thermal() -> None:
+    scene = _scene("landsat8", size=160, seed=1, clouds="none")
+    fire = scene.labels[0] == 1
+    swir2 = scene.raw[scene.bands.index("swir2")]
+    assert swir2.max() == 65535 and (swir2[fire] == 65535).any()
+    assert scene.band("swir2")[fire].max() <= 2e-5 * 65535 - 0.1 + 1e-6
+    bt = scene.band("thermal")
+    assert np.median(bt[fire]) > np.median(bt[~fire]) + 3.0
+    assert scene.band("swir2")[fire].mean() > scene.band("swir1")[fire].mean() > scene.band("nir")[fire].mean()
+
+
+def test_clouds_are_bright_and_cold() -> None:
+    scene = _scene("landsat8", size=160, seed=2, clouds="many", fire=False, smoke=False)
+    cloud, clear = scene.truth.cloud_tau > 10, scene.truth.cloud_tau == 0
+    assert np.median(scene.band("blue")[cloud]) > 0.3 > np.median(scene.band("blue")[clear])
+    assert np.median(scene.band("thermal")[cloud]) < np.median(scene.band("thermal")[clear]) - 5
+
+
+def test_planck_and_two_stream_limits() -> None:
+    # Wien's displacement law: the peak of B(lambda, 1000 K) lies at 2898/1000 um.
+    lam = np.linspace(1.0, 6.0, 2001)
+    assert abs(lam[np.argmax(planck_radiance(lam, 1000.0))] - 2.898) < 0.01
+    assert band_planck(np.array([1000.0])).shape == (8, 1)
+    r, t = two_stream_layer(np.array([0.0, 1e3]), 0.99995, 0.85)
+    assert r[0] == pytest.approx(0.0, abs=1e-6) and t[0] == pytest.approx(1.0, abs=1e-6)
+    assert r[1] > 0.95 and t[1] < 0.05  # thick conservative layer reflects nearly everything
+    r, t = two_stream_layer(np.array([0.5]), 0.9, 0.7)
+    assert r[0] + t[0] < 1.0  # absorbing layer loses energy
+
+
+def test_fire_label_threshold_is_the_documented_radiance() -> None:
+    scene = _scene(seed=6)
+    radiance = Fires(scene.truth.fire_fraction, scene.truth.fire_temperature).swir2_radiance()
+    visible = scene.truth.cloud_tau < 4
+    assert np.array_equal(scene.labels[0] == 1, (radiance >= FIRE_LABEL_RADIANCE) & visible & scene.valid)
+
+
+# --------------------------------------------------------------------------------------- realism (real data)
+
+
+def _real_calfire() -> dict[int, np.ndarray]:
+    """Real Sentinel-2 red/nir/swir2 reflectance by class (0 unburned, 1 burned), ``(3, n)`` each."""
+    pooled: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    for path in sorted((CALFIRE / "images").glob("*.tif")):
+        with rasterio.open(path) as src:
+            raw, descriptions = src.read(), src.descriptions
+        sources = resolve_bands(descriptions, raw.shape[0]).select(["red", "nir", "swir2"])
+        phys = to_physical(raw[[s.index - 1 for s in sources]], sources)
+        with rasterio.open(CALFIRE / "masks" / path.name) as src:
+            mask = src.read(1)
+        valid = (raw != 0).any(axis=0)
+        for c in (0, 1):
+            pooled[c].append(phys[:, valid & (mask == c)])
+    return {c: np.concatenate(v, axis=1) for c, v in pooled.items()}
+
+
+def _simulated_calfire(seeds: range) -> dict[int, np.ndarray]:
+    pooled: dict[int, list[np.ndarray]] = {0: [], 1: []}
+    for seed in seeds:
+        scene = _scene("sentinel2", size=160, seed=seed, fire=False, smoke=False, clouds="none")
+        index = [scene.bands.index(b) for b in ("red", "nir", "swir2")]
+        for c in (0, 1):
+            pooled[c].append(scene.physical[index][:, scene.labels[2] == c])
+    return {c: np.concatenate(v, axis=1) for c, v in pooled.items()}
+
+
+@pytest.mark.skipif(not CALFIRE.is_dir(), reason="shared/data/s2_calfire not present")
+def test_burned_and_unburned_reflectance_overlap_real_sentinel2_crops() -> None:
+    real, sim = _real_calfire(), _simulated_calfire(range(8))
+    for c, band in itertools.product((0, 1), range(3)):
+        r10, rmed, r90 = np.percentile(real[c][band], [10, 50, 90])
+        s10, smed, s90 = np.percentile(sim[c][band], [10, 50, 90])
+        where = f"class {c} band {('red', 'nir', 'swir2')[band]}: real {r10:.3f}/{rmed:.3f}/{r90:.3f} sim {s10:.3f}/{smed:.3f}/{s90:.3f}"
+        assert r10 <= smed <= r90, where
+        assert s10 - 0.01 <= rmed <= s90 + 0.01, where
+    # and the burned/unburned contrast has the real sign: NIR drops on scars
+    assert np.median(sim[1][1]) < np.median(sim[0][1]) and np.median(real[1][1]) < np.median(real[0][1])
+
+
+# ----------------------------------------------------------------------------------------------- tiles, CLI
+
+
+def test_tile_stream_is_seeded_and_per_worker() -> None:
+    def take(**kwargs: object) -> list[tuple[np.ndarray, np.ndarray]]:
+        return list(itertools.islice(iter_tiles("landsat8", 64, seed=3, bands=("swir2", "nir", "red"),  # type: ignore[arg-type]
+                                                crops_per_scene=2, **kwargs), 3))
+
+    first, again, other = take(worker=(0, 2)), take(worker=(0, 2)), take(worker=(1, 2))
+    image, labels = first[0]
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32
+    assert labels.shape == (3, 64, 64) and labels.dtype == np.uint8
+    assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[0][0], other[0][0])
+    with pytest.raises(ConfigError, match="thermal"):
+        next(iter_tiles("sentinel2", 64, bands=("red", "thermal")))
+
+
+def test_simulated_tiles_dataset_yields_tensors() -> None:
+    import torch
+
+    from firemap.simulate import SimulatedTiles
+
+    loader = torch.utils.data.DataLoader(SimulatedTiles("sentinel2", 32, seed=1, scene_size=64), batch_size=2)
+    images, labels = next(iter(loader))
+    assert images.shape == (2, 7, 32, 32) and labels.shape == (2, 3, 32, 32) and labels.dtype == torch.uint8
+
+
+def test_cli_simulate_writes_scene_and_labels(tmp_path: Path) -> None:
+    out = tmp_path / "s2.tif"
+    args = ["simulate", str(out), "--sensor", "sentinel2", "--width", "64", "--height", "48", "--seed", "2",
+            "--no-smoke", "--clouds", "none"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output and str(labels_path(out)) in result.output
+    with rasterio.open(out) as src:
+        assert (src.width, src.height, src.count, src.dtypes[0]) == (64, 48, 7, "uint16")
+    with rasterio.open(labels_path(out)) as src:
+        labels = src.read()
+    assert labels[0].any() and not labels[1].any() and labels[2].any()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    bad = runner.invoke(app, ["simulate", str(tmp_path / "x.tif"), "--clouds", "lots"])
+    assert bad.exit_code == 1 and "lots" in bad.output
