@@ -83,7 +83,7 @@ def test_switching_one_option_leaves_the_rest_of_the_scene() -> None:
 def test_bad_arguments_raise_typed_errors() -> None:
     with pytest.raises(BandResolutionError, match="landsat8, landsat9, sentinel2, hls"):
         simulate_scene("modis", 64, 64)
-    with pytest.raises(ConfigError, match="32..16384"):
+    with pytest.raises(ConfigError, match=r"32\.\.16384"):
         simulate_scene("landsat8", 8, 64)
     with pytest.raises(ConfigError, match="none, few, some, many"):
         simulate_scene("landsat8", 64, 64, clouds="overcast")
@@ -280,7 +280,8 @@ def test_burned_and_unburned_reflectance_overlap_real_sentinel2_crops() -> None:
     for c, band in itertools.product((0, 1), range(3)):
         r10, rmed, r90 = np.percentile(real[c][band], [10, 50, 90])
         s10, smed, s90 = np.percentile(sim[c][band], [10, 50, 90])
-        where = f"class {c} band {('red', 'nir', 'swir2')[band]}: real {r10:.3f}/{rmed:.3f}/{r90:.3f} sim {s10:.3f}/{smed:.3f}/{s90:.3f}"
+        where = (f"class {c} band {('red', 'nir', 'swir2')[band]}: real {r10:.3f}/{rmed:.3f}/{r90:.3f} "
+                 f"sim {s10:.3f}/{smed:.3f}/{s90:.3f}")
         assert r10 <= smed <= r90, where
         assert s10 - 0.01 <= rmed <= s90 + 0.01, where
     # and the burned/unburned contrast has the real sign: NIR drops on scars
