@@ -366,3 +366,20 @@ def test_bad_band_sequence_is_refused() -> None:
         c.add(5, m[:2], p[:2], v)
     with pytest.raises(ValueError, match=r"only rows 0\.\.5 of 30"):
         c.finish()
+
+
+def test_many_holes_inside_and_across_bands() -> None:
+    """Holes inside one band are kept as they are, holes cut by band boundaries are re-formed."""
+    mask = np.ones((60, 40), bool)
+    mask[3::8, 3::6] = False  # single-pixel holes; rows 27 and 35 lie on 7-row band edges
+    mask[40:50, 10:20] = False  # a larger hole across the boundary at row 42
+    grid = utm_grid(40, 60)
+    whole = collect(grid, one_class(mask))
+    banded = collect(grid, one_class(mask), band=7)
+    assert len(banded) == 1 and banded.geometry[0].is_valid
+    holes, n = ndimage.label(~mask)
+    border = set(np.unique(np.concatenate([holes[0], holes[-1], holes[:, 0], holes[:, -1]])))
+    n_holes = n - len(border - {0})  # background regions not touching the scene border: 41 here
+    assert len(banded.geometry[0].interiors) == n_holes == len(whole.geometry[0].interiors) == 41
+    assert banded.geometry[0].equals(whole.geometry[0])
+    np.testing.assert_array_equal(rasterized(banded, grid, 1), mask)
