@@ -43,7 +43,8 @@ continental aerosol is ~0.05-0.2)."""
 OPAQUE_CLOUD_TAU = 4.0
 """Cloud optical thickness above which the ground is hidden: fire and burn-scar labels are cleared there."""
 
-_GRASSY = np.array([MATERIAL_ID[m] for m in ("grass", "dry_grass", "crop")])
+_SPARSE = np.array([MATERIAL_ID[m] for m in ("soil", "dark_soil")])
+_GRASSY = np.array([MATERIAL_ID[m] for m in ("grass", "dry_grass", "crop", "soil", "dark_soil")])
 
 
 def _unit(direction_deg: float) -> tuple[float, float]:
@@ -109,7 +110,7 @@ def _perimeter(rng: np.random.Generator, land: Landscape, wind: float, scale: fl
     centre = _pick_centre(rng, fuel, b)
     u, _, d = _ellipse_distance(shape, centre, wind, a, b)
     rough = smooth_field(rng, shape, 2.6, max(4.0, b / 1.5), factor=2)
-    d = d * (1.0 + 0.2 * rough) + 0.05 * fine_noise(rng, shape, 1.2)
+    d = d * (1.0 + 0.2 * rough) + 0.025 * fine_noise(rng, shape, 1.5)
     return d.astype(np.float32), (u / a).astype(np.float32), fuel
 
 
@@ -129,15 +130,16 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     shape = land.cover.shape
     d, u, fuel = _perimeter(rng, land, wind, rng.uniform(0.16, 0.4))
     inside = d < 1.0
-    islands = smooth_field(rng, shape, 2.8, 0.03 * min(shape) + 2, factor=2) > rng.uniform(1.0, 1.8)
-    burned = inside & fuel & ~islands
-    if burned.sum() < 0.2 * inside.sum():  # little fuel here: sparse vegetation on the soils burned too
+    islands = smooth_field(rng, shape, 2.8, 0.03 * min(shape) + 2, factor=2) > rng.uniform(1.3, 2.2)
+    sparse = np.isin(land.cover, _SPARSE)  # bare soils carry sparse grass: they burn, lightly
+    burned = inside & (fuel | sparse) & ~islands
+    if burned.sum() < 0.2 * inside.sum():  # hardly any fuel: rock and the rest burned through too
         burned = inside & (land.cover != MATERIAL_ID["water"]) & ~islands
     sev_noise = smooth_field(rng, shape, 2.6, 0.05 * min(shape) + 2, factor=2)
-    severity = np.clip(0.55 + 0.4 * (1.0 - d) + 0.2 * sev_noise, 0.15, 1.0)
+    severity = np.clip(0.55 + 0.4 * (1.0 - d) + 0.2 * sev_noise, 0.15, 1.0) * np.where(sparse, 0.6, 1.0)
     progress = np.clip((u + 0.8) / 1.8, 0.0, 1.0)  # ignition near the upwind end, head downwind
     span = rng.uniform(0.5, 8.0)
-    base = 0.0 if fire else float(np.exp(rng.uniform(np.log(3.0), np.log(150.0))))  # mapped within ~5 months
+    base = 0.0 if fire else float(np.exp(rng.uniform(np.log(2.0), np.log(100.0))))  # mapped within ~3 months
     age = base + span * (1.0 - progress)
     front = np.zeros(shape, bool)
     if fire:
