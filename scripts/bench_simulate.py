@@ -170,8 +170,8 @@ def figure_comparison(real: list, sim: list) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    path = IMG / "simulator_vs_real.png"
-    fig.savefig(path, dpi=80)
+    path = IMG / "simulator_vs_real.jpg"
+    fig.savefig(path, dpi=80, pil_kwargs={"quality": 85})
     plt.close(fig)
     return path
 
@@ -227,8 +227,8 @@ def figure_landsat() -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
-    path = IMG / "simulator_landsat8.png"
-    fig.savefig(path, dpi=70)
+    path = IMG / "simulator_landsat8.jpg"
+    fig.savefig(path, dpi=70, pil_kwargs={"quality": 85})
     plt.close(fig)
     return path
 

@@ -136,7 +136,7 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     if burned.sum() < 0.2 * inside.sum():  # hardly any fuel: rock and the rest burned through too
         burned = inside & (land.cover != MATERIAL_ID["water"]) & ~islands
     sev_noise = smooth_field(rng, shape, 2.6, 0.05 * min(shape) + 2, factor=2)
-    severity = np.clip(0.55 + 0.4 * (1.0 - d) + 0.2 * sev_noise, 0.15, 1.0) * np.where(sparse, 0.6, 1.0)
+    severity = np.clip(0.65 + 0.3 * (1.0 - d) + 0.2 * sev_noise, 0.2, 1.0) * np.where(sparse, 0.6, 1.0)
     progress = np.clip((u + 0.8) / 1.8, 0.0, 1.0)  # ignition near the upwind end, head downwind
     span = rng.uniform(0.5, 8.0)
     base = 0.0 if fire else float(np.exp(rng.uniform(np.log(2.0), np.log(100.0))))  # mapped within ~3 months
@@ -149,7 +149,7 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
         burned = np.zeros(shape, bool)
     severity = np.where(burned, severity, np.where(old, old_sev, 0.0)).astype(np.float32)
     age_days = np.where(burned, age, np.where(old, old_age, 0.0)).astype(np.float32)
-    return Scars(burned, old & ~burned, severity, age_days, front, float(np.exp(rng.normal(0.0, 0.3))))
+    return Scars(burned, old & ~burned, severity, age_days, front, float(np.exp(rng.normal(0.0, 0.35))))
 
 
 def _front(rng: np.random.Generator, d: np.ndarray, u: np.ndarray, burnable: np.ndarray, size: int) -> np.ndarray:
@@ -285,7 +285,7 @@ def plume_sources(rng: np.random.Generator, fires: Fires, wind: float, shape: tu
     power = (fires.fraction * fires.temperature.astype(np.float64) ** 4).ravel()
     burning = np.flatnonzero(power)
     if burning.size:
-        count = int(min(burning.size, rng.integers(1, 5)))
+        count = min(int(burning.size), int(rng.integers(1, 5)))
         picks = rng.choice(burning, size=count, replace=False, p=power[burning] / power[burning].sum())
         return [Plume((float(i // shape[1]), float(i % shape[1])), rng.uniform(0.8, 3.0),
                       3.0 + rng.uniform(0.01, 0.04) * min(shape), np.tan(np.radians(rng.uniform(3.0, 10.0))))

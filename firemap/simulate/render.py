@@ -174,5 +174,5 @@ def _cloud_emission(radiance: np.ndarray, clouds: Clouds, air_k: float, k1: floa
     top_k = air_k - 6.5 * (clouds.height_m + 800.0) / 1000.0
     for tau, temp in ((clouds.tau, top_k), (clouds.cirrus, air_k - 55.0)):
         emis = 1.0 - np.exp(-tau / 2.0)
-        radiance = (1.0 - emis) * radiance + emis * bt_to_radiance(np.float32(temp), k1, k2)
+        radiance = (1.0 - emis) * radiance + emis * bt_to_radiance(np.asarray(temp, np.float32), k1, k2)
     return radiance.astype(np.float32)
