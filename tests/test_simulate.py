@@ -332,3 +332,19 @@ def test_cli_simulate_writes_scene_and_labels(tmp_path: Path) -> None:
     assert again.exit_code == 1 and "--overwrite" in again.output
     bad = runner.invoke(app, ["simulate", str(tmp_path / "x.tif"), "--clouds", "lots"])
     assert bad.exit_code == 1 and "lots" in bad.output
+
+
+def test_predict_reads_simulated_scenes_like_real_ones(tmp_path: Path, threshold_bundle: object) -> None:
+    """The predict path (band guessing, L1 scaling, zero-fill nodata) on a written scene, with the conftest
+    ThresholdNet (fire where swir2 > 0.5 reflectance)."""
+    from firemap.config import PredictConfig
+    from firemap.predict import predict_scene
+
+    scene = _scene("landsat8", size=96, seed=1, swath_edge=True, clouds="none")
+    out, _ = write_scene(scene, tmp_path / "sim.tif")
+    result = predict_scene(out, tmp_path / "pred", threshold_bundle, PredictConfig())  # type: ignore[arg-type]
+    with rasterio.open(result.outputs["classes"]) as src:
+        classes = src.read(1)
+    assert np.array_equal(classes == 255, ~scene.valid)
+    fire = scene.labels[0] == 1
+    assert (classes[fire] == 1).mean() > 0.5  # saturated-SWIR fire pixels read as reflectance > 0.5
