@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from firemap.bands import CANONICAL_BANDS
-from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, load_yaml, validate
+from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, validate
 
 
 class SceneSource(Closed):
@@ -338,13 +339,39 @@ class TrainConfig(Closed):
         return "mean" in self.model and "std" in self.model
 
 
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {} if child is None else child
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a mapping in the config")
+        node = child
+    node[last] = value
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a training YAML (see ``configs/``), applying top-level ``overrides`` (non-None values).
+    """Load a training YAML (see ``configs/``), applying ``overrides`` (non-None values; dotted keys such as
+    ``optim.lr`` or ``data.batch_size`` reach into sections).
 
     Raises:
         ConfigError: missing file, bad YAML, unknown keys or invalid values (one line).
     """
-    cfg: TrainConfig = load_yaml(path, TrainConfig, overrides)
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror}); see configs/ for examples") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of options at the top level")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    cfg: TrainConfig = validate(TrainConfig, data, source=str(p))
     return cfg
 
 

@@ -124,18 +124,18 @@ def decode_mask(
         ``(len(classes), rows, cols)`` uint8: 1/0 for labelled classes, 255 for unlabelled classes and pixels.
     """
     labelled = set(src.labelled_classes)
-    ignore = np.isin(raw, [*src.ignore_values, *([] if nodata is None else [nodata])]).any(axis=0)
+    ignore = np.isin(raw, [*src.ignore_values, *([] if nodata is None else [nodata])])  # per mask band
     out = np.full((len(classes), *raw.shape[1:]), IGNORE, np.uint8)
     for k, name in enumerate(classes):
         if name not in labelled:
             continue
         if src.mask_format == "values":
             out[k] = np.isin(raw[0], src.mask_values.get(name, []))
+            out[k][ignore[0]] = IGNORE
         elif name in src.mask_bands:
-            out[k] = raw[src.mask_bands.index(name)] == 1
-        else:
-            continue
-        out[k][ignore] = IGNORE
+            band = src.mask_bands.index(name)
+            out[k] = raw[band] == 1
+            out[k][ignore[band]] = IGNORE
     return out
 
 

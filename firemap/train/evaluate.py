@@ -17,6 +17,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from firemap.bands import resolve_bands
-from firemap.config import PredictConfig
+from firemap.config import PredictConfig, validate
+from firemap.errors import ConfigError
 from firemap.indices import nbr
 from firemap.models import Bundle, load_bundle
 from firemap.predict import classify, iter_predictions
@@ -262,7 +264,7 @@ def evaluate_source(
     src: SceneSource,
     cfg: PredictConfig,
     baselines: bool = True,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    progress: Callable[[Path, int], Callable[[int], None]] | None = None,
 ) -> EvalReport:
     """Evaluate ``bundle`` on every scene of ``src``.
 
@@ -272,7 +274,7 @@ def evaluate_source(
         cfg: predict options (tile size, overlap, TTA, thresholds, device, precision). ``cfg.sensor``/``bands``
             default to the source's.
         baselines: also score the classic index baselines.
-        progress: called with (scene name, tile count); returns a callback advanced by tiles done.
+        progress: called with (scene path, tile count); returns a callback advanced by tiles done.
 
     Returns:
         The report.
@@ -284,7 +286,7 @@ def evaluate_source(
     report = EvalReport(src.label, bundle.name, classes, tuple(c for c in classes if c in src.labelled_classes))
     for pair in find_pairs(src):
         info = open_scene(pair.image, cfg.allow_no_crs)
-        tick = progress(pair.image.name, len(tile_grid(info, bundle, cfg))) if progress else None
+        tick = progress(pair.image, len(tile_grid(info, bundle, cfg))) if progress else None
         score = _score_model(info, pair, src, bundle, cfg, tick)
         if baselines:
             _score_baselines(info, pair, src, classes, cfg, score)
@@ -312,7 +314,7 @@ def evaluate(
     cfg: PredictConfig,
     json_path: str | os.PathLike[str] | None = None,
     baselines: bool = True,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    progress: Callable[[Path, int], Callable[[int], None]] | None = None,
 ) -> EvalReport:
     """``firemap evaluate``: load a bundle (None = the shipped default), evaluate, optionally write JSON.
 
@@ -328,4 +330,45 @@ def evaluate(
     return report
 
 
-__all__ = ["EvalReport", "SceneScore", "evaluate", "evaluate_source"]
+def scene_source(
+    images: str | os.PathLike[str],
+    masks: str | os.PathLike[str] | None,
+    mask_format: str = "values",
+    mask_values: Sequence[str] | None = None,
+    labelled: Sequence[str] | None = None,
+    sensor: str | None = None,
+    bands: str | None = None,
+) -> SceneSource:
+    """Build a :class:`SceneSource` from ``firemap evaluate`` options.
+
+    Args:
+        images: folder (or glob) of image GeoTIFFs.
+        masks: folder of masks with the images' file names (None = ``<stem>.labels.tif`` beside them).
+        mask_format: ``values`` or ``bands``.
+        mask_values: ``CLASS=V[,V...]`` items for the ``values`` format (default ``burn_scar=1``).
+        labelled: classes the masks label (default: those of the mask format).
+        sensor: sensor preset.
+        bands: ``--bands`` spec.
+
+    Raises:
+        ConfigError: malformed item or invalid option.
+    """
+    data: dict[str, Any] = {"images": str(images), "masks": str(masks) if masks else None,
+                            "mask_format": mask_format, "sensor": sensor, "bands": bands}
+    if mask_values:
+        values: dict[str, list[int]] = {}
+        for item in mask_values:
+            name, sep, rest = item.partition("=")
+            try:
+                values[name.strip()] = [int(v) for v in rest.split(",") if v.strip()]
+            except ValueError:
+                sep = ""
+            if not sep or not values.get(name.strip()):
+                raise ConfigError(f"bad --mask-value {item!r}; use CLASS=V[,V...], e.g. burn_scar=1")
+        data["mask_values"] = values
+    if labelled:
+        data["labelled"] = [c.strip() for item in labelled for c in item.split(",") if c.strip()]
+    return validate(SceneSource, {k: v for k, v in data.items() if v is not None}, "evaluate options")
+
+
+__all__ = ["EvalReport", "SceneScore", "evaluate", "evaluate_source", "scene_source"]

@@ -7,11 +7,11 @@ sources through the real predict path (tiling and stitching included), ``last.fi
 selection metric improves, ``best.firemap.pt`` bundles, ``train_state.pt`` for ``--resume``, and a row of
 ``log.csv``.
 
-Multi-GPU / multi-node: launch with torchrun, e.g.
-``torchrun --nproc_per_node=4 -m firemap.cli train configs/deeplabv3plus.yaml`` (or ``--nnodes 2 --node_rank
-0 --master_addr HOST ...``). Each rank draws its own seeded stream (an infinite random stream needs no
-DistributedSampler: distinct seeds give disjoint samples), gradients are averaged by DistributedDataParallel,
-and rank 0 validates, logs and writes checkpoints.
+Multi-GPU / multi-node: launch the console script with torchrun, e.g.
+``torchrun --nproc_per_node=4 --no-python firemap train configs/deeplabv3plus.yaml`` (several machines: add
+``--nnodes 2 --node_rank R --master_addr HOST --master_port 29500`` on each). Each rank draws its own seeded
+stream (an infinite random stream needs no DistributedSampler: distinct seeds give disjoint samples), gradients
+are averaged by DistributedDataParallel, and rank 0 validates, logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -126,15 +126,37 @@ def _prepare_out(cfg: TrainConfig) -> Path:
     return out
 
 
+def _bundle_stats(init: str) -> dict[str, tuple[float, float]]:
+    """Band -> (mean, std) of an ``init`` firemap bundle ({} for anything else)."""
+    path = Path(init)
+    if init in ("none", "imagenet") or not path.is_file():
+        return {}
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "firemap-bundle":
+        return {}
+    c = payload["config"]
+    return {b: (m, s) for b, m, s in zip(c["bands"], c["mean"], c["std"], strict=True)}
+
+
 def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
-    """The model config with normalization statistics (computed from the training mixture unless given)."""
+    """The model config with normalization statistics.
+
+    Given ``model.mean``/``std`` win; otherwise bands of an ``init`` bundle keep that bundle's statistics (its
+    weights were trained on them) and the other bands get statistics computed from the training mixture.
+    """
     mc = cfg.model_config_with_stats(None)
     if cfg.has_stats:
         return mc
+    inherited = _bundle_stats(cfg.init)
+    if all(b in inherited for b in mc.bands):
+        log.info("normalization statistics inherited from %s", cfg.init)
+        return cfg.model_config_with_stats(tuple(zip(*(inherited[b] for b in mc.bands), strict=True)))  # type: ignore[arg-type]
     mixture = build_mixture(cfg.data, mc, cfg.seed)
-    stats = band_statistics(mixture, mc.bands, cfg.data.stats_tiles, seed=cfg.seed)
-    log.info("normalization statistics from %d tiles: mean %s std %s", cfg.data.stats_tiles, *stats)
-    return cfg.model_config_with_stats(stats)
+    mean, std = band_statistics(mixture, mc.bands, cfg.data.stats_tiles, seed=cfg.seed)
+    mean = tuple(inherited.get(b, (m, 0.0))[0] for b, m in zip(mc.bands, mean, strict=True))
+    std = tuple(inherited.get(b, (0.0, s))[1] for b, s in zip(mc.bands, std, strict=True))
+    log.info("normalization statistics from %d tiles: mean %s std %s", cfg.data.stats_tiles, mean, std)
+    return cfg.model_config_with_stats((mean, std))
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -394,4 +416,23 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> FitResult:
                      run.mc)
 
 
-__all__ = ["STATE_FILE", "FitResult", "fit", "poly_lr", "resolve_model_config", "seed_everything", "validate_model"]
+
+
+
+def run_training(
+    config: str | os.PathLike[str], overrides: dict[str, Any] | None = None, progress: Progress | None = None
+) -> FitResult:
+    """``firemap train`` / ``firemap finetune``: load a YAML config with dotted-key overrides, then :func:`fit`.
+
+    Raises:
+        FiremapError subclasses: see :func:`fit` and :func:`firemap.train.config.load_train_config`.
+    """
+    from firemap.train.config import load_train_config
+
+    return fit(load_train_config(config, overrides), progress)
+
+
+__all__ = [
+    "STATE_FILE", "FitResult", "fit", "poly_lr", "resolve_model_config", "run_training", "seed_everything",
+    "validate_model",
+]

@@ -1,0 +1,215 @@
+#!/usr/bin/env python
+"""Reproduce firemap's shipped default model end to end on CPU.
+
+Stage 1 pretrains DeepLabv3+ (mobilenet_v2 encoder, OS16, ASPP rates 6/12/18) on the physically based
+simulator (Sentinel-2 and Landsat-8 scenes with exact fire / smoke / burn-scar labels). Stage 2 fine-tunes it on
+the real Sentinel-2 burn-scar crops of ``../shared/data/s2_calfire`` (burn_scar labelled only: fire and smoke get
+no gradient from them) mixed with simulator tiles that keep fire and smoke alive. One real scene is held out
+(``--holdout``, default FRENCH_20240704): it is never trained on, and the shipped model is the *last* stage-2
+checkpoint, not one selected on it, so its held-out score is unbiased.
+
+The real crops carry red/green/blue (TCI), nir (B8) and swir2 (B12) but no swir1: the model treats swir1 as
+optional (band dropout during training plus a band-presence input channel).
+
+Usage (from the repository root)::
+
+    .venv/bin/python scripts/train_default.py --out runs/default --install      # ~35-45 min on 2 CPU cores
+    .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
+
+``--cv`` runs leave-one-scene-out fine-tuning over all six real crops (report only, nothing is installed) and
+prints the mean held-out burn-scar IoU next to the best single NBR threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from firemap.config import PredictConfig  # noqa: E402
+from firemap.models import load_bundle, save_bundle  # noqa: E402
+from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
+from firemap.train.data import simulated_scenes  # noqa: E402
+from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
+from firemap.train.loop import fit  # noqa: E402
+
+log = logging.getLogger("train_default")
+
+DATA = REPO.parent / "shared" / "data" / "s2_calfire"
+SCENES = ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019", "FRENCH_20240704", "KENNETH_20250109",
+          "LIDIA_20250108")
+MODEL: dict[str, Any] = {
+    "arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16, "decoder_channels": 128,
+    "bands": ["blue", "green", "red", "nir", "swir1", "swir2"], "optional_bands": ["swir1"],
+    "band_presence": True, "tile_size": 256, "overlap": 64,
+}
+SIM_S2 = {"kind": "simulator", "sensor": "sentinel2", "pool_scenes": 24, "pool_size": 384}
+SIM_L8 = {"kind": "simulator", "sensor": "landsat8", "pool_scenes": 16, "pool_size": 384}
+
+
+def _real(holdout: str | None, data: Path, weight: float) -> dict[str, Any]:
+    return {"kind": "scenes", "name": "s2_calfire", "images": str(data / "images"), "masks": str(data / "masks"),
+            "mask_values": {"burn_scar": [1]}, "labelled": ["burn_scar"], "exclude": [holdout] if holdout else [],
+            "weight": weight}
+
+
+def _heldout(holdout: str, data: Path) -> dict[str, Any]:
+    return {"kind": "scenes", "name": "real_heldout", "images": [str(data / "images" / f"{holdout}.tif")],
+            "masks": str(data / "masks"), "labelled": ["burn_scar"]}
+
+
+def stage1_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Simulator pretraining."""
+    return {
+        "name": "firemap-default-stage1", "model": MODEL,
+        "data": {"train": [{**SIM_S2, "weight": 0.6}, {**SIM_L8, "weight": 0.4}],
+                 "val": [{"kind": "simulator", "name": "sim-s2", "sensor": "sentinel2", "scenes": 3,
+                          "scene_size": 320}, _heldout(args.holdout, args.data)],
+                 "tile_size": 256, "batch_size": args.batch_size, "oversample": {"fire": 0.3, "burn_scar": 0.15},
+                 "stats_tiles": 48},
+        "augment": {"saturate_visible": 0.3, "band_dropout": 0.3},
+        "optim": {"lr": 2e-3, "warmup_steps": 30},
+        "loss": {"class_weights": {"fire": 2.0}},
+        "epochs": args.epochs1, "steps_per_epoch": args.steps1, "seed": args.seed, "device": "cpu",
+        "precision": args.precision, "threads": args.threads, "out": str(args.out / "stage1"),
+        "overwrite": True, "select_metric": "sim-s2/macro_iou",
+    }
+
+
+def stage2_config(args: argparse.Namespace, init: Path, holdout: str | None, out: Path) -> dict[str, Any]:
+    """Fine-tuning on the real crops (one held out) plus simulator tiles."""
+    val = [_heldout(holdout, args.data)] if holdout else []
+    return {
+        "name": "firemap-default", "model": MODEL, "init": str(init),
+        "data": {"train": [_real(holdout, args.data, 0.5), {**SIM_S2, "weight": 0.3, "pool_scenes": 16},
+                           {**SIM_L8, "weight": 0.2, "pool_scenes": 8}],
+                 "val": val, "tile_size": 256, "batch_size": args.batch_size,
+                 "oversample": {"fire": 0.3, "burn_scar": 0.2}},
+        "augment": {"saturate_visible": 0.3, "band_dropout": 0.3},
+        "optim": {"lr": 5e-4, "encoder_lr_mult": 0.3, "warmup_steps": 10},
+        "loss": {"class_weights": {"fire": 2.0}},
+        "epochs": args.epochs2, "steps_per_epoch": args.steps2, "seed": args.seed + 1, "device": "cpu",
+        "precision": args.precision, "threads": args.threads, "out": str(out), "overwrite": True,
+    }
+
+
+def _summary(report: EvalReport) -> dict[str, Any]:
+    keys = ("burn_scar_iou", "burn_scar_f1", "burn_scar_precision", "burn_scar_recall", "burn_scar_iou_scene_mean",
+            "fire_iou", "fire_f1", "fire_object_recall", "smoke_iou", "smoke_f1", "macro_iou",
+            "predicted_fire_objects", "baseline_nbr_burn_scar_iou", "baseline_best_nbr_iou_pooled",
+            "baseline_best_nbr_threshold_pooled", "baseline_best_nbr_iou_scene_mean",
+            "baseline_fire_rules_fire_f1")
+    s = report.summary()
+    out = {k: s[k] for k in keys if k in s}
+    fire_free = [sc for sc in report.scenes if "fire" in report.labelled and sc.fire_objects[1] == 0]
+    if fire_free:
+        out["fire_free_scenes"] = len(fire_free)
+        out["fire_objects_on_fire_free_scenes"] = sum(sc.predicted_fire_objects for sc in fire_free)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def final_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Held-out real scene, all real scenes (fire false alarms), fresh simulated test scenes per sensor."""
+    bundle = load_bundle(bundle_path)
+    pcfg = PredictConfig(device="cpu")
+    out: dict[str, Any] = {}
+    out["real_heldout"] = _summary(evaluate_source(bundle, SceneSource(**_heldout(args.holdout, args.data)), pcfg))
+    everything = SceneSource(**{**_real(None, args.data, 1.0), "name": "real_all"})
+    out["real_all_6_fire_objects"] = evaluate_source(bundle, everything, pcfg).summary()["predicted_fire_objects"]
+    for sensor in ("sentinel2", "landsat8"):
+        sim = SimulatorSource(sensor=sensor, name=f"simtest-{sensor}", scenes=args.test_scenes, scene_size=384)
+        src = simulated_scenes(sim, args.out / f"test_{sensor}", seed=90_000 + args.seed)
+        out[f"sim_test_{sensor}"] = _summary(evaluate_source(bundle, src, pcfg))
+    return out
+
+
+def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float) -> Path:
+    """Write the final bundle with its provenance and metrics into firemap/assets."""
+    bundle = load_bundle(bundle_path)
+    provenance = dict(bundle.provenance)
+    provenance.update({
+        "name": "firemap-default", "heldout_real_scene": args.holdout, "metrics": metrics,
+        "reproduce": "python scripts/train_default.py --out runs/default --install",
+        "training_seconds": round(seconds), "machine": f"{torch.get_num_threads()} CPU threads, no GPU",
+        "real_data": "shared/data/s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
+                     "Runan-Duan/Wildfire_Detection data_example)",
+    })
+    target = REPO / "firemap" / "assets" / "default.firemap.pt"
+    target.parent.mkdir(exist_ok=True)
+    save_bundle(target, bundle.model, bundle.config, provenance, overwrite=True)
+    log.info("installed %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target
+
+
+def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
+    """Leave-one-scene-out fine-tuning over the six real crops; mean held-out burn-scar IoU."""
+    results = {}
+    for scene in SCENES:
+        r = fit(train_config_from_dict(stage2_config(args, stage1, scene, args.out / f"cv_{scene}")))
+        report = evaluate_source(load_bundle(r.last), SceneSource(**_heldout(scene, args.data)),
+                                 PredictConfig(device="cpu"))
+        results[scene] = _summary(report)
+        log.info("CV %s: %s", scene, results[scene])
+    ious = [r["burn_scar_iou"] for r in results.values()]
+    nbr = [r.get("baseline_nbr_burn_scar_iou", float("nan")) for r in results.values()]
+    return {"per_scene": results, "mean_burn_scar_iou": sum(ious) / len(ious),
+            "mean_nbr_default_iou": sum(nbr) / len(nbr)}
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "default")
+    p.add_argument("--data", type=Path, default=DATA)
+    p.add_argument("--holdout", default="FRENCH_20240704", choices=SCENES)
+    p.add_argument("--epochs1", type=int, default=10)
+    p.add_argument("--steps1", type=int, default=80)
+    p.add_argument("--epochs2", type=int, default=5)
+    p.add_argument("--steps2", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-scenes", type=int, default=8)
+    p.add_argument("--reuse-stage1", type=Path, default=None, help="skip pretraining, start from this bundle")
+    p.add_argument("--install", action="store_true", help="write firemap/assets/default.firemap.pt")
+    p.add_argument("--cv", action="store_true", help="leave-one-scene-out fine-tuning report instead")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not (args.data / "images").is_dir():
+        sys.exit(f"real data not found at {args.data}; pass --data")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    stage1 = args.reuse_stage1 or fit(train_config_from_dict(stage1_config(args))).last
+    log.info("stage 1 done after %.0f s: %s", time.perf_counter() - t0, stage1)
+    if args.cv:
+        cv = cross_validate(args, stage1)
+        (args.out / "cv.json").write_text(json.dumps(cv, indent=2))
+        print(json.dumps({k: v for k, v in cv.items() if k != "per_scene"}, indent=2))
+        return
+    r2 = fit(train_config_from_dict(stage2_config(args, stage1, args.holdout, args.out / "stage2")))
+    seconds = time.perf_counter() - t0
+    log.info("training done after %.0f s", seconds)
+    metrics = final_metrics(r2.last, args)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    if args.install:
+        install(r2.last, metrics, args, seconds)
+        shutil.copy(args.out / "metrics.json", args.out / "installed_metrics.json")
+
+
+if __name__ == "__main__":
+    main()

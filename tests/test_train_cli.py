@@ -1,0 +1,82 @@
+"""The train / finetune / evaluate / demo commands: thin CLI over the library, clear errors, no overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from typer.testing import CliRunner
+
+from firemap.cli import app
+from firemap.models import load_bundle
+from tests._train_helpers import tiny_train_config, write_pairs
+
+runner = CliRunner()
+
+
+def _yaml(tmp_path: Path, **over: object) -> Path:
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(tiny_train_config(tmp_path / "data", tmp_path / "run", **over)))
+    return path
+
+
+def test_train_then_finetune(tmp_path: Path) -> None:
+    config = _yaml(tmp_path)
+    result = runner.invoke(app, ["train", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "run" / "best.firemap.pt"
+    assert best.is_file() and (tmp_path / "run" / "log.csv").is_file()
+    again = runner.invoke(app, ["train", str(config), "-q"])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    tuned = runner.invoke(app, ["finetune", str(config), "--init", str(best), "--out", str(tmp_path / "ft"),
+                                "--freeze-encoder-epochs", "1", "--encoder-lr-mult", "0.1", "-q"])
+    assert tuned.exit_code == 0, tuned.output
+    bundle = load_bundle(tmp_path / "ft" / "last.firemap.pt")
+    assert bundle.provenance["init"]["init_kind"] == "bundle"
+    assert bundle.provenance["recipe"]["freeze_encoder_epochs"] == 1
+    assert bundle.config.mean == load_bundle(best).config.mean  # statistics inherited from the init bundle
+
+
+def test_train_rejects_unknown_key(tmp_path: Path) -> None:
+    config = _yaml(tmp_path, learning_rate=0.1)
+    result = runner.invoke(app, ["train", str(config)])
+    assert result.exit_code == 1
+    assert "learning_rate" in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_command_writes_json(tmp_path: Path, smp_bundle_path: Path) -> None:
+    images, masks = write_pairs(tmp_path)
+    out = tmp_path / "m.json"
+    args = ["evaluate", "--images", str(images), "--masks", str(masks), "--model", str(smp_bundle_path),
+            "--labelled", "burn_scar", "--mask-value", "burn_scar=1", "--json", str(out), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert [s["scene"] for s in data["scenes"]] == ["s0.tif", "s1.tif"]
+    assert data["labelled"] == ["burn_scar"] and "baseline_nbr_burn_scar_iou" in data["summary"]
+    assert runner.invoke(app, args).exit_code == 1  # JSON exists, no --overwrite
+    bad = runner.invoke(app, [*args[:-4], "--mask-value", "burn_scar", "--json", str(tmp_path / "x.json")])
+    assert bad.exit_code == 1 and "CLASS=V" in bad.output
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_demo_writes_outputs_and_quicklook(tmp_path: Path, smp_bundle_path: Path) -> None:
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--model", str(smp_bundle_path), "--size", "96", "--sensor", "sentinel2"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "quicklook" in result.output
+    for name in ("demo_scene.tif", "demo_scene.labels.tif", "demo_scene.classes.tif", "demo_scene.geojson",
+                 "demo_scene.quicklook.png"):
+        assert (out / name).is_file(), name
+    with rasterio.open(out / "demo_scene.quicklook.png") as png:
+        image = png.read()
+    assert png.driver == "PNG" and image.shape == (3, 96, 96 * 2 + 8) and image.std() > 5
+    assert np.all(image[:, :, 96:104] == 255)  # the white gap between the two panels
+    assert not list(out.glob(".*partial*"))
+    assert runner.invoke(app, args).exit_code == 1
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
