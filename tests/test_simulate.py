@@ -238,6 +238,32 @@ def test_planck_and_two_stream_limits() -> None:
     assert r[0] + t[0] < 1.0  # absorbing layer loses energy
 
 
+def test_fire_emission_strongest_in_swir2_and_nir_only_for_hot_large_fires() -> None:
+    from firemap.simulate.spectra import emission_reflectance
+
+    def added(p: float, t: float) -> np.ndarray:
+        return emission_reflectance(p * band_planck(np.array([t])), cos_sun=0.8)[:, 0]
+
+    small, big = added(0.01, 800.0), added(0.1, 1300.0)
+    nir, swir1, swir2 = 4, 5, 6
+    assert small[swir2] > small[swir1] > small[nir] and small[nir] < 1e-3 and small[swir2] > 0.2
+    assert big[nir] > 0.1  # a hot, large fire shows in NIR too
+
+
+def test_scar_spectra_grass_char_dark_everywhere_forest_swir2_above_nir() -> None:
+    from firemap.simulate.events import burned_reflectance
+    from firemap.simulate.spectra import MATERIAL_ID, SPECTRA
+
+    soil = SPECTRA[MATERIAL_ID["soil"]][:, None]
+    grass, conifer = SPECTRA[MATERIAL_ID["dry_grass"]][:, None], SPECTRA[MATERIAL_ID["conifer"]][:, None]
+    fresh_grass = burned_reflectance(grass, soil, np.array([0.95]), np.array([1.0]), np.array([True]))
+    assert (fresh_grass[2:7] < grass[2:7]).all()  # green..swir2 all darker: fresh savanna char
+    forest = burned_reflectance(conifer, soil, np.array([0.8]), np.array([10.0]), np.array([False]))
+    assert forest[6, 0] > forest[4, 0] and conifer[6, 0] < conifer[4, 0]  # SWIR2 above NIR after, not before
+    old = burned_reflectance(conifer, soil, np.array([0.8]), np.array([3000.0]), np.array([False]))
+    assert old[4, 0] > forest[4, 0] + 0.05  # regrowth brings NIR back
+
+
 def test_fire_label_threshold_is_the_documented_radiance() -> None:
     scene = _scene(seed=6)
     radiance = Fires(scene.truth.fire_fraction, scene.truth.fire_temperature).swir2_radiance()
