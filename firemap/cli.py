@@ -316,3 +316,193 @@ def simulate(
     scene_path, labels_path = write_scene(scene, out, overwrite=overwrite)
     if not quiet:
         Console().print(f"scene: {scene_path}\nlabels: {labels_path}", highlight=False, soft_wrap=True)
+
+
+# --- train / evaluate / demo commands ---
+
+
+def _train_bar(quiet: bool) -> Any:
+    """A context manager yielding a per-step progress callback (rich bar with loss and lr), or None when quiet."""
+    from contextlib import contextmanager
+
+    from rich import progress as rp
+
+    @contextmanager
+    def bar() -> Any:
+        if quiet:
+            yield None
+            return
+        columns = (rp.TextColumn("epoch {task.fields[epoch]}"), rp.BarColumn(), rp.MofNCompleteColumn(),
+                   rp.TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e}"), rp.TimeElapsedColumn(),
+                   rp.TimeRemainingColumn())
+        with rp.Progress(*columns, console=console) as progress:
+            task = progress.add_task("train", total=None, epoch=1, loss=float("nan"), lr=0.0)
+
+            def update(step: int, total: int, info: dict[str, float]) -> None:
+                progress.update(task, completed=step, total=total, **info)
+
+            yield update
+
+    return bar()
+
+
+def _train_command(config: Path, overrides: dict[str, Any], verbose: int, quiet: bool) -> None:
+    from firemap.train.loop import run_training
+
+    setup_logging(max(verbose, 1), quiet)  # epoch summaries are INFO
+    with _train_bar(quiet) as progress:
+        result = run_training(config, overrides, progress)
+    Console().print(f"best: {result.best}\nlast: {result.last}\nlog: {result.out / 'log.csv'}", highlight=False,
+                    soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def train(
+    config: Path = typer.Argument(..., help="Training YAML (configs/deeplabv3plus.yaml, configs/unet.yaml)."),
+    out: str | None = typer.Option(None, help="Run folder (bundles, train_state.pt, log.csv)."),
+    init: str | None = typer.Option(None, help="none | imagenet (downloads smp weights) | PATH to a bundle or an "
+                                    "smp/timm encoder state dict."),
+    epochs: int | None = typer.Option(None, help="Epochs."),
+    steps_per_epoch: int | None = typer.Option(None, help="Optimizer steps per epoch."),
+    batch_size: int | None = typer.Option(None, help="Tiles per step."),
+    lr: float | None = typer.Option(None, help="Base (decoder) learning rate."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda."),
+    precision: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its train_state.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Train a model from a YAML config (multi-GPU: torchrun --nproc_per_node=N --no-python firemap train CONFIG)."""
+    _train_command(config, {
+        "out": out, "init": init, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+        "data.batch_size": batch_size, "optim.lr": lr, "device": device, "precision": precision, "seed": seed,
+        "resume": resume or None, "overwrite": overwrite or None,
+    }, verbose, quiet)
+
+
+@app.command()
+@handle_errors
+def finetune(
+    config: Path = typer.Argument(..., help="Fine-tuning YAML (configs/finetune.yaml)."),
+    init: str | None = typer.Option(None, help="Bundle or encoder state dict to start from [default: the config's]."),
+    freeze_encoder_epochs: int | None = typer.Option(None, help="Train only decoder and head for N first epochs."),
+    encoder_lr_mult: float | None = typer.Option(None, help="Encoder learning rate = lr x this (e.g. 0.1)."),
+    out: str | None = typer.Option(None, help="Run folder."),
+    epochs: int | None = typer.Option(None, help="Epochs."),
+    lr: float | None = typer.Option(None, help="Base (decoder) learning rate."),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Fine-tune a trained model on new data: kernels mapped by band name, heads by class name."""
+    _train_command(config, {
+        "init": init, "freeze_encoder_epochs": freeze_encoder_epochs, "optim.encoder_lr_mult": encoder_lr_mult,
+        "out": out, "epochs": epochs, "optim.lr": lr, "device": device, "resume": resume or None,
+        "overwrite": overwrite or None,
+    }, verbose, quiet)
+
+
+def _eval_table(report: Any) -> None:
+    from rich.table import Table
+
+    s = report.summary()
+    table = Table(title=f"firemap evaluate: {report.model} on {report.source} ({len(report.scenes)} scenes)")
+    for col in ("class", "method", "IoU", "F1", "precision", "recall", "IoU scene mean"):
+        table.add_column(col, justify="left" if col in ("class", "method") else "right")
+
+    def cell(key: str) -> str:
+        v = s.get(key)
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    for name in report.labelled:
+        table.add_row(name, "model", *(cell(f"{name}_{m}") for m in ("iou", "f1", "precision", "recall",
+                                                                        "iou_scene_mean")))
+        base = "fire_rules" if name == "fire" else "nbr" if name == "burn_scar" else None
+        if base and f"baseline_{base}_{name}_iou" in s:
+            label = "classic rules (vote)" if base == "fire_rules" else "NBR < -0.05"
+            table.add_row("", label, *(cell(f"baseline_{base}_{name}_{m}") for m in ("iou", "f1", "precision",
+                                                                                   "recall")), "")
+        if name == "burn_scar" and "baseline_best_nbr_iou_pooled" in s:
+            table.add_row("", f"NBR < {s['baseline_best_nbr_threshold_pooled']:+.2f} (best, hindsight)",
+                          cell("baseline_best_nbr_iou_pooled"), "", "", "", cell("baseline_best_nbr_iou_scene_mean"))
+    Console().print(table)
+    extra = [f"macro IoU {cell('macro_iou')}", f"predicted fire objects {s.get('predicted_fire_objects', 0)}"]
+    if "fire_object_recall" in s:
+        extra.append(f"fire object recall {cell('fire_object_recall')} of {s['fire_objects']} clusters")
+    Console().print(", ".join(extra), highlight=False)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    images: Path = typer.Option(..., help="Folder (or glob) of image GeoTIFFs."),
+    masks: Path | None = typer.Option(None, help="Folder of masks named like the images [default: <stem>.labels.tif "
+                                      "beside each image]."),
+    model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
+    mask_format: str = typer.Option("values", help="values (one band, values -> classes) | bands (one 0/1 band "
+                                    "per class, 255 = not labelled, as written by simulate/label)."),
+    mask_value: list[str] | None = typer.Option(None, help="CLASS=V[,V...] for --mask-format values (repeatable) "
+                                                "[default: burn_scar=1]."),
+    labelled: list[str] | None = typer.Option(None, help="Classes the masks label, e.g. burn_scar [default: those "
+                                              "of the mask format]."),
+    sensor: str | None = typer.Option(None, help="Sensor preset (see firemap predict --help)."),
+    bands: str | None = typer.Option(None, help="Band mapping CANON=SRC[:SCALE[:OFFSET]],..."),
+    tile_size: int | None = typer.Option(None, help="Tile size [default: the model's]."),
+    overlap: int | None = typer.Option(None, help="Tile overlap [default: the model's]."),
+    tta: str = typer.Option("none", help="none | flip | d4."),
+    threshold: list[str] | None = typer.Option(None, help="Per-class probability threshold CLASS=P (repeatable)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write all metrics (per scene too) to this JSON."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Score classic index baselines too."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Score a model on labelled scenes through the predict path: IoU/F1/precision/recall, fire object recall."""
+    from firemap.config import PredictConfig, parse_thresholds, validate
+    from firemap.train.evaluate import evaluate as run_evaluate
+    from firemap.train.evaluate import scene_source
+
+    setup_logging(verbose, quiet)
+    src = scene_source(images, masks, mask_format, mask_value, labelled, sensor, bands)
+    cfg = validate(PredictConfig, {k: v for k, v in {
+        "tile_size": tile_size, "overlap": overlap, "tta": tta, "device": device, "overwrite": overwrite,
+        "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
+    }.items() if v is not None}, "options")
+    with _progress(quiet) as factory:
+        report = run_evaluate(model, src, cfg, json_out, baselines, factory)
+    _eval_table(report)
+    if json_out:
+        Console().print(f"metrics: {json_out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", "-o", help="Output folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier demo outputs."),
+    sensor: str = typer.Option("landsat8", help="Simulated sensor: landsat8 | landsat9 | sentinel2 | hls."),
+    size: int = typer.Option(512, help="Scene size in pixels."),
+    seed: int = typer.Option(7, help="Simulator seed."),
+    model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+) -> None:
+    """Simulate a fire scene, map it with the default model, write the outputs and a PNG quicklook."""
+    from firemap.demo import run_demo
+
+    setup_logging(verbose, quiet)
+    result = run_demo(out, overwrite, sensor, size, seed, model)
+    if quiet:
+        return
+    lines = [f"simulated scene: {result.scene}", f"true labels: {result.labels}"]
+    lines += [f"{kind}: {path}" for kind, path in result.outputs.items()]
+    lines.append(f"quicklook (left: true labels, right: prediction): {result.quicklook}")
+    lines.append("mapped: " + ", ".join(f"{c} {result.area_ha[c]:.1f} ha in {result.polygons[c]} polygons"
+                                        for c in result.area_ha))
+    Console().print("\n".join(lines), highlight=False, soft_wrap=True)
