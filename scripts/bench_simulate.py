@@ -217,8 +217,8 @@ def figure_landsat() -> Path:
     axes[2].imshow(np.stack([labels[0], labels[1] * 0.7, labels[2] * 0.5], axis=-1))
     im = axes[3].imshow(np.where(scene.valid, scene.band("thermal"), np.nan), cmap="inferno")
     fig.colorbar(im, ax=axes[3], fraction=0.046, label="K")
-    fires = np.argwhere(scene.labels[0] == 1)
-    r, c = (np.clip(fires[len(fires) // 2] - 48, 0, 768 - 96) if len(fires) else (0, 0))
+    strongest = np.unravel_index(np.argmax(scene.truth.fire_fraction * (scene.labels[0] == 1)), scene.valid.shape)
+    r, c = np.clip(np.array(strongest) - 48, 0, 768 - 96)
     axes[4].imshow(_rgb(phys[:, r : r + 96, c : c + 96], (4, 3, 2), 0.6), interpolation="nearest")
     titles = ("SWIR2/NIR/red", "natural colour (smoke, clouds)", "labels: fire red, smoke green, scar blue",
               "B10 brightness temperature", "SWIR2/NIR/red, 96 x 96 px around the fire front")
