@@ -119,9 +119,9 @@ class PolygonCollector:
         if rows == 0:
             return
         for c in range(len(self.classes)):
-            ids = self._add_class_band(c, row_off, masks[c] & valid, probs[c])
-            self._join(self._last_row[c], ids[0])
-            self._last_row[c] = ids[-1]
+            top, bottom = self._add_class_band(c, row_off, masks[c] & valid, probs[c])
+            self._join(self._last_row[c], top)
+            self._last_row[c] = bottom
         self._next_row = row_off + rows
 
     def _check_band(self, row_off: int, masks: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
@@ -136,13 +136,19 @@ class PolygonCollector:
             end = row_off + masks.shape[1]
             raise ValueError(f"band rows {row_off}..{end} pass the scene height {self.grid.height}")
 
-    def _add_class_band(self, c: int, row_off: int, mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
-        """Label, polygonize and measure one class in one band; return the ``(rows, width)`` component ids."""
+    def _add_class_band(
+        self, c: int, row_off: int, mask: np.ndarray, prob: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Label, polygonize and measure one class in one band.
+
+        Returns:
+            The component ids (int64, -1 = none) of the band's first and last rows, ``(width,)`` each.
+        """
         labels, n = ndimage.label(mask, structure=_FOUR_CONNECTED)
         first = self._n_ids
-        ids = np.where(labels > 0, labels.astype(np.int64) + (first - 1), -1)
+        top, bottom = (np.where(row > 0, row.astype(np.int64) + (first - 1), -1) for row in (labels[0], labels[-1]))
         if n == 0:
-            return ids
+            return top, bottom
         self._n_ids += n
         to_pixels = Affine.translation(0, row_off)  # pixel coordinates: exact integers across bands
         self._pieces.add(
@@ -154,7 +160,7 @@ class PolygonCollector:
         self._pixels.append(stats["size"].to_numpy(np.int64))
         self._sum_prob.append(stats["sum"].to_numpy(np.float64))
         self._max_prob.append(stats["max"].to_numpy(np.float64))
-        return ids
+        return top, bottom
 
     def _join(self, above: np.ndarray, below: np.ndarray) -> None:
         """Union the pieces that touch across a band boundary (vertical neighbours: 4-connectivity)."""
