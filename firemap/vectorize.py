@@ -380,7 +380,8 @@ def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
 def simplify(geoms: gpd.GeoSeries, tolerance_m: float) -> gpd.GeoSeries:
     """Simplify polygons with a tolerance in metres, preserving topology (valid output, holes kept).
 
-    Geographic CRSs are simplified in their local UTM zone (``estimate_utm_crs``) and transformed back;
+    Geographic CRSs are simplified in their local UTM zone (``estimate_utm_crs``; an azimuthal equidistant
+    projection on the data beyond UTM's latitudes) and transformed back;
     projected CRSs use their own linear unit (converted from metres). Without a CRS the tolerance is in
     grid units.
 
@@ -395,8 +396,7 @@ def simplify(geoms: gpd.GeoSeries, tolerance_m: float) -> gpd.GeoSeries:
         return geoms
     crs = geoms.crs
     if crs is not None and CRS.from_user_input(crs).is_geographic:
-        utm = geoms.estimate_utm_crs()
-        out = geoms.to_crs(utm).simplify(tolerance_m, preserve_topology=True).to_crs(crs)
+        out = geoms.to_crs(_local_metric_crs(geoms)).simplify(tolerance_m, preserve_topology=True).to_crs(crs)
     else:
         factor = CRS.from_user_input(crs).axis_info[0].unit_conversion_factor if crs is not None else 1.0
         out = geoms.simplify(tolerance_m / factor, preserve_topology=True)
@@ -404,6 +404,15 @@ def simplify(geoms: gpd.GeoSeries, tolerance_m: float) -> gpd.GeoSeries:
     if bad.any():  # a reprojection round trip can leave a self-touching ring
         out[bad] = shapely.make_valid(out[bad].to_numpy(), method="structure", keep_collapsed=False)
     return out
+
+
+def _local_metric_crs(geoms: gpd.GeoSeries) -> CRS:
+    """A metric CRS around lon/lat geometries: their UTM zone, or azimuthal equidistant near the poles."""
+    try:
+        return geoms.estimate_utm_crs()
+    except (RuntimeError, ValueError):  # no UTM zone (latitudes beyond 84 N / 80 S)
+        lon0, lat0, lon1, lat1 = geoms.total_bounds
+        return CRS.from_proj4(f"+proj=aeqd +lat_0={(lat0 + lat1) / 2} +lon_0={(lon0 + lon1) / 2} +datum=WGS84")
 
 
 def write_vectors(

@@ -383,3 +383,13 @@ def test_many_holes_inside_and_across_bands() -> None:
     assert len(banded.geometry[0].interiors) == n_holes == len(whole.geometry[0].interiors) == 41
     assert banded.geometry[0].equals(whole.geometry[0])
     np.testing.assert_array_equal(rasterized(banded, grid, 1), mask)
+
+
+def test_simplify_beyond_utm_latitudes() -> None:
+    grid = GeoGrid(40, 40, WGS84, from_origin(10.0, 85.04, 0.001, 0.001))  # no UTM zone at 85 N
+    yy, xx = np.mgrid[:40, :40]
+    mask = np.hypot(yy - 19.5, xx - 19.5) < 15
+    raw = collect(grid, one_class(mask), band=7)
+    simple = collect(grid, one_class(mask), band=7, simplify_m=20.0)  # pixels are ~111 m x ~10 m
+    assert simple.geometry[0].is_valid
+    assert 8 <= shapely.get_num_coordinates(simple.geometry[0]) < shapely.get_num_coordinates(raw.geometry[0])
