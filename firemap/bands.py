@@ -16,6 +16,7 @@ Without ``--sensor``, the preset is guessed from the descriptions (``TCI_*``/``B
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -418,12 +419,37 @@ def _s2_offset(tags: Mapping[str, str] | None) -> float:
     return 0.0
 
 
-def _default_encoding(preset: SensorPreset | None, canonical: str, tags: Mapping[str, str] | None) -> Encoding:
+def _sun_elevation(tags: Mapping[str, str] | None) -> float | None:
+    """Sun elevation in degrees from a ``SUN_ELEVATION`` tag (Landsat MTL name), if present and sane."""
+    for key, value in (tags or {}).items():
+        if key.upper() == "SUN_ELEVATION":
+            try:
+                elevation = float(value)
+            except ValueError:
+                return None
+            return elevation if 0.0 < elevation <= 90.0 else None
+    return None
+
+
+def band_encoding(preset: SensorPreset | None, canonical: str, tags: Mapping[str, str] | None = None) -> Encoding:
+    """The encoding of ``canonical`` in a file of ``preset`` with dataset ``tags``.
+
+    Applies, on top of the preset's scaling: the Sentinel-2 radiometric offset of processing baseline >= 04.00
+    (``BOA_ADD_OFFSET``/``RADIO_ADD_OFFSET`` tags), and for Landsat Collection-2 L1 reflective bands the USGS
+    sun-elevation correction ``rho = (M * DN + A) / sin(SUN_ELEVATION)`` when the file carries a
+    ``SUN_ELEVATION`` tag (from the MTL). Without that tag L1 reflectance is left uncorrected (too low by
+    ``sin(elevation)``, ~0.7 at 45 degrees): copy ``SUN_ELEVATION`` from the MTL into the GeoTIFF tags, or give
+    the corrected scale with ``--bands``.
+    """
     if preset is None:
         return Encoding()
     enc = preset.encodings.get(canonical, Encoding())
     if preset.family == "sentinel2":
         enc = replace(enc, offset=enc.offset + _s2_offset(tags))
+    elevation = _sun_elevation(tags)
+    if preset.name.endswith("-l1") and canonical not in THERMAL_BANDS and elevation is not None:
+        sin = math.sin(math.radians(elevation))
+        enc = replace(enc, scale=enc.scale / sin, offset=enc.offset / sin)
     return enc
 
 
@@ -437,7 +463,7 @@ def _from_descriptions(
         canonical, enc = _lookup_alias(preset, desc)
         if not canonical or canonical in sources:
             continue  # first match wins (Sentinel-2 B8 before B8A)
-        enc = enc or _default_encoding(preset, canonical, tags)
+        enc = enc or band_encoding(preset, canonical, tags)
         sources[canonical] = BandSource(canonical, i + 1, enc, desc)
     return sources
 
@@ -450,7 +476,7 @@ def _from_stack(
         return {}
     return {
         name: BandSource(
-            name, i + 1, _default_encoding(preset, name, tags), descriptions[i] if i < len(descriptions) else None
+            name, i + 1, band_encoding(preset, name, tags), descriptions[i] if i < len(descriptions) else None
         )
         for i, name in enumerate(stack)
         if name
@@ -500,7 +526,7 @@ def resolve_bands(
         sources = _from_stack(preset, count, descriptions, tags)
     for canonical, (src, scale, offset) in parse_band_spec(spec or "").items():
         index = _index_of(src, descriptions, count)
-        enc = _default_encoding(preset, canonical, tags)
+        enc = band_encoding(preset, canonical, tags)
         alias_enc = _lookup_alias(preset, descriptions[index - 1] or "")[1]
         enc = alias_enc or enc
         if scale is not None or offset is not None:

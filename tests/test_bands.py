@@ -109,3 +109,14 @@ def test_to_physical_shapes_and_dtype() -> None:
     assert out[0, 0, 0] == pytest.approx(TCI_ENCODING.to_physical(np.array([255.0]))[0])
     assert out[0, 0, 0] == pytest.approx(0.256, abs=0.002)  # TCI saturates near 0.255 reflectance
     assert out[1, 0, 0] == pytest.approx(1.0)
+
+
+def test_landsat_l1_sun_elevation_correction_from_tags() -> None:
+    plain = resolve_bands([None] * 7, 7, sensor="landsat8-l1")
+    corrected = resolve_bands([None] * 7, 7, sensor="landsat8-l1", tags={"SUN_ELEVATION": "30.0"})
+    dn = np.array([20000.0])
+    uncorrected = 2e-5 * 20000 - 0.1
+    assert plain.sources["red"].encoding.to_physical(dn)[0] == pytest.approx(uncorrected)
+    assert corrected.sources["red"].encoding.to_physical(dn)[0] == pytest.approx(uncorrected / 0.5)
+    l2 = resolve_bands([None] * 7, 7, sensor="landsat8-l2", tags={"SUN_ELEVATION": "30.0"})
+    assert l2.sources["red"].encoding.to_physical(dn)[0] == pytest.approx(2.75e-5 * 20000 - 0.2)  # SR: none

@@ -216,12 +216,13 @@ def simulate_scene(
     if spec.thermal:
         hot = thermal(rng["thermal"], spec, cond, land, scars, fires, atmos.clouds, light[4])
         physical = np.concatenate([physical, hot])
-    raw = encode(spec, add_noise(rng["noise"], spec, physical), valid)
+    tags = _tags(spec, cond, seed)
+    raw = encode(spec, add_noise(rng["noise"], spec, physical, cond.cos_sun), valid, tags)
     truth = _truth(land.cover, scars, fires, atmos)
     grid = _grid(rng["grid"], shape, spec.pixel_m)
-    tags = _tags(spec, cond, seed)
     labels = make_labels(truth, valid)
-    return SimulatedScene(spec.name, spec.bands, decode(spec, raw, valid), labels, valid, grid, raw, spec, truth, tags)
+    decoded = decode(spec, raw, valid, tags)
+    return SimulatedScene(spec.name, spec.bands, decoded, labels, valid, grid, raw, spec, truth, tags)
 
 
 _STAGES = ("conditions", "landscape", "scars", "fires", "smoke", "haze", "clouds", "glint", "swath", "thermal",

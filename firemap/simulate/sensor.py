@@ -18,11 +18,12 @@ reflectance 1.6 (an approximation: MSI's SWIR Lmax is of that order for a high s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from firemap.bands import get_sensor
+from firemap.bands import band_encoding, get_sensor
 from firemap.errors import BandResolutionError
 
 _ALL = ("coastal", "blue", "green", "red", "nir", "swir1", "swir2", "cirrus", "thermal", "thermal2")
@@ -100,11 +101,13 @@ def sensor_spec(name: str) -> SensorSpec:
     return SENSOR_SPECS[key]
 
 
-def add_noise(rng: np.random.Generator, spec: SensorSpec, physical: np.ndarray) -> np.ndarray:
+def add_noise(rng: np.random.Generator, spec: SensorSpec, physical: np.ndarray, cos_sun: float = 1.0) -> np.ndarray:
     """Add sensor noise and saturation to ``(bands, rows, cols)`` physical values (``spec.bands`` order).
 
     Reflective bands: Gaussian noise ``sqrt(sigma0^2 + k rho)`` with ``k = 4 sigma0^2`` (photon noise doubles the
-    variance at reflectance ~0.25), then clipped to ``[0, spec.saturation]``. Thermal: ``spec.nedt`` K.
+    variance at reflectance ~0.25), then clipped to ``[0, spec.saturation / cos_sun]``: detectors saturate at a
+    radiance, i.e. at an un-normalized reflectance ``rho * cos(sun zenith)`` of ``spec.saturation`` (for OLI
+    exactly the top of the 16-bit L1 range). Thermal: ``spec.nedt`` K.
     """
     out = np.empty_like(physical)
     for i, band in enumerate(spec.bands):
@@ -114,17 +117,21 @@ def add_noise(rng: np.random.Generator, spec: SensorSpec, physical: np.ndarray) 
             continue
         s0 = spec.noise0[_ALL.index(band)]
         sigma = np.sqrt(s0 * s0 * (1.0 + 4.0 * np.maximum(physical[i], 0.0)))
-        out[i] = np.clip(physical[i] + sigma * noise, 0.0, spec.saturation)
+        out[i] = np.clip(physical[i] + sigma * noise, 0.0, spec.saturation / cos_sun)
     return out
 
 
-def encode(spec: SensorSpec, physical: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def encode(
+    spec: SensorSpec, physical: np.ndarray, valid: np.ndarray, tags: Mapping[str, str] | None = None
+) -> np.ndarray:
     """Physical values -> the sensor's raw file values, nodata where ``valid`` is False.
 
     Args:
         spec: the sensor.
         physical: ``(bands, rows, cols)`` float32 reflectance / brightness temperature (K).
         valid: ``(rows, cols)`` bool.
+        tags: the scene's tags (Landsat L1 DN depend on ``SUN_ELEVATION``, see
+            :func:`firemap.bands.band_encoding`).
 
     Returns:
         ``(bands, rows, cols)`` array of ``spec.dtype``; valid pixels never equal the nodata value.
@@ -134,16 +141,18 @@ def encode(spec: SensorSpec, physical: np.ndarray, valid: np.ndarray) -> np.ndar
     low = max(info.min, spec.nodata + 1) if spec.nodata <= 0 else info.min
     raw = np.empty(physical.shape, dtype=spec.dtype)
     for i, band in enumerate(spec.bands):
-        values = np.rint(preset.encodings[band].to_raw(physical[i]))
+        values = np.rint(band_encoding(preset, band, tags).to_raw(physical[i]))
         raw[i] = np.clip(values, low, info.max).astype(spec.dtype)
     raw[:, ~valid] = spec.nodata
     return raw
 
 
-def decode(spec: SensorSpec, raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def decode(
+    spec: SensorSpec, raw: np.ndarray, valid: np.ndarray, tags: Mapping[str, str] | None = None
+) -> np.ndarray:
     """Raw file values -> ``(bands, rows, cols)`` float32 physical values as a reader sees them (0 at nodata)."""
     preset = get_sensor(spec.preset)
-    out = np.stack([preset.encodings[b].to_physical(raw[i]) for i, b in enumerate(spec.bands)])
+    out = np.stack([band_encoding(preset, b, tags).to_physical(raw[i]) for i, b in enumerate(spec.bands)])
     out[:, ~valid] = 0.0
     return out.astype(np.float32)
 
