@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""DeepLabv3+ vs U-Net with the same recipe, data and budget; writes the table into docs/benchmarks.md.
+
+Each architecture is trained exactly like the default model (scripts/train_default.py) with a smaller budget:
+simulator pretraining, then fine-tuning on the real Sentinel-2 burn-scar crops in two folds (three scenes held
+out in each, so every real scene is scored once by a model that never saw it). Reported per architecture:
+
+* IoU / F1 per class on fresh simulated hold-out scenes (Sentinel-2 and Landsat-8, all three classes labelled);
+* burn-scar IoU / F1 on the six real crops, each predicted by the fold model that held it out (pixels pooled,
+  and the mean of per-scene IoUs), next to the best single NBR threshold chosen in hindsight;
+* parameters, CPU milliseconds per 256 px tile for inference (batch 8) and for a training step (batch 8).
+
+Usage (from the repository root; ~10 min per architecture on 2 cores)::
+
+    .venv/bin/python scripts/compare_architectures.py --out runs/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+
+import train_default as td  # noqa: E402
+
+from firemap.config import ModelConfig, PredictConfig  # noqa: E402
+from firemap.models import build_model, load_bundle  # noqa: E402
+from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
+from firemap.train.data import simulated_scenes  # noqa: E402
+from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
+from firemap.train.loop import fit  # noqa: E402
+from firemap.train.losses import MaskedMultiLabelLoss  # noqa: E402
+
+log = logging.getLogger("compare")
+
+ARCHS: dict[str, dict[str, Any]] = {
+    "deeplabv3plus-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "decoder_channels": 128},
+    "deeplabv3plus-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "decoder_channels": 128},
+    "unet-resnet18": {"arch": "unet", "encoder": "resnet18"},
+}
+FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
+         ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))
+SECTION = "## Architecture comparison"
+
+
+def model_fields(name: str) -> dict[str, Any]:
+    """The default model's fields with the architecture swapped."""
+    base = {k: v for k, v in td.MODEL.items() if k not in ("arch", "encoder", "decoder_channels", "output_stride")}
+    return {**base, **ARCHS[name]}
+
+
+def stage1(name: str, args: argparse.Namespace) -> Path:
+    cfg = td.stage1_config(args)
+    cfg.update({"name": f"cmp-{name}-stage1", "model": model_fields(name), "out": str(args.out / name / "stage1"),
+                "select_metric": "macro_iou"})
+    cfg["data"]["val"] = []
+    return fit(train_config_from_dict(cfg)).last
+
+
+def stage2(name: str, args: argparse.Namespace, init: Path, fold: tuple[str, ...], k: int) -> Path:
+    cfg = td.stage2_config(args, init, None, args.out / name / f"fold{k}")
+    cfg["model"] = model_fields(name)
+    cfg["data"]["train"][0]["exclude"] = list(fold)
+    return fit(train_config_from_dict(cfg)).last
+
+
+def _real(fold: tuple[str, ...], data: Path) -> SceneSource:
+    return SceneSource(name="real", images=[str(data / "images" / f"{s}.tif") for s in fold],
+                       masks=str(data / "masks"), labelled=["burn_scar"])
+
+
+def score(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> dict[str, Any]:
+    """Train one architecture and score it on the simulated and real hold-outs."""
+    t0 = time.perf_counter()
+    pre = stage1(name, args)
+    pcfg = PredictConfig(device="cpu")
+    real = EvalReport("real", name, ("fire", "smoke", "burn_scar"), ("burn_scar",))
+    last = pre
+    for k, fold in enumerate(FOLDS):
+        last = stage2(name, args, pre, fold, k)
+        real.scenes += evaluate_source(load_bundle(last), _real(fold, args.data), pcfg).scenes
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {"train_seconds": round(seconds), "real": real.summary()}
+    bundle = load_bundle(last)
+    for sensor, src in sims.items():
+        out[f"sim_{sensor}"] = evaluate_source(bundle, src, pcfg, baselines=False).summary()
+    out.update(timing(bundle.config, args.threads))
+    return out
+
+
+def _ms_per_tile(fn: Any, batch: int, repeats: int) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return 1000 * best / batch
+
+
+def timing(mc: ModelConfig, threads: int, batch: int = 8, size: int = 256) -> dict[str, Any]:
+    """Parameters and best-of-3 CPU ms per tile (inference and training step), fp32 and bf16 autocast."""
+    torch.set_num_threads(threads)
+    model = build_model(mc).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, mc.in_channels, size, size).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch, len(mc.classes), size, size), dtype=torch.uint8)
+    loss_fn = MaskedMultiLabelLoss([c.name for c in mc.classes])
+    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    out: dict[str, Any] = {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
+    for label, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+        def infer(amp: torch.dtype | None = amp) -> None:
+            model.eval()
+            with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                model(x)
+
+        def step(amp: torch.dtype | None = amp) -> None:
+            model.train()
+            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        out[f"infer_ms_{label}"] = round(_ms_per_tile(infer, batch, 3), 1)
+        out[f"train_ms_{label}"] = round(_ms_per_tile(step, batch, 3), 1)
+    return out
+
+
+def _f(v: Any) -> str:
+    return "-" if v is None or v != v else f"{v:.3f}"
+
+
+def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    """The docs section."""
+    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py --out {args.out.name}` on "
+             f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {args.threads} CPU threads, torch "
+             f"{torch.__version__}, no GPU; other jobs shared the 2 cores, so timings are upper bounds).", "",
+             f"Same recipe, data and budget for every row (the default model's recipe, scripts/train_default.py, "
+             f"with {args.epochs1}x{args.steps1} pretraining steps and {args.epochs2}x{args.steps2} fine-tuning "
+             f"steps per fold, batch {args.batch_size}, 256 px tiles, {args.precision} autocast).", "",
+             "**Real Sentinel-2 burn scars** (six CAL FIRE crops; two folds, each scene scored by the model that "
+             "held it out; perimeters include unburned islands, so 1.0 is out of reach):", "",
+             "| model | burn-scar IoU (pooled) | F1 | IoU, mean of scenes | best NBR threshold in hindsight, "
+             "pooled / mean of scenes |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        s = r["real"]
+        lines.append(f"| {name} | {_f(s.get('burn_scar_iou'))} | {_f(s.get('burn_scar_f1'))} | "
+                     f"{_f(s.get('burn_scar_iou_scene_mean'))} | {_f(s.get('baseline_best_nbr_iou_pooled'))} / "
+                     f"{_f(s.get('baseline_best_nbr_iou_scene_mean'))} |")
+    lines += ["", f"**Simulated hold-out scenes** ({args.test_scenes} per sensor, 384 px, all classes labelled; "
+              "IoU / F1):", "", "| model | sensor | fire | smoke | burn scar | fire object recall |",
+              "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        for sensor in ("sentinel2", "landsat8"):
+            s = r[f"sim_{sensor}"]
+            cells = [f"{_f(s.get(f'{c}_iou'))} / {_f(s.get(f'{c}_f1'))}" for c in ("fire", "smoke", "burn_scar")]
+            lines.append(f"| {name} | {sensor} | {' | '.join(cells)} | {_f(s.get('fire_object_recall'))} |")
+    lines += ["", "**Cost** (256 px tiles, batch 8, channels-last; best of 3):", "",
+              "| model | params (M) | inference ms/tile fp32 / bf16 | train step ms/tile fp32 / bf16 | "
+              "training wall time (s) |", "|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['params_m']} | {r['infer_ms_fp32']} / {r['infer_ms_bf16']} | "
+                     f"{r['train_ms_fp32']} / {r['train_ms_bf16']} | {r['train_seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str, path: Path) -> None:
+    """Replace (or append) this script's ``## `` section of docs/benchmarks.md, leaving the others alone."""
+    old = path.read_text() if path.exists() else "# firemap benchmarks\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(new)
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "compare")
+    p.add_argument("--data", type=Path, default=td.DATA)
+    p.add_argument("--archs", default=",".join(ARCHS), help=f"comma list of {', '.join(ARCHS)}")
+    p.add_argument("--epochs1", type=int, default=6)
+    p.add_argument("--steps1", type=int, default=60)
+    p.add_argument("--epochs2", type=int, default=3)
+    p.add_argument("--steps2", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-scenes", type=int, default=6)
+    p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
+    p.add_argument("--holdout", default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    args.holdout = args.holdout or td.SCENES[0]  # stage-1 configs want one; stage 1 here validates on nothing
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    sims = {s: simulated_scenes(SimulatorSource(sensor=s, name=f"cmp-{s}", scenes=args.test_scenes, scene_size=384),
+                                args.out / f"test_{s}", seed=70_000) for s in ("sentinel2", "landsat8")}
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for name in args.archs.split(","):
+        if name not in results:
+            results[name] = score(name, args, sims)
+            results_path.write_text(json.dumps(results, indent=2))
+    write_section(markdown({k: results[k] for k in args.archs.split(",")}, args), args.docs)
+    print(markdown(results, args))
+
+
+if __name__ == "__main__":
+    main()
