@@ -283,10 +283,9 @@ def _union_by_root(pieces: np.ndarray, roots: np.ndarray, unique_roots: np.ndarr
     ends = np.append(starts[1:], len(order))[: len(starts)]
     out = pieces[order[starts]]
     multi = np.flatnonzero(ends - starts > 1)
-    merged = np.array([_dissolve_pieces(pieces[order[starts[i]:ends[i]]]) for i in multi], dtype=object)
-    single = shapely.get_type_id(merged) == 3  # a component dissolves to one polygon; keep anything else as is
-    merged[single] = _drop_collinear(merged[single])
-    out[multi] = merged
+    for i in multi:  # one component at a time: temporaries stay the size of the largest component
+        merged = _dissolve_pieces(pieces[order[starts[i]:ends[i]]])
+        out[i] = _drop_collinear(np.array([merged]))[0] if shapely.get_type_id(merged) == 3 else merged
     return out
 
 
