@@ -8,7 +8,9 @@ a union-find on the boundary row, and at :meth:`PolygonCollector.finish` the pie
 dissolved into one polygon, so bands leave no seams. Working in integer pixel coordinates until the end
 keeps shared edges exact; the scene's affine transform is applied once, after dissolving.
 
-Memory is the band being processed plus the polygons found so far (and a few numbers per polygon).
+Memory is the band being processed plus the pieces found so far, stored as int32 ring coordinates (about
+8 bytes per vertex) with a few numbers per piece; ``scripts/bench_vectorize.py`` measures it
+(``docs/vectorize.md``).
 
 Scenes without a CRS (``--allow-no-crs``): polygons are in the grid's coordinates (pixel coordinates for
 an ungeoreferenced file), ``area_m2`` is NaN, and ``min_area_m2`` / ``simplify_m`` are applied in grid units
@@ -101,6 +103,12 @@ class PolygonCollector:
         self._sum_prob: list[np.ndarray] = []
         self._max_prob: list[np.ndarray] = []
         self._last_row = np.full((len(self.classes), grid.width), -1, dtype=np.int64)  # piece ids, -1 = none
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held between bands: the stored pieces and their statistics (not the band being added)."""
+        stats = (*self._cls, *self._pixels, *self._sum_prob, *self._max_prob, self._last_row)
+        return self._pieces.nbytes + sum(a.nbytes for a in stats) + 100 * len(self._uf.parent)
 
     def add(self, row_off: int, masks: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
         """Add the next band of rows.
@@ -198,7 +206,8 @@ class PolygonCollector:
         gdf = gdf[planar >= min_area_m2].reset_index(drop=True)
         if simplify_m > 0:
             gdf = gdf.set_geometry(simplify(gdf.geometry, simplify_m))
-        log.debug("vectorized %d polygons from %d band components", len(gdf), self._n_ids)
+        log.debug("vectorized %d polygons from %d band components (%.1f MB stored)", len(gdf), self._n_ids,
+                  self.nbytes / 2**20)
         return gdf
 
     def _dissolve(self, scene: str, model: str) -> gpd.GeoDataFrame:
@@ -246,6 +255,11 @@ class _PieceStore:
         self._sizes: list[np.ndarray] = []  # vertices per ring
         self._owner: list[np.ndarray] = []  # component id of each ring
         self._shell: list[np.ndarray] = []  # True for the first (outer) ring of a polygon
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays."""
+        return sum(a.nbytes for parts in (self._coords, self._sizes, self._owner, self._shell) for a in parts)
 
     def add(self, shapes: Iterator[tuple[dict[str, Any], float]], id_offset: int) -> None:
         """Store ``rasterio.features.shapes`` output; a shape of value v belongs to component ``id_offset + v``."""

@@ -393,3 +393,19 @@ def test_simplify_beyond_utm_latitudes() -> None:
     simple = collect(grid, one_class(mask), band=7, simplify_m=20.0)  # pixels are ~111 m x ~10 m
     assert simple.geometry[0].is_valid
     assert 8 <= shapely.get_num_coordinates(simple.geometry[0]) < shapely.get_num_coordinates(raw.geometry[0])
+
+
+def test_stored_bytes_follow_the_polygons_not_the_raster() -> None:
+    """The same square in a 100-row and in a 2000-row scene: the collector holds about the same bytes."""
+    sizes = []
+    for height in (100, 2000):
+        grid = utm_grid(64, height)
+        c = PolygonCollector(grid, DEFAULT_CLASSES)
+        for r in range(0, height, 50):
+            m = np.zeros((3, 50, 64), bool)
+            if r == 0:
+                m[0, 10:20, 10:20] = True
+            c.add(r, m, m.astype(np.float32), np.ones((50, 64), bool))
+        sizes.append(c.nbytes)
+        assert len(c.finish()) == 1
+    assert sizes[1] <= sizes[0] * 1.1
