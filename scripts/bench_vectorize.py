@@ -164,10 +164,12 @@ def write_doc(results: list[dict], sizes: list[int]) -> None:
         "slack); *stored pieces* is `PolygonCollector.nbytes`, the exact size of the stored pieces and their "
         "statistics; *peak RSS* is the whole process, including Python, numpy, GEOS and the final "
         "GeoDataFrame.\n\n" + "\n".join(rows) + "\n\n"
-        "- `fires`: the same shapes at each size: the streaming memory is that of the polygons, not of the "
-        "raster (no whole-scene mask is ever held).\n"
+        "- `fires`: the same shapes at each size: the stored pieces stay the size of the polygons, not of "
+        "the raster (no whole-scene mask is ever held); the rest of the RSS growth is allocator slack from "
+        "the band-sized temporaries, which scale with the width.\n"
         "- `dense`: half of each class covered by smooth blobs, a worst case for a real map. Time and memory "
-        "follow the number of polygon vertices.\n"
+        "follow the number of polygon vertices; the peak is in `finish()`, where the polygons become GEOS "
+        "geometries (the GeoDataFrame that is returned and written).\n"
     )
     print(f"wrote {DOC}")
 
