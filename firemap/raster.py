@@ -220,8 +220,9 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
 
 
 def colormap_for(colors: Mapping[int, tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:
-    """A 256-entry RGBA colour table: given class colours, transparent nodata (255), black elsewhere."""
-    cmap = {i: (0, 0, 0, 255) for i in range(256)}
+    """A 256-entry RGBA colour table: the class colours opaque, everything else (background 0, nodata 255)
+    transparent, so viewers without the QGIS style still show only the classes."""
+    cmap = {i: (0, 0, 0, 0) for i in range(256)}
     cmap.update({k: (*v, 255) for k, v in colors.items()})
     cmap[CLASS_NODATA] = (0, 0, 0, 0)
     return cmap

@@ -19,9 +19,8 @@ from rasterio.transform import from_origin
 
 from firemap.config import DEFAULT_CLASSES, ClassInfo
 from firemap.errors import OutputExistsError
-from firemap.raster import CLASS_NODATA, GeoGrid, colormap_for, write_raster
+from firemap.raster import CLASS_NODATA, GeoGrid
 from firemap.style import FILL_ALPHA, combined_qml, raster_qml, vector_qml, write_qml, write_styles
-from firemap.vectorize import PolygonCollector, write_vectors
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 CHECK_SCRIPT = Path(__file__).with_name("qgis_check.py")
@@ -119,23 +118,38 @@ def class_raster(masks: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A scene's outputs written as ``predict`` writes them: geojson set, gpkg set, and a gpkg alone."""
+    """A scene's outputs as ``firemap predict`` writes them (a known-answer network): geojson set, gpkg set, and
+    a gpkg alone."""
+    from firemap.config import PredictConfig
+    from firemap.models import Bundle
+    from firemap.predict import predict_scene
+    from tests.conftest import BANDS, ThresholdNet, raw_config
+
     masks, valid = scene_masks()
-    probs = np.where(masks, 0.8, 0.1).astype(np.float32)
-    collector = PolygonCollector(GRID, DEFAULT_CLASSES)
-    for r in range(0, HEIGHT, 64):
-        collector.add(r, masks[:, r:r + 64], probs[:, r:r + 64], valid[r:r + 64])
-    gdf = collector.finish(scene=STEM, model="test")
+    data = np.tile(np.array([0.04, 0.07, 0.05, 0.30, 0.20, 0.10], np.float32)[:, None, None], (1, HEIGHT, WIDTH))
+    data[5][masks[0]] = 0.9  # swir2: fire
+    data[0][masks[1]] = 0.5  # blue: smoke
+    data[3][masks[2]] = 0.05  # nir: burn scar
+    data[:, ~valid] = -9999.0
+    scene = tmp_path_factory.mktemp("scene") / f"{STEM}.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=WIDTH, height=HEIGHT, count=6, dtype="float32", crs=UTM,
+                       transform=GRID.transform, nodata=-9999.0) as dst:
+        dst.write(data)
+        dst.descriptions = BANDS
+    bundle = Bundle(raw_config(), ThresholdNet().eval(), {"name": "test"})
     dirs: dict[str, Path] = {}
     for fmt in ("geojson", "gpkg"):
-        d = dirs[fmt] = tmp_path_factory.mktemp(fmt)
-        write_raster(d / f"{STEM}.classes.tif", class_raster(masks, valid), GRID, nodata=CLASS_NODATA,
-                     colormap=colormap_for({c.id: c.color for c in DEFAULT_CLASSES}))
-        write_vectors(gdf, d / f"{STEM}.{fmt}", fmt, DEFAULT_CLASSES)  # type: ignore[arg-type]
-        write_styles(d, STEM, DEFAULT_CLASSES, fmt)  # type: ignore[arg-type]
+        dirs[fmt] = tmp_path_factory.mktemp(fmt)
+        predict_scene(scene, dirs[fmt], bundle, PredictConfig(tile_size=128, overlap=32, vector_format=fmt))
     alone = dirs["gpkg_alone"] = tmp_path_factory.mktemp("alone")
     shutil.copy(dirs["gpkg"] / f"{STEM}.gpkg", alone)
     return dirs
+
+
+def test_predict_outputs_match_the_known_masks(outputs: dict[str, Path]) -> None:
+    masks, valid = scene_masks()
+    with rasterio.open(outputs["geojson"] / f"{STEM}.classes.tif") as src:
+        np.testing.assert_array_equal(src.read(1), class_raster(masks, valid))
 
 
 def test_class_raster_is_a_cog_with_overviews(outputs: dict[str, Path]) -> None:
