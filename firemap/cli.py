@@ -488,7 +488,8 @@ def demo(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier demo outputs."),
     sensor: str = typer.Option("landsat8", help="Simulated sensor: landsat8 | landsat9 | sentinel2 | hls."),
     size: int = typer.Option(512, help="Scene size in pixels."),
-    seed: int = typer.Option(7, help="Simulator seed."),
+    seed: int = typer.Option(1, help="Simulator seed."),
+    landscape: str | None = typer.Option("forest", help="forest | mediterranean | savanna | agricultural | arid."),
     model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
@@ -497,7 +498,7 @@ def demo(
     from firemap.demo import run_demo
 
     setup_logging(verbose, quiet)
-    result = run_demo(out, overwrite, sensor, size, seed, model)
+    result = run_demo(out, overwrite, sensor, size, seed, model, landscape)
     if quiet:
         return
     lines = [f"simulated scene: {result.scene}", f"true labels: {result.labels}"]

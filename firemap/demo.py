@@ -1,8 +1,10 @@
 """``firemap demo``: simulate a fire scene, map it with the shipped default model, and draw a quicklook.
 
 The quicklook is a PNG with two panels of the same false-colour composite (swir2, nir, red as R, G, B, each
-stretched between its 2nd and 98th percentile), the simulator's exact labels outlined on the left and the
-model's classes outlined on the right, in the class colours (fire red, smoke light blue, burn scar brown).
+stretched between its 2nd and 98th percentile: vegetation green, burn scars red-brown, active fire bright
+orange-yellow, smoke bluish), the simulator's exact labels outlined on the left and the model's classes outlined on
+the right. Outlines are 2 px wide in colours that stand out on that composite: fire yellow, smoke cyan, burn scar
+magenta (:data:`QUICKLOOK_COLORS`; the class rasters and QGIS styles keep the class colours).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from firemap.raster import CLASS_NODATA, atomic_output, check_writable
 log = logging.getLogger(__name__)
 
 DEMO_STEM = "demo_scene"
+QUICKLOOK_COLORS: dict[str, tuple[int, int, int]] = {"fire": (255, 255, 0), "smoke": (0, 255, 255),
+                                                     "burn_scar": (255, 0, 255)}
+"""Outline colour per class in the quicklook (high contrast on the swir2/nir/red composite)."""
 FALSE_COLOUR = ("swir2", "nir", "red")
 
 
@@ -69,20 +74,22 @@ def false_colour(path: Path, bands: Sequence[str] = FALSE_COLOUR) -> np.ndarray:
 
 
 def outline(image: np.ndarray, masks: np.ndarray, classes: Sequence[ClassInfo]) -> np.ndarray:
-    """Draw the 1-pixel outline of each class mask on a copy of ``image``.
+    """Draw the 2-pixel outline of each class mask (whole mask when thinner) on a copy of ``image``.
 
     Args:
         image: ``(3, rows, cols)`` uint8.
         masks: ``(classes, rows, cols)`` bool, in ``classes`` order.
-        classes: class definitions (colours, priorities; the highest priority is drawn last, on top).
+        classes: class definitions (the highest priority is drawn last, on top); colours from
+            :data:`QUICKLOOK_COLORS`, else the class colour.
 
     Returns:
         ``(3, rows, cols)`` uint8.
     """
     out = image.copy()
     for k in sorted(range(len(classes)), key=lambda k: classes[k].priority, reverse=True):
-        edge = masks[k] & ~ndimage.binary_erosion(masks[k], structure=np.ones((3, 3), bool))
-        out[:, edge] = np.asarray(classes[k].color, np.uint8)[:, None]
+        inner = ndimage.binary_erosion(masks[k], structure=np.ones((3, 3), bool), iterations=2)
+        color = QUICKLOOK_COLORS.get(classes[k].name, classes[k].color)
+        out[:, masks[k] & ~inner] = np.asarray(color, np.uint8)[:, None]
     return out
 
 
@@ -121,8 +128,9 @@ def run_demo(
     overwrite: bool = False,
     sensor: str = "landsat8",
     size: int = 512,
-    seed: int = 7,
+    seed: int = 1,
     model: str | Path | None = None,
+    landscape: str | None = "forest",
 ) -> DemoResult:
     """Simulate a scene with fire, smoke and a burn scar, predict it, and draw the quicklook.
 
@@ -133,6 +141,7 @@ def run_demo(
         size: scene size, pixels.
         seed: simulator seed.
         model: bundle path; None = the shipped default model.
+        landscape: simulator landscape (None = random).
 
     Returns:
         The :class:`DemoResult`.
@@ -150,7 +159,7 @@ def run_demo(
     png = out / f"{DEMO_STEM}.quicklook.png"
     for p in (scene_path, labels_path(scene_path), png):
         check_writable(p, overwrite)
-    scene = simulate_scene(sensor, size, size, seed=seed, clouds="few")
+    scene = simulate_scene(sensor, size, size, seed=seed, clouds="few", landscape=landscape)
     scene_path, label_path = write_scene(scene, scene_path, overwrite=overwrite)
     cfg = PredictConfig(overwrite=overwrite)
     (result,) = predict_scenes([scene_path], out, model, cfg)
@@ -159,4 +168,6 @@ def run_demo(
     return DemoResult(scene_path, label_path, png, dict(result.outputs), result.area_ha, result.polygons)
 
 
-__all__ = ["DemoResult", "class_masks", "false_colour", "outline", "quicklook", "run_demo", "write_png"]
+__all__ = [
+    "QUICKLOOK_COLORS", "DemoResult", "class_masks", "false_colour", "outline", "quicklook", "run_demo", "write_png",
+]

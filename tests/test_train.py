@@ -253,3 +253,22 @@ def test_resume_continues_from_the_next_epoch(tmp_path: Path) -> None:
     assert result.history[0]["step"] == 2
     with open(result.out / "log.csv") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_simulator_source_maps_bands_and_classes() -> None:
+    from firemap.errors import MissingBandsError
+    from firemap.train.config import SimulatorSource
+    from firemap.train.data import SimulatorTiles
+
+    mc = _model_config(classes=(ModelConfig().classes[2], ModelConfig().classes[0]))  # burn_scar, fire
+    src = SimulatorSource(sensor="sentinel2", pool_scenes=2, pool_size=64, p_fire=1.0, p_burn_scar=1.0)
+    tiles = SimulatorTiles(src, mc, 32, {"fire": 0.5}, seed=1)
+    rng = np.random.default_rng(0)
+    samples = [tiles.sample(rng) for _ in range(12)]
+    s = samples[0]
+    assert s.image.shape == (6, 32, 32) and s.labels.shape == (2, 32, 32) and s.present == BANDS
+    assert all(set(np.unique(x.labels)) <= {0, 1, 255} for x in samples)
+    assert sum((x.labels[1] == 1).any() for x in samples) >= 4  # fire oversampled
+    assert np.isfinite(s.image).all() and s.image[5].max() < 5.0
+    with pytest.raises(MissingBandsError, match="thermal"):
+        SimulatorTiles(src, _model_config(bands=(*BANDS, "thermal"), mean=(0.0,) * 7, std=(1.0,) * 7), 32, {}, 0)
