@@ -52,11 +52,15 @@ def _deeplabv3plus(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
 
 
 def _unet(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
+    # U-Net decoder widths halve per stage from cfg.decoder_channels (floor 16): 256 gives smp's default
+    # (256, 128, 64, 32, 16), so bundles written before this option existed rebuild identically.
+    widths = tuple(max(cfg.decoder_channels >> i, 16) for i in range(5))
     return _smp().Unet(
         encoder_name=cfg.encoder,
         encoder_weights=encoder_weights,
         in_channels=cfg.in_channels,
         classes=len(cfg.classes),
+        decoder_channels=widths,
     )
 
 

@@ -16,6 +16,7 @@ are averaged by DistributedDataParallel, and rank 0 validates, logs and writes c
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -192,16 +193,14 @@ def validate_model(
     plus ``macro_iou``, the mean over sources of their macro IoU."""
     from firemap.train.evaluate import evaluate_source
 
-    was_training = model.training
-    model.eval()
+    # a copy: the predict path may optimise a bundle's network in place for inference (e.g. fold BatchNorm)
+    bundle = Bundle(mc, copy.deepcopy(model).eval(), {"name": name})
     out: dict[str, float] = {}
-    bundle = Bundle(mc, model, {"name": name})
     for src in sources:
         summary = evaluate_source(bundle, src, pcfg, baselines=False).summary()
         out.update({f"{src.label}/{k}": float(v) for k, v in summary.items() if isinstance(v, int | float)})
     if sources:
         out["macro_iou"] = mean_of([out.get(f"{s.label}/macro_iou", float("nan")) for s in sources])
-    model.train(was_training)
     return out
 
 
