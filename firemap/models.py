@@ -201,6 +201,33 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
     return Bundle(config, model, payload.get("provenance", {}), versions.get("firemap", "?"), p)
 
 
+def fuse_batchnorm(model: nn.Module) -> int:
+    """Fold eval-mode BatchNorm layers into the convolutions before them, in place (inference only).
+
+    Applies to every ``nn.Sequential`` holding a ``Conv2d`` directly followed by a ``BatchNorm2d`` (the pattern of
+    smp's encoders and decoders); the BatchNorm becomes an ``Identity``. Outputs are unchanged up to float
+    rounding. Never call it on a model that will be trained.
+
+    Returns:
+        The number of layers folded.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if model.training:
+        raise ValueError("fuse_batchnorm needs a model in eval mode")
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module._modules.items())
+        for (name_a, a), (name_b, b) in zip(children[:-1], children[1:], strict=True):
+            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.track_running_stats:
+                module._modules[name_a] = fuse_conv_bn_eval(a, b)
+                module._modules[name_b] = nn.Identity()
+                folded += 1
+    return folded
+
+
 def default_bundle_path() -> Path:
     """Path of the shipped default model.
 
@@ -213,4 +240,6 @@ def default_bundle_path() -> Path:
     return path
 
 
-__all__ = ["ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "load_bundle", "save_bundle"]
+__all__ = [
+    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "fuse_batchnorm", "load_bundle", "save_bundle",
+]

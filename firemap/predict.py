@@ -22,7 +22,7 @@ import torch
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, get_sensor, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, MissingBandsError, OutputExistsError
-from firemap.models import Bundle, load_bundle
+from firemap.models import Bundle, fuse_batchnorm, load_bundle
 from firemap.raster import (
     CLASS_NODATA,
     GeoGrid,
@@ -485,6 +485,7 @@ def predict_scenes(
     out = Path(out_dir)
     infos = check_scenes(scenes, out, cfg)
     bundle = load_bundle(model)
+    log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
     for info in infos:  # band and tiling errors before any output
         scene_sources(info, bundle.config, cfg)
         tile_grid(info, bundle, cfg)

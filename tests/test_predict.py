@@ -192,3 +192,30 @@ def test_row_blocks_cover_scene_once_in_order(write_tif, threshold_bundle) -> No
     heights = [b.probs.shape[1] for b in blocks]
     assert starts[0] == 0 and all(s + h == n for s, h, n in zip(starts, heights, [*starts[1:], 150], strict=True))
     assert max(heights) <= 64  # the accumulator never holds more than one tile of rows
+
+
+@pytest.mark.parametrize(("arch", "encoder"), [("deeplabv3plus", "mobilenet_v2"), ("unet", "resnet18")])
+def test_batchnorm_folding_keeps_outputs(arch: str, encoder: str) -> None:
+    from firemap.config import ModelConfig
+    from firemap.models import build_model, fuse_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, encoder=encoder)).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics
+            m.running_mean.normal_(0, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 6, 64, 64)
+
+    def count_bn() -> int:
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+    bn_before = count_bn()
+    with torch.no_grad():
+        before = model(x)
+        folded = fuse_batchnorm(model)
+        after = model(x)
+    assert folded > 5 and count_bn() == bn_before - folded
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fuse_batchnorm(model.train())
