@@ -72,6 +72,9 @@ def test_bce_value_and_class_weights() -> None:
     assert plain.item() == pytest.approx(math.log(2.0), rel=1e-6)
     weighted = MaskedMultiLabelLoss(CLASSES, "bce", class_weights={"fire": 3.0})(logits, target)
     assert weighted.item() == pytest.approx(math.log(2.0) * (3.0 + 1.0) / 2.0, rel=1e-6)
+    positives = MaskedMultiLabelLoss(CLASSES, "bce", pos_weights={"fire": 5.0})(logits, target)
+    n_pos = int((target[:, 0] == 1).sum())
+    assert positives.item() == pytest.approx(math.log(2.0) * (32 + 4 * n_pos) / 32, rel=1e-6)
 
 
 def test_all_unlabelled_batch_gives_zero_loss_with_graph() -> None:

@@ -224,6 +224,7 @@ class LossConfig(Closed):
         focal_gamma: focal-loss focusing parameter.
         focal_alpha: focal-loss positive-class weight (None = unweighted).
         class_weights: class name -> loss weight (default 1).
+        pos_weights: class name -> weight of that class's positive pixels in the BCE/focal term (default 1).
     """
 
     kind: Literal["bce_dice", "focal_dice", "bce", "focal"] = "bce_dice"
@@ -231,6 +232,7 @@ class LossConfig(Closed):
     focal_gamma: float = Field(default=2.0, ge=0)
     focal_alpha: float | None = Field(default=None, ge=0, le=1)
     class_weights: dict[str, float] = Field(default_factory=dict)
+    pos_weights: dict[str, float] = Field(default_factory=dict)
 
 
 class TrainConfig(Closed):
@@ -304,9 +306,10 @@ class TrainConfig(Closed):
                 if unknown:
                     raise ValueError(f"source {src.label!r} labels {sorted(unknown)}, not among the model "
                                      f"classes {sorted(names)}")
-        for key in [*self.data.oversample, *self.loss.class_weights]:
+        for key in [*self.data.oversample, *self.loss.class_weights, *self.loss.pos_weights]:
             if key not in names:
-                raise ValueError(f"class {key!r} (oversample/class_weights) is not a model class {sorted(names)}")
+                raise ValueError(f"class {key!r} (oversample/class_weights/pos_weights) is not a model class "
+                                 f"{sorted(names)}")
         if self.data.tile_size % mc.stride:
             raise ValueError(f"data.tile_size {self.data.tile_size} is not a multiple of the network stride "
                              f"{mc.stride}")

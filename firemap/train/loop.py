@@ -316,7 +316,8 @@ def _setup(cfg: TrainConfig) -> _Run:
     amp = autocast_dtype(device, cfg.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_fn = MaskedMultiLabelLoss([c.name for c in mc.classes], cfg.loss.kind, cfg.loss.dice_weight,
-                                   cfg.loss.focal_gamma, cfg.loss.focal_alpha, cfg.loss.class_weights).to(device)
+                                   cfg.loss.focal_gamma, cfg.loss.focal_alpha, cfg.loss.class_weights,
+                                   cfg.loss.pos_weights).to(device)
     run = _Run(cfg, out, dist, device, mc, model, init, opt, scaler, amp, memory, loss_fn)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
