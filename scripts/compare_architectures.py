@@ -47,6 +47,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     "deeplabv3plus-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "decoder_channels": 128},
     "deeplabv3plus-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "decoder_channels": 128},
     "unet-resnet18": {"arch": "unet", "encoder": "resnet18"},
+    "unet-mobilenet_v2": {"arch": "unet", "encoder": "mobilenet_v2", "decoder_channels": 128},
 }
 FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
          ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))

@@ -204,11 +204,16 @@ def _baseline_rows(info: SceneInfo, cfg: PredictConfig) -> Iterator[tuple[int, n
     from firemap import label
 
     lcfg = label.label_config(sensor=cfg.sensor, bands=cfg.bands, smoke=False, allow_no_crs=cfg.allow_no_crs)
+    quiet = logging.getLogger(label.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "no fire rule fits the bands" is expected here, not a warning for the user
     try:
         plan = label._plan(info, lcfg, None)
     except Exception as exc:  # a missing band only means: no baseline for this scene
         log.info("%s: no classic baseline (%s)", info.path.name, exc)
         return None
+    finally:
+        quiet.setLevel(level)
     if not plan.rules and not plan.burn:
         return None
     return label.iter_label_rows(info, plan, lcfg.block_size)
