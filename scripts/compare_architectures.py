@@ -43,12 +43,7 @@ from firemap.train.losses import MaskedMultiLabelLoss  # noqa: E402
 
 log = logging.getLogger("compare")
 
-ARCHS: dict[str, dict[str, Any]] = {
-    "deeplabv3plus-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "decoder_channels": 128},
-    "deeplabv3plus-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "decoder_channels": 128},
-    "unet-resnet18": {"arch": "unet", "encoder": "resnet18"},
-    "unet-mobilenet_v2": {"arch": "unet", "encoder": "mobilenet_v2", "decoder_channels": 128},
-}
+ARCHS: dict[str, dict[str, Any]] = td.VARIANTS
 FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
          ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))
 SECTION = "## Architecture comparison"
@@ -56,8 +51,7 @@ SECTION = "## Architecture comparison"
 
 def model_fields(name: str) -> dict[str, Any]:
     """The default model's fields with the architecture swapped."""
-    base = {k: v for k, v in td.MODEL.items() if k not in ("arch", "encoder", "decoder_channels", "output_stride")}
-    return {**base, **ARCHS[name]}
+    return {**td.BASE_MODEL, **ARCHS[name]}
 
 
 def stage1(name: str, args: argparse.Namespace) -> Path:
@@ -211,6 +205,7 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     args.holdout = args.holdout or td.SCENES[0]  # stage-1 configs want one; stage 1 here validates on nothing
+    args.variant = td.DEFAULT_VARIANT  # replaced per architecture by model_fields()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     sims = {s: simulated_scenes(SimulatorSource(sensor=s, name=f"cmp-{s}", scenes=args.test_scenes, scene_size=384),

@@ -48,11 +48,20 @@ log = logging.getLogger("train_default")
 DATA = REPO.parent / "shared" / "data" / "s2_calfire"
 SCENES = ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019", "FRENCH_20240704", "KENNETH_20250109",
           "LIDIA_20250108")
-MODEL: dict[str, Any] = {
-    "arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16, "decoder_channels": 128,
+VARIANTS: dict[str, dict[str, Any]] = {
+    "deeplabv3plus-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                   "decoder_channels": 128},
+    "deeplabv3plus-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "decoder_channels": 128},
+    "unet-resnet18": {"arch": "unet", "encoder": "resnet18"},
+    "unet-mobilenet_v2": {"arch": "unet", "encoder": "mobilenet_v2", "decoder_channels": 128},
+}
+"""Architectures the scripts know (``--variant``); the default model is ``DEFAULT_VARIANT``."""
+DEFAULT_VARIANT = "deeplabv3plus-mobilenet_v2"
+BASE_MODEL: dict[str, Any] = {
     "bands": ["blue", "green", "red", "nir", "swir1", "swir2"], "optional_bands": ["swir1"],
     "band_presence": True, "tile_size": 256, "overlap": 64,
 }
+MODEL: dict[str, Any] = {**BASE_MODEL, **VARIANTS[DEFAULT_VARIANT]}
 SIM_S2 = {"kind": "simulator", "sensor": "sentinel2", "pool_scenes": 24, "pool_size": 384}
 SIM_L8 = {"kind": "simulator", "sensor": "landsat8", "pool_scenes": 16, "pool_size": 384}
 
@@ -71,7 +80,7 @@ def _heldout(holdout: str, data: Path) -> dict[str, Any]:
 def stage1_config(args: argparse.Namespace) -> dict[str, Any]:
     """Simulator pretraining."""
     return {
-        "name": "firemap-default-stage1", "model": MODEL,
+        "name": "firemap-default-stage1", "model": {**BASE_MODEL, **VARIANTS[args.variant]},
         "data": {"train": [{**SIM_S2, "weight": 0.6}, {**SIM_L8, "weight": 0.4}],
                  "val": [{"kind": "simulator", "name": "sim-s2", "sensor": "sentinel2", "scenes": 3,
                           "scene_size": 320}, _heldout(args.holdout, args.data)],
@@ -90,7 +99,7 @@ def stage2_config(args: argparse.Namespace, init: Path, holdout: str | None, out
     """Fine-tuning on the real crops (one held out) plus simulator tiles."""
     val = [_heldout(holdout, args.data)] if holdout else []
     return {
-        "name": "firemap-default", "model": MODEL, "init": str(init),
+        "name": "firemap-default", "model": {**BASE_MODEL, **VARIANTS[args.variant]}, "init": str(init),
         "data": {"train": [_real(holdout, args.data, 0.5), {**SIM_S2, "weight": 0.3, "pool_scenes": 16},
                            {**SIM_L8, "weight": 0.2, "pool_scenes": 8}],
                  "val": val, "tile_size": 256, "batch_size": args.batch_size,
@@ -144,6 +153,9 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
         "real_data": "shared/data/s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
                      "Runan-Duan/Wildfire_Detection data_example)",
     })
+    # record data paths relative to the repository, not this machine's absolute paths
+    text = json.dumps(provenance).replace(str(args.data.resolve()), "../shared/data/s2_calfire")
+    provenance = json.loads(text.replace(str(REPO), "."))
     target = REPO / "firemap" / "assets" / "default.firemap.pt"
     target.parent.mkdir(exist_ok=True)
     save_bundle(target, bundle.model, bundle.config, provenance, overwrite=True)
@@ -171,6 +183,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "runs" / "default")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--holdout", default="FRENCH_20240704", choices=SCENES)
+    p.add_argument("--variant", default=DEFAULT_VARIANT, choices=list(VARIANTS))
     p.add_argument("--epochs1", type=int, default=10)
     p.add_argument("--steps1", type=int, default=80)
     p.add_argument("--epochs2", type=int, default=5)
