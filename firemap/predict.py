@@ -29,6 +29,7 @@ from firemap.raster import (
     SceneInfo,
     TiledWriter,
     atomic_output,
+    bounded_gdal_cache,
     check_writable,
     colormap_for,
     open_scene,
@@ -491,7 +492,8 @@ def predict_scenes(
         tile_grid(info, bundle, cfg)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for info in infos:
-        progress = progress_factory(info.path, len(tile_grid(info, bundle, cfg))) if progress_factory else None
-        results.append(predict_scene(info, out, bundle, cfg, progress))
+    with bounded_gdal_cache():
+        for info in infos:
+            progress = progress_factory(info.path, len(tile_grid(info, bundle, cfg))) if progress_factory else None
+            results.append(predict_scene(info, out, bundle, cfg, progress))
     return results

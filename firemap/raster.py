@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 CLASS_NODATA = 255
 """Value of nodata pixels in class and label rasters."""
 
+GDAL_CACHE_MB = 128
+"""GDAL's raster block cache while firemap streams a scene. GDAL's default (5% of RAM) would keep every block
+read or written until it is full, so peak memory would grow with the scene; two rows of tiles of input blocks
+are all the tile loop ever re-reads."""
+
+
+def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
+    """A ``rasterio.Env`` capping GDAL's block cache, for streaming jobs (``with bounded_gdal_cache(): ...``)."""
+    return rasterio.Env(GDAL_CACHEMAX=megabytes)
+
 
 @dataclass(frozen=True)
 class GeoGrid:

@@ -78,17 +78,20 @@ PREDICT = textwrap.dedent("""
 
 BARE = textwrap.dedent("""
     import json, time, torch
-    from firemap.models import load_bundle
+    from firemap.models import fuse_batchnorm, load_bundle
     from firemap.predict import autocast_dtype, forward_probs
-    b = load_bundle({model!r}); m = b.model.to(memory_format=torch.channels_last)
+    b = load_bundle({model!r}); fuse_batchnorm(b.model)  # the network exactly as predict runs it
+    m = b.model.to(memory_format=torch.channels_last)
     c, t = b.config.in_channels, b.config.tile_size
-    x = torch.randn({batch}, c, t, t).contiguous(memory_format=torch.channels_last)
+    batches = [min({batch}, {tiles} - i) for i in range(0, {tiles}, {batch})]
+    xs = [torch.randn(n, c, t, t).contiguous(memory_format=torch.channels_last) for n in sorted(set(batches))]
+    by_size = {{x.shape[0]: x for x in xs}}
     amp = autocast_dtype(torch.device("cpu"), {precision!r})
     with torch.inference_mode():
-        forward_probs(m, x, "none", amp)
+        forward_probs(m, xs[-1], "none", amp)
         start = time.perf_counter()
-        for _ in range(-(-{tiles} // {batch})):
-            forward_probs(m, x, "none", amp)
+        for n in batches:
+            forward_probs(m, by_size[n], "none", amp)
     print(json.dumps({{"seconds": time.perf_counter() - start}}))
 """)
 
