@@ -193,7 +193,7 @@ def _fetch_imagenet(encoder: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"timed out after {FETCH_TIMEOUT_S:.0f} s fetching ImageNet weights for {encoder!r}; {fix}")
     if "error" in result:
         exc = result["error"]
-        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        first = str(exc).splitlines()[0].split(". ")[0][:200] if str(exc) else ""
         raise WeightsError(f"cannot fetch ImageNet weights for encoder {encoder!r} ({type(exc).__name__}: "
                            f"{first}); {fix}")
     return {f"encoder.{k}": v for k, v in result["state"].items()}
