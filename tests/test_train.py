@@ -107,7 +107,8 @@ def test_decode_mask_values_and_bands() -> None:
     src3 = SceneSource(images="x", mask_format="bands", mask_bands=["fire", "smoke", "burn_scar"],
                        labelled=["fire", "burn_scar"])
     out3 = decode_mask(raw3, src3, ("burn_scar", "fire"))
-    assert out3[:, 0, :].tolist() == [[1, 1, 255], [1, 0, 255]]
+    # each band is ignored on its own: fire's 255 at the last pixel leaves burn_scar's 0 there labelled
+    assert out3[:, 0, :].tolist() == [[1, 1, 0], [1, 0, 255]]
 
 
 def _model_config(**kw: object) -> ModelConfig:
