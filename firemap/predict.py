@@ -12,12 +12,14 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import torch
+from rasterio.windows import Window
 
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, get_sensor, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
@@ -207,13 +209,47 @@ def _run_batch(ctx: _Context, batch: list[np.ndarray]) -> np.ndarray:
         return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp).cpu().numpy()
 
 
-def _read_tile(src: rasterio.io.DatasetReader, tile: Tile, ctx: _Context) -> tuple[np.ndarray | None, np.ndarray]:
-    data, valid = read_window(src, tile.window, ctx.sources, ctx.zero_is_nodata, ctx.fill)
-    if not valid.any():
-        return None, valid
-    if not ctx.checked_scaling:
-        _check_scaling(ctx, data, valid, src.name)
-    return prepare_input(data, None, ctx.bundle.config, ctx.present), valid
+def _strips(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Read each row of tiles as one strip ``(bands, tile_size, strip width)``, prefetching the next strip.
+
+    One read per tile-row instead of one per tile: each pixel is decoded once per tile-row, and a single worker
+    thread reads strip ``r + 1`` while the network works on strip ``r`` (GDAL releases the GIL while it decodes).
+    The dataset is only ever used from that worker thread.
+
+    Yields:
+        ``(tile_row, data, valid)``: physical values filled with the band means where invalid, and validity,
+        starting at column ``grid.col_origins[0]``.
+    """
+    size = grid.tile_size
+    col0 = grid.col_origins[0]
+    width = grid.col_origins[-1] + size - col0
+    with rasterio.open(info.path) as src, ThreadPoolExecutor(1, thread_name_prefix="firemap-read") as pool:
+
+        def read(row: int) -> tuple[np.ndarray, np.ndarray]:
+            window = Window(col0, grid.row_origins[row], width, size)
+            return read_window(src, window, ctx.sources, ctx.zero_is_nodata, ctx.fill)
+
+        pending = pool.submit(read, 0)
+        for row in range(grid.shape[0]):
+            data, valid = pending.result()
+            if row + 1 < grid.shape[0]:
+                pending = pool.submit(read, row + 1)
+            yield row, data, valid
+
+
+def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
+    """Every tile in row-major order: ``(tile, network input or None when all nodata, validity)``."""
+    size, col0 = grid.tile_size, grid.col_origins[0]
+    for row, data, valid in _strips(info, grid, ctx):
+        if not ctx.checked_scaling and valid.any():
+            _check_scaling(ctx, data, valid, info.path.name)
+        x = prepare_input(data, None, ctx.bundle.config, ctx.present)
+        del data
+        for col in range(grid.shape[1]):
+            tile = grid.tile(row, col)
+            start = int(tile.window.col_off) - col0
+            tile_valid = valid[:, start : start + size]
+            yield tile, (x[:, :, start : start + size] if tile_valid.any() else None), tile_valid
 
 
 def _predict_queue(
@@ -266,18 +302,17 @@ def iter_predictions(
     stitcher = RowStitcher(grid, len(mc.classes) + 1)
     queue: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
     last_col = grid.shape[1] - 1
-    with rasterio.open(info.path) as src:
-        for i, tile in enumerate(grid):
-            queue.append((tile, *_read_tile(src, tile, ctx)))
-            if sum(q[1] is not None for q in queue) < cfg.batch_size and i + 1 < len(grid):
-                continue
-            for done, pred in _predict_queue(queue, ctx):
-                stitcher.add(done, pred)
-                if done.col == last_col:  # tile-row complete: its final rows can go
-                    yield from _row_blocks(stitcher.release(done.row))
-            if progress:
-                progress(len(queue))
-            queue.clear()
+    for i, item in enumerate(_tiles(info, grid, ctx)):
+        queue.append(item)
+        if sum(q[1] is not None for q in queue) < cfg.batch_size and i + 1 < len(grid):
+            continue
+        for done, pred in _predict_queue(queue, ctx):
+            stitcher.add(done, pred)
+            if done.col == last_col:  # tile-row complete: its final rows can go
+                yield from _row_blocks(stitcher.release(done.row))
+        if progress:
+            progress(len(queue))
+        queue.clear()
 
 
 def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:

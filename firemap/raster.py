@@ -33,10 +33,10 @@ log = logging.getLogger(__name__)
 CLASS_NODATA = 255
 """Value of nodata pixels in class and label rasters."""
 
-GDAL_CACHE_MB = 128
+GDAL_CACHE_MB = 32
 """GDAL's raster block cache while firemap streams a scene. GDAL's default (5% of RAM) would keep every block
-read or written until it is full, so peak memory would grow with the scene; two rows of tiles of input blocks
-are all the tile loop ever re-reads."""
+read or written until it is full, so peak memory would grow with the scene; the tile loop reads each row of tiles
+once as a strip, so a small cache is enough."""
 
 
 def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
