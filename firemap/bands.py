@@ -342,6 +342,25 @@ class BandMap:
         return [self.sources[b] for b in required] + [self.sources.get(b) for b in optional]
 
 
+def model_sources(
+    bandmap: BandMap, bands: Sequence[str], optional: Sequence[str] = (), name: str = ""
+) -> tuple[list[BandSource | None], bool]:
+    """Sources for a model's ``bands`` in that order (None for absent ``optional`` ones), and whether the file's
+    sensor fills outside its swath with 0 (so all-zero pixels are nodata).
+
+    Raises:
+        MissingBandsError: a band that is not optional is missing; ``name`` (the file) prefixes the message.
+    """
+    required = [b for b in bands if b not in optional]
+    try:
+        selected = bandmap.select(required, optional)
+    except MissingBandsError as exc:
+        raise MissingBandsError(f"{name}: {exc}" if name else str(exc)) from None
+    by_name = dict(zip([*required, *optional], selected, strict=True))
+    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
+    return [by_name[b] for b in bands], zero_fill
+
+
 def guess_sensor(descriptions: Sequence[str | None], tags: Mapping[str, str] | None = None) -> str | None:
     """Guess the sensor preset from band descriptions (and dataset tags); None when they do not tell.
 

@@ -21,9 +21,9 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, get_sensor, resolve_bands
+from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
-from firemap.errors import BandScalingWarning, ConfigError, MissingBandsError, OutputExistsError
+from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
 from firemap.models import Bundle, fuse_batchnorm, load_bundle
 from firemap.raster import (
     CLASS_NODATA,
@@ -168,14 +168,7 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
     bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
-    required = [b for b in config.bands if b not in config.optional_bands]
-    try:
-        selected = bandmap.select(required, config.optional_bands)
-    except MissingBandsError as exc:
-        raise MissingBandsError(f"{info.path.name}: {exc}") from None
-    by_name = dict(zip([*required, *config.optional_bands], selected, strict=True))
-    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
-    return [by_name[b] for b in config.bands], zero_fill
+    return model_sources(bandmap, config.bands, config.optional_bands, info.path.name)
 
 
 def _scene_context(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> _Context:

@@ -25,7 +25,7 @@ import torch
 from rasterio.windows import Window
 
 from firemap import CLASS_NAMES
-from firemap.bands import THERMAL_BANDS, BandSource, get_sensor, resolve_bands
+from firemap.bands import THERMAL_BANDS, BandSource, model_sources, resolve_bands
 from firemap.config import ModelConfig
 from firemap.errors import ConfigError, InputFileError, MissingBandsError
 from firemap.raster import read_window
@@ -228,15 +228,8 @@ def _band_sources(
     path: Path, src: rasterio.io.DatasetReader, mc: ModelConfig, sensor: str | None, spec: str | None
 ) -> tuple[list[BandSource | None], tuple[str, ...], bool]:
     bandmap = resolve_bands(src.descriptions, src.count, sensor, spec, src.tags())
-    required = [b for b in mc.bands if b not in mc.optional_bands]
-    try:
-        selected = bandmap.select(required, mc.optional_bands)
-    except MissingBandsError as exc:
-        raise MissingBandsError(f"{path}: {exc}") from None
-    by_name = dict(zip([*required, *mc.optional_bands], selected, strict=True))
-    sources = [by_name[b] for b in mc.bands]
+    sources, zero_fill = model_sources(bandmap, mc.bands, mc.optional_bands, str(path))
     present = tuple(b for b, s in zip(mc.bands, sources, strict=True) if s is not None)
-    zero_fill = bool(bandmap.sensor and get_sensor(bandmap.sensor).zero_is_nodata)
     return sources, present, zero_fill
 
 
