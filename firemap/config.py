@@ -222,17 +222,27 @@ def load_yaml(path: str | Path, model: type[Closed], overrides: dict[str, Any] |
     Raises:
         ConfigError: missing file, bad YAML, unknown keys or invalid values (first error in one line).
     """
+    data = read_yaml_mapping(path)
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return validate(model, data, source=str(path))
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping of options.
+
+    Raises:
+        ConfigError: missing/unreadable file, bad YAML, or a top level that is not a mapping (one line).
+    """
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror}); see configs/ for examples") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of options at the top level")
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return validate(model, data, source=str(p))
+    return data
 
 
 def validate(model: type[Closed], data: dict[str, Any], source: str = "config") -> Any:

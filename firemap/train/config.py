@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from firemap.bands import CANONICAL_BANDS
-from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, validate
+from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, read_yaml_mapping, validate
 
 
 class SceneSource(Closed):
@@ -362,19 +361,11 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     Raises:
         ConfigError: missing file, bad YAML, unknown keys or invalid values (one line).
     """
-    p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror}); see configs/ for examples") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of options at the top level")
+    data = read_yaml_mapping(path)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
-    cfg: TrainConfig = validate(TrainConfig, data, source=str(p))
+    cfg: TrainConfig = validate(TrainConfig, data, source=str(path))
     return cfg
 
 
