@@ -21,6 +21,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from firemap._compat import limit_heap_fragmentation
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
@@ -513,6 +514,7 @@ def predict_scenes(
     """
     out = Path(out_dir)
     infos = check_scenes(scenes, out, cfg)
+    limit_heap_fragmentation()
     bundle = load_bundle(model)
     log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
     for info in infos:  # band and tiling errors before any output
