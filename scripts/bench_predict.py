@@ -106,8 +106,8 @@ def model_path(arg: str | None, tmp: Path) -> str:
     """The bundle to benchmark: --model, else the shipped default, else a random DeepLabV3+/mobilenet_v2."""
     if arg:
         return arg
-    from firemap.models import default_bundle_path
     from firemap.errors import BundleError
+    from firemap.models import default_bundle_path
 
     try:
         return str(default_bundle_path())
