@@ -62,7 +62,7 @@ def false_colour(path: Path, bands: Sequence[str] = FALSE_COLOUR) -> np.ndarray:
     """
     with rasterio.open(path) as src:
         bandmap = resolve_bands(src.descriptions, src.count, None, None, src.tags())
-        sources = bandmap.select(list(bands))
+        sources = [s for s in bandmap.select(list(bands)) if s is not None]  # required: never None
         data = np.stack([s.encoding.to_physical(src.read(s.index)) for s in sources])
         valid = src.dataset_mask() > 0
     out = np.zeros(data.shape, np.uint8)

@@ -100,7 +100,7 @@ class SimulatorSource(Closed):
     p_fire: float = Field(default=0.6, ge=0, le=1)
     p_smoke: float = Field(default=0.5, ge=0, le=1)
     p_burn_scar: float = Field(default=0.8, ge=0, le=1)
-    clouds: list[str | float] = Field(default_factory=lambda: ["none", "few", "some"])
+    clouds: list[str | float] = Field(default_factory=lambda: list[str | float](["none", "few", "some"]))
     p_swath_edge: float = Field(default=0.1, ge=0, le=1)
     pool_scenes: int = Field(default=24, ge=0)
     pool_size: int = Field(default=384, ge=32)

@@ -315,7 +315,7 @@ def _simulate(src: SimulatorSource, size: int, seed: int) -> Any:
     from firemap.simulate import simulate_scene
 
     rng = np.random.default_rng(seed)
-    flags = {"fire": rng.random() < src.p_fire, "smoke": rng.random() < src.p_smoke,
+    flags: dict[str, Any] = {"fire": rng.random() < src.p_fire, "smoke": rng.random() < src.p_smoke,
              "burn_scar": rng.random() < src.p_burn_scar}
     clouds = src.clouds[int(rng.integers(len(src.clouds)))] if src.clouds else "none"
     return simulate_scene(src.sensor, size, size, seed=seed, clouds=clouds,
@@ -401,8 +401,8 @@ def crop(s: TileSample, window: Window) -> TileSample:
     cols = slice(int(inner.col_off), int(inner.col_off + inner.width))
     image, valid, labels = s.image[:, rows, cols], s.valid[rows, cols], s.labels[:, rows, cols]
     if any(p for pair in pads for p in pair):
-        mode = "reflect" if min(image.shape[1:]) > max(max(pads[0]), max(pads[1])) else "edge"
-        image = np.pad(image, ((0, 0), *pads), mode=mode)
+        reflect = min(image.shape[1:]) > max(max(pads[0]), max(pads[1]))
+        image = np.pad(image, ((0, 0), *pads), mode="reflect" if reflect else "edge")
         valid = np.pad(valid, pads, constant_values=False)
         labels = np.pad(labels, ((0, 0), *pads), constant_values=IGNORE)
         image[:, ~valid] = 0.0

@@ -106,7 +106,7 @@ class EvalReport:
         hists = [s.nbr_hist for s in self.scenes if s.nbr_hist is not None]
         if not hists:
             return None
-        pooled = sum(hists)
+        pooled = np.sum(np.stack(hists), axis=0)
         iou_pooled = _nbr_iou(pooled)
         per_scene = np.stack([_nbr_iou(h) for h in hists])
         mean_scene = np.nanmean(np.where(np.isfinite(per_scene), per_scene, np.nan), axis=0)

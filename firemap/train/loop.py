@@ -162,7 +162,8 @@ def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     o = cfg.optim
-    encoder = set(id(p) for p in model.encoder.parameters()) if hasattr(model, "encoder") else set()
+    enc = getattr(model, "encoder", None)
+    encoder = {id(p) for p in enc.parameters()} if isinstance(enc, nn.Module) else set()
     groups = [
         {"params": [p for p in model.parameters() if id(p) in encoder], "lr_mult": o.encoder_lr_mult},
         {"params": [p for p in model.parameters() if id(p) not in encoder], "lr_mult": 1.0},
@@ -237,7 +238,8 @@ def _tensorboard(cfg: TrainConfig, out: Path) -> Any:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", None)
+    return inner if isinstance(inner, nn.Module) else model
 
 
 def _provenance(cfg: TrainConfig, init: dict[str, Any], epoch: int, step: int, metrics: dict[str, float]) -> dict:
@@ -306,7 +308,7 @@ def _setup(cfg: TrainConfig) -> _Run:
         model = build_model(mc)
         init = init_weights(model, mc, cfg.init, cfg.init_bands)
     memory = torch.channels_last if cfg.channels_last else torch.preserve_format
-    model = model.to(device, memory_format=memory)
+    model = model.to(device).to(memory_format=memory)  # type: ignore[call-overload]
     if dist.world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -387,7 +389,8 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> FitResult:
     run = _setup(cfg)
     main = run.dist.main
     val_sources = _val_sources(cfg, run.out) if main else []
-    pcfg = PredictConfig(tile_size=run.mc.tile_size, overlap=run.mc.overlap, device=run.device.type,
+    pcfg = PredictConfig(tile_size=run.mc.tile_size, overlap=run.mc.overlap,
+                         device="cuda" if run.device.type == "cuda" else "cpu",
                          precision=cfg.precision, batch_size=cfg.data.batch_size)
     tb = _tensorboard(cfg, run.out) if main else None
     total = cfg.epochs * cfg.steps_per_epoch
@@ -400,7 +403,8 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> FitResult:
         losses = []
         for _ in range(cfg.steps_per_epoch):
             factor = poly_lr(run.step, total, cfg.optim.poly_power, cfg.optim.warmup_steps)
-            losses.append(_train_step(run, *next(batches), factor))
+            x, y = next(batches)
+            losses.append(_train_step(run, x, y, factor))
             if progress and main:
                 progress(run.step, total, {"loss": losses[-1], "lr": cfg.optim.lr * factor, "epoch": epoch + 1})
         if main:
@@ -429,7 +433,7 @@ def run_training(
     """
     from firemap.train.config import load_train_config
 
-    return fit(load_train_config(config, overrides), progress)
+    return fit(load_train_config(Path(config), overrides), progress)
 
 
 __all__ = [

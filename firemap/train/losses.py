@@ -103,6 +103,9 @@ class MaskedMultiLabelLoss(nn.Module):
         pos = [float((pos_weights or {}).get(c, 1.0)) for c in classes]
         self.register_buffer("pos_weights", torch.tensor(pos, dtype=torch.float32))
 
+    weights: torch.Tensor
+    pos_weights: torch.Tensor
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Scalar loss of ``(B, C, H, W)`` logits against ``(B, C, H, W)`` uint8 targets (255 = ignored)."""
         logits = logits.float()
