@@ -97,19 +97,33 @@ def prepare_input(
     Returns:
         ``(config.in_channels, rows, cols)`` float32.
     """
-    mean = np.asarray(config.mean, np.float32)[:, None, None]
-    std = np.asarray(config.std, np.float32)[:, None, None]
-    x = (data - mean) / std
+    x = normalize_(data.astype(np.float32, copy=True), config, present)
     if valid is not None:
         x[:, ~valid] = 0.0
+    return with_presence(x, config, present)
+
+
+def normalize_(data: np.ndarray, config: ModelConfig, present: Sequence[str] | None = None) -> np.ndarray:
+    """Normalize ``(len(config.bands), rows, cols)`` float32 physical values in place; absent bands become 0."""
     have = set(config.bands if present is None else present)
     for i, band in enumerate(config.bands):
-        if band not in have:
-            x[i] = 0.0
-    if config.band_presence:
-        flags = [np.full(x.shape[1:], float(b in have), np.float32) for b in config.optional_bands]
-        x = np.concatenate([x, np.stack(flags)]) if flags else x
-    return x.astype(np.float32, copy=False)
+        if band in have:
+            data[i] -= np.float32(config.mean[i])
+            data[i] /= np.float32(config.std[i])
+        else:
+            data[i] = 0.0
+    return data
+
+
+def with_presence(x: np.ndarray, config: ModelConfig, present: Sequence[str] | None = None) -> np.ndarray:
+    """Append the 0/1 band-presence channels (one per optional band) to normalized ``(bands, rows, cols)``."""
+    if not (config.band_presence and config.optional_bands):
+        return x
+    have = set(config.bands if present is None else present)
+    flags = np.empty((len(config.optional_bands), *x.shape[1:]), np.float32)
+    for i, band in enumerate(config.optional_bands):
+        flags[i] = float(band in have)
+    return np.concatenate([x, flags])
 
 
 _D4 = [(k, f) for f in (False, True) for k in range(4)]
@@ -237,13 +251,15 @@ def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Til
     for row, data, valid in _strips(info, grid, ctx):
         if not ctx.checked_scaling and valid.any():
             _check_scaling(ctx, data, valid, info.path.name)
-        x = prepare_input(data, None, ctx.bundle.config, ctx.present)
-        del data
+        x = normalize_(data, ctx.bundle.config, ctx.present)  # in place: one strip in memory, not two
         for col in range(grid.shape[1]):
             tile = grid.tile(row, col)
             start = int(tile.window.col_off) - col0
             tile_valid = valid[:, start : start + size]
-            yield tile, (x[:, :, start : start + size] if tile_valid.any() else None), tile_valid
+            if not tile_valid.any():
+                yield tile, None, tile_valid
+                continue
+            yield tile, with_presence(x[:, :, start : start + size], ctx.bundle.config, ctx.present), tile_valid
 
 
 def _predict_queue(

@@ -25,7 +25,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from firemap.bands import BandSource, to_physical
+from firemap.bands import BandSource
 from firemap.errors import InputFileError, MissingCRSError, NotARasterError, OutputExistsError
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,22 @@ def read_window(
     indexes = [s.index for s in present]
     raw = src.read(indexes, window=inner) if indexes else np.zeros((0, int(inner.height), int(inner.width)))
     valid = _valid_mask(src, raw, indexes, inner, zero_is_nodata)
-    phys = to_physical(raw, present)
-    valid &= np.isfinite(phys).all(axis=0)
     fill_values = np.zeros(len(sources), np.float32) if fill is None else np.asarray(fill, np.float32)
     data = np.empty((len(sources), *raw.shape[1:]), dtype=np.float32)
-    data[:] = fill_values[:, None, None]
-    for k, i in enumerate(i for i, s in enumerate(sources) if s is not None):
-        data[i] = np.where(valid, phys[k], fill_values[i])
+    raw_bands = iter(raw)
+    for i, source in enumerate(sources):  # band by band: no whole-window temporaries (strips can be wide)
+        if source is None:
+            data[i] = fill_values[i]
+            continue
+        data[i] = source.encoding.to_physical(next(raw_bands))
+        valid &= np.isfinite(data[i])
+    del raw
+    invalid = ~valid
+    for i in range(len(sources)):
+        data[i][invalid] = fill_values[i]
     pads = _pads(window, inner)
     if any(pads):
-        data = np.pad(data, ((0, 0), *pads), mode="reflect" if min(raw.shape[1:]) > 1 else "edge")
+        data = np.pad(data, ((0, 0), *pads), mode="reflect" if min(valid.shape) > 1 else "edge")
         valid = np.pad(valid, pads, mode="constant", constant_values=False)
     return data, valid
 
