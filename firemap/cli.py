@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from firemap import __version__
-from firemap.errors import FiremapError
+from firemap.errors import ConfigError, FiremapError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Map active fire, smoke and burn scars in satellite scenes.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Map active fire, smoke and burn scars in satellite scenes."
+)
 console = Console(stderr=True)
 log = logging.getLogger("firemap")
 
@@ -101,9 +103,13 @@ def predict(
     overlap: int | None = typer.Option(None, help="Tile overlap in pixels (< tile size)."),
     batch_size: int | None = typer.Option(None, help="Tiles per forward pass (default 8)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda (default auto: CUDA when available)."),
-    precision: str | None = typer.Option(None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."),
+    precision: str | None = typer.Option(
+        None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."
+    ),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
-    threshold: list[str] | None = typer.Option(None, help="Per-class probability threshold CLASS=P (repeatable)."),
+    threshold: list[str] | None = typer.Option(
+        None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
+    ),
     min_area: float | None = typer.Option(None, help="Drop polygons smaller than this many m2."),
     simplify: float | None = typer.Option(None, help="Simplify polygons with this tolerance in metres."),
     vector_format: str | None = typer.Option(None, help="geojson (RFC 7946, EPSG:4326) | gpkg (scene CRS)."),
@@ -183,17 +189,32 @@ def _summary(results: list[Any]) -> None:
 @app.command()
 @handle_errors
 def info(
-    scene: Path = typer.Argument(..., help="A raster scene."),
+    scene: Path | None = typer.Argument(None, help="A raster scene."),
     sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
     bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    model: str | None = typer.Option(
+        None, help="Describe a model bundle instead: its path, or 'default' for the shipped model."
+    ),
 ) -> None:
-    """Show a scene's CRS, size, resolution, dtype, nodata, band descriptions and how its bands resolve."""
+    """Show a scene's CRS, size, resolution, dtype, nodata, band descriptions and how its bands resolve.
+
+    With --model: a bundle's network, bands, classes, thresholds, provenance and measured metrics.
+    """
     from rich.table import Table
+
+    out = Console()
+    if model is not None:
+        from firemap.models import describe_bundle, load_bundle
+
+        for name, value in describe_bundle(load_bundle(None if model == "default" else model)):
+            out.print(f"[bold]{name:>22}[/]: {value}", highlight=False, soft_wrap=True)
+        return
+    if scene is None:
+        raise ConfigError("give a scene to describe, or --model PATH|default")
 
     from firemap.raster import describe_scene
 
     _info, fields, rows = describe_scene(scene, sensor, bands)
-    out = Console()
     for name, value in fields:
         out.print(f"[bold]{name:>10}[/]: {value}", highlight=False)
     table = Table(title="bands")
@@ -455,7 +476,9 @@ def evaluate(
     tile_size: int | None = typer.Option(None, help="Tile size [default: the model's]."),
     overlap: int | None = typer.Option(None, help="Tile overlap [default: the model's]."),
     tta: str = typer.Option("none", help="none | flip | d4."),
-    threshold: list[str] | None = typer.Option(None, help="Per-class probability threshold CLASS=P (repeatable)."),
+    threshold: list[str] | None = typer.Option(
+        None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     json_out: Path | None = typer.Option(None, "--json", help="Write all metrics (per scene too) to this JSON."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Score classic index baselines too."),

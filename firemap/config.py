@@ -66,6 +66,8 @@ class ModelConfig(Closed):
         classes: output classes, in network output order (one sigmoid each: multi-label).
         tile_size: default tile size, pixels.
         overlap: default tile overlap, pixels.
+        thresholds: calibrated default probability threshold per class name (classes not listed: 0.5);
+            ``PredictConfig.thresholds`` (``--threshold``) overrides them class by class.
     """
 
     arch: Arch = "deeplabv3plus"
@@ -81,6 +83,7 @@ class ModelConfig(Closed):
     classes: tuple[ClassInfo, ...] = DEFAULT_CLASSES
     tile_size: int = 256
     overlap: int = 64
+    thresholds: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("bands")
     @classmethod
@@ -106,8 +109,16 @@ class ModelConfig(Closed):
         ids = [c.id for c in self.classes]
         if len(set(ids)) != len(ids):
             raise ValueError(f"class ids repeat: {ids}")
+        names = {c.name for c in self.classes}
+        bad = {k: v for k, v in self.thresholds.items() if k not in names or not 0.0 < v < 1.0}
+        if bad:
+            raise ValueError(f"thresholds {bad}: need a class name in {sorted(names)} and a probability in (0, 1)")
         validate_tiling(self.tile_size, self.overlap, self.stride)
         return self
+
+    def class_thresholds(self, overrides: dict[str, float] | None = None) -> dict[str, float]:
+        """Probability threshold per class name: 0.5, then the bundle's calibrated ones, then ``overrides``."""
+        return {c.name: 0.5 for c in self.classes} | self.thresholds | dict(overrides or {})
 
     @property
     def stride(self) -> int:

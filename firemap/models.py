@@ -7,6 +7,7 @@ tile defaults), training provenance, and the versions that made it. ``predict`` 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -201,6 +202,41 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
     return Bundle(config, model, payload.get("provenance", {}), versions.get("firemap", "?"), p)
 
 
+def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
+    """What ``firemap info --model`` shows: architecture, bands, classes, thresholds, provenance and metrics."""
+    c = bundle.config
+    arch = f"{c.arch} / {c.encoder}"
+    if c.arch == "deeplabv3plus":
+        arch += f", output stride {c.output_stride}, ASPP rates {c.rates}"
+    params = sum(p.numel() for p in bundle.model.parameters())
+    rows = [
+        ("model", f"{bundle.name} (firemap {bundle.firemap_version}){f', {bundle.path}' if bundle.path else ''}"),
+        ("network", f"{arch}; {params / 1e6:.2f} M parameters"),
+        ("bands", ", ".join(f"{b} (optional)" if b in c.optional_bands else b for b in c.bands)
+         + ("; + band-presence channels" if c.band_presence and c.optional_bands else "")),
+        ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
+        ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
+        ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
+    ]
+    prov = bundle.provenance
+    for key in ("trained", "heldout_real_scene", "training_seconds", "machine", "real_data", "reproduce"):
+        if prov.get(key) is not None:
+            rows.append((key.replace("_", " "), str(prov[key])))
+    metrics = prov.get("metrics")
+    if isinstance(metrics, dict):
+        for group, values in metrics.items():
+            if isinstance(values, dict):
+                shown = {k: v for k, v in values.items() if isinstance(v, int | float) and not k.startswith("baseline")}
+                base = {k: v for k, v in values.items() if k.startswith("baseline") and isinstance(v, int | float)}
+                text = ", ".join(f"{k} {v:g}" for k, v in list(shown.items())[:8])
+                if base:
+                    text += "; baselines: " + ", ".join(f"{k[9:]} {v:g}" for k, v in base.items())
+                rows.append((group, text))
+            else:
+                rows.append((group, str(values)))
+    return rows
+
+
 def fuse_batchnorm(model: nn.Module) -> int:
     """Fold eval-mode BatchNorm layers into the convolutions before them, in place (inference only).
 
@@ -220,7 +256,7 @@ def fuse_batchnorm(model: nn.Module) -> int:
         if not isinstance(module, nn.Sequential):
             continue
         children = list(module._modules.items())
-        for (name_a, a), (name_b, b) in zip(children[:-1], children[1:], strict=True):
+        for (name_a, a), (name_b, b) in itertools.pairwise(children):
             if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.track_running_stats:
                 module._modules[name_a] = fuse_conv_bn_eval(a, b)
                 module._modules[name_b] = nn.Identity()
@@ -241,5 +277,5 @@ def default_bundle_path() -> Path:
 
 
 __all__ = [
-    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "fuse_batchnorm", "load_bundle", "save_bundle",
+    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "fuse_batchnorm", "load_bundle", "save_bundle",
 ]

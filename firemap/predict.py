@@ -396,11 +396,14 @@ def output_paths(scene: Path, out_dir: Path, cfg: PredictConfig) -> dict[str, Pa
     return paths
 
 
-def _class_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo], model: str) -> TiledWriter:
+def _class_writer(
+    tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo], model: str, thresholds: dict[str, float]
+) -> TiledWriter:
     tags = {f"CLASS_{c.id}": c.name for c in classes} | {
         "CLASS_0": "background",
         "CLASS_255": "nodata",
         "MODEL": model,
+        "THRESHOLDS": ",".join(f"{k}={v:g}" for k, v in thresholds.items()),
         "MULTILABEL_PRIORITY": ">".join(c.name for c in sorted(classes, key=lambda c: c.priority)),
     }
     return TiledWriter(
@@ -457,10 +460,12 @@ def predict_scene(
     classes = bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
     result = SceneResult(info.path, dict(paths))
+    thresholds = bundle.config.class_thresholds(cfg.thresholds)
     with contextlib.ExitStack() as stack:
         writers = {
             "classes": _class_writer(
-                stack.enter_context(atomic_output(paths["classes"], cfg.overwrite)), info.grid, classes, bundle.name
+                stack.enter_context(atomic_output(paths["classes"], cfg.overwrite)),
+                info.grid, classes, bundle.name, thresholds,
             )
         }
         if cfg.save_probs:
@@ -470,7 +475,7 @@ def predict_scene(
         for w in writers.values():
             stack.push(w.__exit__)
         for block in iter_predictions(info, bundle, cfg, progress):
-            masks, class_raster = classify(block.probs, block.valid, classes, cfg.thresholds)
+            masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
             writers["classes"].write(class_raster, block.row_off)
             if "probs" in writers:
                 writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)

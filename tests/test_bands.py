@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from firemap.bands import (
-    SENSORS, TCI_ENCODING, Encoding, get_sensor, guess_sensor, parse_band_spec, resolve_bands, to_physical,
+    SENSORS,
+    TCI_ENCODING,
+    Encoding,
+    get_sensor,
+    guess_sensor,
+    parse_band_spec,
+    resolve_bands,
+    to_physical,
 )
 from firemap.errors import BandResolutionError, MissingBandsError
 

@@ -118,6 +118,17 @@ def test_info_shows_metadata_and_band_resolution(write_tif) -> None:
     assert "swir2" in out and "raw * 0.0001 + 0" in out
 
 
+def test_info_model_describes_the_bundle(smp_bundle_path) -> None:
+    code, out = run("info", "--model", smp_bundle_path)
+    assert code == 0, out
+    from firemap.models import load_bundle
+
+    cfg = load_bundle(smp_bundle_path).config
+    assert f"{cfg.arch} / {cfg.encoder}" in out and "1=fire" in out and "fire=0.5" in out
+    code, out = run("info")
+    assert code != 0 and "--model" in out
+
+
 def test_real_sentinel2_and_hls_scenes_run_end_to_end(smp_bundle_path, tmp_path) -> None:
     s2 = requires_shared("s2_calfire", "images", "KENNETH_20250109.tif")
     hls = requires_shared("hls_chip", "regression_test_0_input.tif")

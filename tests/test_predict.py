@@ -219,3 +219,31 @@ def test_batchnorm_folding_keeps_outputs(arch: str, encoder: str) -> None:
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="eval mode"):
         fuse_batchnorm(model.train())
+
+
+def test_bundle_thresholds_are_defaults_and_cli_overrides_win(write_tif, tmp_path) -> None:
+    from tests.conftest import ThresholdNet, raw_config
+
+    data = background(64, 64)
+    data[5, :, :32] = 0.52  # fire logit 40 * 0.02 = 0.8 -> p = 0.69
+    data[5, :, 32:] = 0.60  # fire logit 4 -> p = 0.98
+    scene = write_tif(data)
+    bundle = Bundle(raw_config(thresholds={"fire": 0.9}), ThresholdNet().eval(), {"name": "calibrated"})
+    predict_scene(scene, tmp_path / "a", bundle, PredictConfig(tile_size=64, overlap=16))
+    predict_scene(scene, tmp_path / "b", bundle, PredictConfig(tile_size=64, overlap=16, thresholds={"fire": 0.5}))
+    a_path, b_path = tmp_path / "a" / "scene.classes.tif", tmp_path / "b" / "scene.classes.tif"
+    with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
+        calibrated, overridden = a.read(1), b.read(1)
+        assert a.tags()["THRESHOLDS"] == "fire=0.9,smoke=0.5,burn_scar=0.5"
+        assert b.tags()["THRESHOLDS"].startswith("fire=0.5,")
+    assert (calibrated[:, :32] == 0).all() and (calibrated[:, 32:] == 1).all()
+    assert (overridden == 1).all()
+
+
+def test_bundle_thresholds_are_validated() -> None:
+    from tests.conftest import raw_config
+
+    with pytest.raises(ValueError, match="fyre"):
+        raw_config(thresholds={"fyre": 0.7})
+    with pytest.raises(ValueError, match="probability"):
+        raw_config(thresholds={"fire": 1.5})

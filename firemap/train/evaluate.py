@@ -181,9 +181,10 @@ def _score_model(
     score = SceneScore(pair.image.name, Confusion(classes))
     k_fire = classes.index("fire") if "fire" in classes else None
     truth_fire, pred_fire = [], []
+    thresholds = bundle.config.class_thresholds(cfg.thresholds)
     with rasterio.open(pair.mask) as msk:
         for block in iter_predictions(info, bundle, cfg, progress):
-            masks, _ = classify(block.probs, block.valid, bundle.config.classes, cfg.thresholds)
+            masks, _ = classify(block.probs, block.valid, bundle.config.classes, thresholds)
             labels = _labels_rows(msk, src, classes, block.row_off, block.valid)
             score.confusion.update(masks, labels)
             for k, name in enumerate(classes):
