@@ -51,31 +51,3 @@ def ensure_torchvision() -> bool:
 
         return False
     return True
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
-
-
-def limit_heap_fragmentation(threshold_bytes: int = 1 << 20) -> bool:
-    """Make glibc serve every allocation above ``threshold_bytes`` with its own mmap, returned on free.
-
-    glibc raises its mmap threshold dynamically (up to 32 MiB) after large blocks are freed, and from then on
-    serves the streaming loop's strips and batches (several MiB, varying sizes, two threads) from heap arenas that
-    fragment and are rarely returned to the OS: peak RSS then creeps up with the number of tiles (measured: +150 MB
-    over a 4096^2 scene, flat with this fix). Fixing the threshold keeps peak memory bounded by the tile grid.
-    Same effect as ``MALLOC_MMAP_THRESHOLD_=1048576`` in the environment.
-
-    Returns:
-        True if applied (Linux with glibc), False elsewhere (nothing to do).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))
-    except (OSError, AttributeError):
-        return False

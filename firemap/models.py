@@ -277,5 +277,6 @@ def default_bundle_path() -> Path:
 
 
 __all__ = [
-    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "fuse_batchnorm", "load_bundle", "save_bundle",
+    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "fuse_batchnorm",
+    "load_bundle", "save_bundle",
 ]

@@ -21,7 +21,6 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from firemap._compat import limit_heap_fragmentation
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
@@ -217,42 +216,57 @@ def _run_batch(ctx: _Context, batch: list[np.ndarray]) -> np.ndarray:
         return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp).cpu().numpy()
 
 
-def _strips(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Read each row of tiles as one strip ``(bands, tile_size, strip width)``, prefetching the next strip.
+CHUNK_TILES = 12
+"""Tiles per read chunk along a tile row: bounds the read buffers however wide the scene is (12 tiles of 256 px
+with 64 px overlap read 2368 columns at a time)."""
 
-    One read per tile-row instead of one per tile: each pixel is decoded once per tile-row, and a single worker
-    thread reads strip ``r + 1`` while the network works on strip ``r`` (GDAL releases the GIL while it decodes).
-    The dataset is only ever used from that worker thread.
+
+def _chunks(grid: TileGrid) -> list[tuple[int, int, int]]:
+    """``(tile_row, first tile col, end tile col)`` of each read chunk, in row-major order."""
+    cols = grid.shape[1]
+    return [(row, c, min(c + CHUNK_TILES, cols)) for row in range(grid.shape[0]) for c in range(0, cols, CHUNK_TILES)]
+
+
+def _strips(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """Read each row of tiles in chunks of up to :data:`CHUNK_TILES` tiles, prefetching the next chunk.
+
+    One read per chunk instead of one per tile: each pixel is decoded about once per tile row, and a single worker
+    thread reads chunk ``k + 1`` while the network works on chunk ``k`` (GDAL releases the GIL while it decodes),
+    which pays off when the network runs on a GPU. The dataset is only ever used from that worker thread. Chunks,
+    not whole-width strips, so that read buffers stay the same size on a 100 000 px wide mosaic.
 
     Yields:
-        ``(tile_row, data, valid)``: physical values filled with the band means where invalid, and validity,
-        starting at column ``grid.col_origins[0]``.
+        ``(tile_row, first tile col, end tile col, data, valid)``: ``data`` ``(bands, tile_size, chunk width)``
+        float32 physical values filled with the band means where invalid, ``valid`` ``(tile_size, chunk width)``
+        bool, starting at column ``grid.col_origins[first tile col]``.
     """
     size = grid.tile_size
-    col0 = grid.col_origins[0]
-    width = grid.col_origins[-1] + size - col0
+    chunks = _chunks(grid)
     with rasterio.open(info.path) as src, ThreadPoolExecutor(1, thread_name_prefix="firemap-read") as pool:
 
-        def read(row: int) -> tuple[np.ndarray, np.ndarray]:
-            window = Window(col0, grid.row_origins[row], width, size)
+        def read(k: int) -> tuple[np.ndarray, np.ndarray]:
+            row, c0, c1 = chunks[k]
+            col0 = grid.col_origins[c0]
+            window = Window(col0, grid.row_origins[row], grid.col_origins[c1 - 1] + size - col0, size)
             return read_window(src, window, ctx.sources, ctx.zero_is_nodata, ctx.fill)
 
         pending = pool.submit(read, 0)
-        for row in range(grid.shape[0]):
+        for k, (row, c0, c1) in enumerate(chunks):
             data, valid = pending.result()
-            if row + 1 < grid.shape[0]:
-                pending = pool.submit(read, row + 1)
-            yield row, data, valid
+            if k + 1 < len(chunks):
+                pending = pool.submit(read, k + 1)
+            yield row, c0, c1, data, valid
 
 
 def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
     """Every tile in row-major order: ``(tile, network input or None when all nodata, validity)``."""
-    size, col0 = grid.tile_size, grid.col_origins[0]
-    for row, data, valid in _strips(info, grid, ctx):
+    size = grid.tile_size
+    for row, c0, c1, data, valid in _strips(info, grid, ctx):
         if not ctx.checked_scaling and valid.any():
             _check_scaling(ctx, data, valid, info.path.name)
-        x = normalize_(data, ctx.bundle.config, ctx.present)  # in place: one strip in memory, not two
-        for col in range(grid.shape[1]):
+        x = normalize_(data, ctx.bundle.config, ctx.present)  # in place: one chunk in memory, not two
+        col0 = grid.col_origins[c0]
+        for col in range(c0, c1):
             tile = grid.tile(row, col)
             start = int(tile.window.col_off) - col0
             tile_valid = valid[:, start : start + size]
@@ -535,7 +549,6 @@ def predict_scenes(
     """
     out = Path(out_dir)
     infos = check_scenes(scenes, out, cfg)
-    limit_heap_fragmentation()
     bundle = load_bundle(model)
     log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
     for info in infos:  # band and tiling errors before any output

@@ -43,7 +43,3 @@ def test_unrelated_torchvision_failure_is_not_hidden(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(builtins, "__import__", broken)
     with pytest.raises(ImportError, match="CUDA driver exploded"):
         _compat.ensure_torchvision()
-
-
-def test_heap_fragmentation_limit_applies_on_linux() -> None:
-    assert _compat.limit_heap_fragmentation() == sys.platform.startswith("linux")

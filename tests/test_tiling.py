@@ -63,8 +63,15 @@ def _whole_image(bundle: Bundle, data: np.ndarray, margin: int) -> np.ndarray:
     ("height", "width", "tile", "overlap"),
     [(96, 96, 32, 16), (100, 130, 32, 16), (61, 75, 48, 24), (64, 200, 64, 12), (40, 30, 64, 16)],
 )
-def test_stitched_equals_whole_image(write_tif, conv_bundle: Bundle, height, width, tile, overlap) -> None:
-    """Receptive-field radius 3 <= discarded margin overlap//4: the stitched result is the whole-image one."""
+@pytest.mark.parametrize("chunk_tiles", [1, 3, 12])
+def test_stitched_equals_whole_image(
+    write_tif, conv_bundle: Bundle, monkeypatch, height, width, tile, overlap, chunk_tiles
+) -> None:
+    """Receptive-field radius 3 <= discarded margin overlap//4: the stitched result is the whole-image one,
+    however many tiles each read chunk holds (chunks touching either scene edge are reflect-padded alike)."""
+    import firemap.predict
+
+    monkeypatch.setattr(firemap.predict, "CHUNK_TILES", chunk_tiles)
     data = background(height, width, seed=height)
     data[5] += np.linspace(0, 0.5, width, dtype=np.float32)[None]  # structure across tiles
     info = open_scene(write_tif(data))
