@@ -71,14 +71,19 @@ class Encoding:
     offset: float = 0.0
     planck: tuple[float, float] | None = None
 
-    def to_physical(self, raw: np.ndarray) -> np.ndarray:
-        """Convert raw values (any shape, any numeric dtype) to float32 physical values."""
-        value = raw.astype(np.float32) * np.float32(self.scale) + np.float32(self.offset)
+    def to_physical(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Convert raw values (any shape, any numeric dtype) to float32 physical values (into ``out`` if given)."""
+        value = np.multiply(raw, np.float32(self.scale), out=out, dtype=np.float32, casting="unsafe")
+        if self.offset:
+            value += np.float32(self.offset)
         if self.planck is not None:
             k1, k2 = self.planck
             with np.errstate(divide="ignore", invalid="ignore"):
-                value = np.float32(k2) / np.log(np.float32(k1) / np.maximum(value, 1e-6) + 1.0)
-        return value.astype(np.float32, copy=False)
+                bt = np.float32(k2) / np.log(np.float32(k1) / np.maximum(value, 1e-6) + 1.0)
+            if out is None:
+                return bt.astype(np.float32, copy=False)
+            out[...] = bt
+        return value
 
     def to_raw(self, physical: np.ndarray) -> np.ndarray:
         """Invert :meth:`to_physical` (float64 out; the caller rounds and clips to its dtype)."""

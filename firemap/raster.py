@@ -160,16 +160,19 @@ def read_window(
     fill_values = np.zeros(len(sources), np.float32) if fill is None else np.asarray(fill, np.float32)
     data = np.empty((len(sources), *raw.shape[1:]), dtype=np.float32)
     raw_bands = iter(raw)
-    for i, source in enumerate(sources):  # band by band: no whole-window temporaries (strips can be wide)
+    integer = np.issubdtype(raw.dtype, np.integer)
+    for i, source in enumerate(sources):  # band by band, in place: no whole-window temporaries
         if source is None:
             data[i] = fill_values[i]
             continue
-        data[i] = source.encoding.to_physical(next(raw_bands))
-        valid &= np.isfinite(data[i])
+        source.encoding.to_physical(next(raw_bands), out=data[i])
+        if not integer or source.encoding.planck is not None:  # scaled integers are always finite
+            valid &= np.isfinite(data[i])
     del raw
-    invalid = ~valid
-    for i in range(len(sources)):
-        data[i][invalid] = fill_values[i]
+    if not valid.all():
+        invalid = ~valid
+        for i in range(len(sources)):
+            data[i][invalid] = fill_values[i]
     pads = _pads(window, inner)
     if any(pads):
         data = np.pad(data, ((0, 0), *pads), mode="reflect" if min(valid.shape) > 1 else "edge")

@@ -68,6 +68,9 @@ def run_python(code: str) -> dict:
 PREDICT = textwrap.dedent("""
     import json, resource, time
     import firemap.predict as P
+    from firemap._compat import ensure_torchvision
+    ensure_torchvision()
+    import segmentation_models_pytorch  # imports (torch, smp: ~2 s) stay outside the timer, as in the bare run
     from firemap.config import PredictConfig
     spent = [0.0]
     forward = P.forward_probs
@@ -166,8 +169,9 @@ def report(rows: list[dict], model: str, batch: int, precision: str, command: st
               "overviews, vectorization, styles; goal <= 15%). 'Bare network' is a separate process running the "
               "same network (BatchNorm folded, channels-last) on as many random tiles with the same batch sizes; "
               "'network inside the run' times the forward passes of the predict run itself, so both sides of "
-              "that ratio saw the same machine load (this 2-core machine was shared with training jobs while "
-              "these figures were taken).", END]
+              "that ratio saw the same machine load. Imports (torch, smp: about 2 s) are outside both timers. "
+              "On a machine whose cores all run torch threads, the reading thread competes with the network "
+              "(the in-run network is slower than the bare one); with a GPU or spare cores the two overlap.", END]
     return "\n".join(lines)
 
 
