@@ -117,7 +117,7 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene."""
     from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
@@ -251,7 +251,7 @@ def label(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Weak labels from classic rules: <stem>.labels.tif (fire/smoke/burn_scar 0/1, 255 = not labelled) + polygons."""
     from rich.table import Table
@@ -292,7 +292,7 @@ def indices(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Spectral indices as float32 Cloud-Optimized GeoTIFFs <stem>.<index>.tif (NaN = nodata)."""
     from firemap.label import write_indices
@@ -326,7 +326,7 @@ def simulate(
     swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Simulate a multispectral fire scene in the sensor's encoding, with exact fire/smoke/burn_scar labels."""
     from firemap.simulate import simulate_scene, write_scene
@@ -394,7 +394,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its train_state.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Train a model from a YAML config (multi-GPU: torchrun --nproc_per_node=N --no-python firemap train CONFIG)."""
     _train_command(config, {
@@ -418,7 +418,7 @@ def finetune(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Fine-tune a trained model on new data: kernels mapped by band name, heads by class name."""
     _train_command(config, {
@@ -484,7 +484,7 @@ def evaluate(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Score classic index baselines too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Score a model on labelled scenes through the predict path: IoU/F1/precision/recall, fire object recall."""
     from firemap.config import PredictConfig, parse_thresholds, validate
@@ -515,7 +515,7 @@ def demo(
     landscape: str | None = typer.Option("forest", help="forest | mediterranean | savanna | agricultural | arid."),
     model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Simulate a fire scene, map it with the default model, write the outputs and a PNG quicklook."""
     from firemap.demo import run_demo

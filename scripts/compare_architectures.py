@@ -138,9 +138,11 @@ def _f(v: Any) -> str:
 
 def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     """The docs section."""
-    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py --out {args.out.name}` on "
+    out = args.out.resolve()
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py --out {shown}` on "
              f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {args.threads} CPU threads, torch "
-             f"{torch.__version__}, no GPU; other jobs shared the 2 cores, so timings are upper bounds).", "",
+             f"{torch.__version__}, no GPU; timings are the best of 3 and move by about 10% between runs).", "",
              f"Same recipe, data and budget for every row (the default model's recipe, scripts/train_default.py, "
              f"with {args.epochs1}x{args.steps1} pretraining steps and {args.epochs2}x{args.steps2} fine-tuning "
              f"steps per fold, batch {args.batch_size}, 256 px tiles, {args.precision} autocast).", "",
@@ -177,8 +179,9 @@ def write_section(text: str, path: Path) -> None:
     if start < 0:
         new = old.rstrip("\n") + "\n\n" + text
     else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
+        ends = [i for i in (old.find("\n## ", start + len(SECTION)), old.find("\n<!--", start)) if i >= 0]
+        end = min(ends) if ends else -1  # the next section, or another script's marked section
+        new = old[:start] + text + ("\n" + old[end + 1:] if end >= 0 else "")
     path.parent.mkdir(exist_ok=True)
     path.write_text(new)
 
