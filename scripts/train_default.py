@@ -24,8 +24,8 @@ Usage (from the repository root)::
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
 
-``--cv`` runs leave-one-scene-out fine-tuning over all six real crops (report only, nothing is installed) and
-prints the mean held-out burn-scar IoU next to the best single NBR threshold.
+``--cv`` runs leave-one-scene-out fine-tuning over the real crops not in ``UNRELIABLE`` (report only, nothing is
+installed) and prints the mean held-out burn-scar IoU next to that of NBR < -0.05.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
 
 
 def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
-    """Leave-one-scene-out fine-tuning over the six real crops; mean held-out burn-scar IoU."""
+    """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU."""
     results = {}
     for scene in (s for s in SCENES if s not in unreliable(args)):
         r = fit(train_config_from_dict(stage2_config(args, stage1, scene, args.out / f"cv_{scene}")))
