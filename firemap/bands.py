@@ -575,7 +575,7 @@ def to_physical(raw: np.ndarray, sources: Sequence[BandSource]) -> np.ndarray:
         raise ValueError(f"got {raw.shape[0]} raw bands for {len(sources)} sources")
     out = np.empty(raw.shape, dtype=np.float32)
     for i, src in enumerate(sources):
-        out[i] = src.encoding.to_physical(raw[i])
+        src.encoding.to_physical(raw[i], out=out[i])
     return out
 
 

@@ -227,7 +227,9 @@ def _chunks(grid: TileGrid) -> list[tuple[int, int, int]]:
     return [(row, c, min(c + CHUNK_TILES, cols)) for row in range(grid.shape[0]) for c in range(0, cols, CHUNK_TILES)]
 
 
-def _strips(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+def _read_chunks(
+    info: SceneInfo, grid: TileGrid, ctx: _Context
+) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
     """Read each row of tiles in chunks of up to :data:`CHUNK_TILES` tiles, prefetching the next chunk.
 
     One read per chunk instead of one per tile: each pixel is decoded about once per tile row, and a single worker
@@ -261,7 +263,7 @@ def _strips(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[in
 def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
     """Every tile in row-major order: ``(tile, network input or None when all nodata, validity)``."""
     size = grid.tile_size
-    for row, c0, c1, data, valid in _strips(info, grid, ctx):
+    for row, c0, c1, data, valid in _read_chunks(info, grid, ctx):
         if not ctx.checked_scaling and valid.any():
             _check_scaling(ctx, data, valid, info.path.name)
         x = normalize_(data, ctx.bundle.config, ctx.present)  # in place: one chunk in memory, not two

@@ -35,8 +35,8 @@ CLASS_NODATA = 255
 
 GDAL_CACHE_MB = 32
 """GDAL's raster block cache while firemap streams a scene. GDAL's default (5% of RAM) would keep every block
-read or written until it is full, so peak memory would grow with the scene; the tile loop reads each row of tiles
-once as a strip, so a small cache is enough."""
+read or written until it is full, so peak memory would grow with the scene; the tile loop reads each pixel about
+once per tile row, in chunks, so a small cache is enough."""
 
 
 def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:

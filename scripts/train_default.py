@@ -171,11 +171,12 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace) -> tup
     for t in FIRE_THRESHOLDS:
         reports = [evaluate_source(bundle, src, PredictConfig(device="cpu", thresholds={"fire": t}), baselines=False)
                    for src in sources]
-        pooled = [r.pooled() for r in reports]
-        k = pooled[0].classes.index("fire")
-        tp, fp, fn = (sum(int(getattr(c, n)[k]) for c in pooled) for n in ("tp", "fp", "fn"))
+        pooled = reports[0].pooled()
+        for r in reports[1:]:
+            pooled.merge(r.pooled())
+        fire_f1 = float(pooled.f1()[pooled.classes.index("fire")])
         false_objects = sum(sc.predicted_fire_objects for r in reports for sc in r.scenes if sc.fire_objects[1] == 0)
-        table[f"{t:g}"] = {"fire_f1": round(2 * tp / max(2 * tp + fp + fn, 1), 4), "false_objects": false_objects}
+        table[f"{t:g}"] = {"fire_f1": round(fire_f1, 4), "false_objects": false_objects}
         log.info("calibration fire threshold %.2f: %s", t, table[f"{t:g}"])
     best_f1 = max(v["fire_f1"] for v in table.values())
     quiet = [float(t) for t, v in table.items() if v["false_objects"] == 0 and v["fire_f1"] >= best_f1 - 0.03]
