@@ -19,8 +19,10 @@ from rich.logging import RichHandler
 from firemap import __version__
 from firemap.errors import ConfigError, FiremapError
 
+# rich_markup_mode=None: help texts are plain text, so "[default: ...]" written in them is not eaten as Rich markup
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Map active fire, smoke and burn scars in satellite scenes."
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Map active fire, smoke and burn scars in satellite scenes.",
 )
 console = Console(stderr=True)
 log = logging.getLogger("firemap")
@@ -360,7 +362,8 @@ def _train_bar(quiet: bool) -> Any:
             task = progress.add_task("train", total=None, epoch=1, loss=float("nan"), lr=0.0)
 
             def update(step: int, total: int, info: dict[str, float]) -> None:
-                progress.update(task, completed=step, total=total, **info)
+                fields: dict[str, Any] = dict(info)  # epoch, loss, lr: the columns' task fields
+                progress.update(task, completed=step, total=total, **fields)
 
             yield update
 
