@@ -385,8 +385,8 @@ def _train_command(config: Path, overrides: dict[str, Any], verbose: int, quiet:
 def train(
     config: Path = typer.Argument(..., help="Training YAML (configs/deeplabv3plus.yaml, configs/unet.yaml)."),
     out: str | None = typer.Option(None, help="Run folder (bundles, train_state.pt, log.csv)."),
-    init: str | None = typer.Option(None, help="none | imagenet (downloads smp weights) | PATH to a bundle or an "
-                                    "smp/timm encoder state dict."),
+    init: str | None = typer.Option(None, help="none | imagenet (downloads smp weights) | default (the shipped "
+                                    "model) | PATH to a bundle or an smp/timm encoder state dict."),
     epochs: int | None = typer.Option(None, help="Epochs."),
     steps_per_epoch: int | None = typer.Option(None, help="Optimizer steps per epoch."),
     batch_size: int | None = typer.Option(None, help="Tiles per step."),
@@ -411,11 +411,15 @@ def train(
 @handle_errors
 def finetune(
     config: Path = typer.Argument(..., help="Fine-tuning YAML (configs/finetune.yaml)."),
-    init: str | None = typer.Option(None, help="Bundle or encoder state dict to start from [default: the config's]."),
+    init: str | None = typer.Option(None, help="'default' (the shipped model), a bundle or an encoder state dict to "
+                                    "start from; the model keys the config leaves out are the bundle's "
+                                    "[default: the config's]."),
     freeze_encoder_epochs: int | None = typer.Option(None, help="Train only decoder and head for N first epochs."),
     encoder_lr_mult: float | None = typer.Option(None, help="Encoder learning rate = lr x this (e.g. 0.1)."),
     out: str | None = typer.Option(None, help="Run folder."),
     epochs: int | None = typer.Option(None, help="Epochs."),
+    steps_per_epoch: int | None = typer.Option(None, help="Optimizer steps per epoch."),
+    batch_size: int | None = typer.Option(None, help="Tiles per step."),
     lr: float | None = typer.Option(None, help="Base (decoder) learning rate."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
@@ -423,11 +427,11 @@ def finetune(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
-    """Fine-tune a trained model on new data: kernels mapped by band name, heads by class name."""
+    """Fine-tune a trained model on new data: the init bundle's network, kernels mapped by band name, heads by class."""
     _train_command(config, {
         "init": init, "freeze_encoder_epochs": freeze_encoder_epochs, "optim.encoder_lr_mult": encoder_lr_mult,
-        "out": out, "epochs": epochs, "optim.lr": lr, "device": device, "resume": resume or None,
-        "overwrite": overwrite or None,
+        "out": out, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "data.batch_size": batch_size,
+        "optim.lr": lr, "device": device, "resume": resume or None, "overwrite": overwrite or None,
     }, verbose, quiet)
 
 
