@@ -461,8 +461,35 @@ def _eval_table(report: Any) -> None:
     Console().print(table)
     extra = [f"macro IoU {cell('macro_iou')}", f"predicted fire objects {s.get('predicted_fire_objects', 0)}"]
     if "fire_object_recall" in s:
-        extra.append(f"fire object recall {cell('fire_object_recall')} of {s['fire_objects']} clusters")
+        extra.append(f"fire object recall {cell('fire_object_recall')} of {s['fire_objects']} fire objects")
     Console().print(", ".join(extra), highlight=False)
+    _eval_scene_table(report)
+
+
+def _eval_scene_table(report: Any) -> None:
+    """One row per scene: IoU/F1/precision/recall per labelled class, fire objects, in-training flag."""
+    from rich.table import Table
+
+    table = Table(title="per scene (* = in the model's training data: in-sample)")
+    columns = ["scene"] + [f"{c} {m}" for c in report.labelled for m in ("IoU", "F1", "precision", "recall")]
+    columns += ["fire objects hit"] if "fire" in report.labelled else []
+    for col in [*columns, "predicted fire objects"]:
+        table.add_column(col, justify="left" if col == "scene" else "right")
+    for sc in report.scenes:
+        summary = sc.confusion.summary()
+        row = [sc.scene + (" *" if sc.in_training else "")]
+        for c in report.labelled:
+            row += [_fmt(summary.get(f"{c}_{m}")) for m in ("iou", "f1", "precision", "recall")]
+        row += [f"{sc.fire_objects[0]}/{sc.fire_objects[1]}"] if "fire" in report.labelled else []
+        table.add_row(*row, str(sc.predicted_fire_objects))
+    Console().print(table)
+    trained = [sc.scene for sc in report.scenes if sc.in_training]
+    if trained:
+        Console().print(f"[yellow]in-sample:[/] {', '.join(trained)} in the model's training data", highlight=False)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 @app.command()

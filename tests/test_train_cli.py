@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,13 @@ def test_evaluate_command_writes_json(tmp_path: Path, smp_bundle_path: Path) -> 
     out = tmp_path / "m.json"
     args = ["evaluate", "--images", str(images), "--masks", str(masks), "--model", str(smp_bundle_path),
             "--labelled", "burn_scar", "--mask-value", "burn_scar=1", "--json", str(out), "--device", "cpu"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    assert "per scene" in result.output and "burn_scar IoU" in result.output
     data = json.loads(out.read_text())
     assert [s["scene"] for s in data["scenes"]] == ["s0.tif", "s1.tif"]
+    for scene in data["scenes"]:  # one table row per scene, with its own IoU
+        assert re.search(rf"{scene['scene']}\s.*{scene['burn_scar_iou']:.3f}", result.output)
     assert data["labelled"] == ["burn_scar"] and "baseline_nbr_burn_scar_iou" in data["summary"]
     assert runner.invoke(app, args).exit_code == 1  # JSON exists, no --overwrite
     bad = runner.invoke(app, [*args[:-4], "--mask-value", "burn_scar", "--json", str(tmp_path / "x.json")])
