@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from firemap.cli import app
+from firemap.demo import GAP_PX, QUICKLOOK_COLORS
 from firemap.models import load_bundle
 from tests._train_helpers import tiny_train_config, write_pairs
 
@@ -79,8 +80,15 @@ def test_demo_writes_outputs_and_quicklook(tmp_path: Path, smp_bundle_path: Path
         assert (out / name).is_file(), name
     with rasterio.open(out / "demo_scene.quicklook.png") as png:
         image = png.read()
-    assert png.driver == "PNG" and image.shape == (3, 96, 96 * 2 + 8) and image.std() > 5
-    assert np.all(image[:, :, 96:104] == 255)  # the white gap between the two panels
+    title = (image.shape[1] - 96) // 2  # a title bar above the panels, a legend bar of the same height below
+    assert png.driver == "PNG" and image.shape == (3, title + 96 + title, 96 * 2 + GAP_PX) and title >= 12
+    assert image[:, title:-title].std() > 5
+    assert np.all(image[:, :-title, 96 : 96 + GAP_PX] == 255)  # the white gap between the two panels
+    for cols in (slice(0, 96), slice(96 + GAP_PX, None)):  # each panel has its title written above it
+        assert (image[:, :title, cols].max(axis=0) < 100).sum() > 20
+    legend = image[:, -title:].reshape(3, -1).T
+    for color in QUICKLOOK_COLORS.values():  # a swatch per class
+        assert (legend == color).all(axis=1).sum() >= 9, color
     assert not list(out.glob(".*partial*"))
     assert runner.invoke(app, args).exit_code == 1
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
