@@ -166,10 +166,16 @@ def test_existing_outputs_and_inputs_are_protected(write_tif, threshold_bundle, 
         predict_scene(scene, tmp_path / "o", threshold_bundle, cfg)
     assert (tmp_path / "o" / "scene.classes.tif").stat().st_mtime_ns == before
     predict_scene(scene, tmp_path / "o", threshold_bundle, cfg.model_copy(update={"overwrite": True}))
-    # an output that would replace the input: scene named like an output
+    # a scene named like an output keeps its full name as the stem, so it is never an output's target ...
     clash = write_tif(fire_square(), name="x.classes.tif")
+    before = clash.read_bytes()
+    predict_scene(clash, tmp_path, threshold_bundle, cfg.model_copy(update={"overwrite": True}))
+    assert clash.read_bytes() == before and (tmp_path / "x.classes.classes.tif").is_file()
+    # ... and the last line of defence still refuses an output path that is an input, even with --overwrite
+    from firemap.raster import check_writable
+
     with pytest.raises(OutputExistsError, match="overwrite an input"):
-        predict_scenes([clash], tmp_path, None, cfg.model_copy(update={"overwrite": True}))
+        check_writable(clash, True, [clash])
 
 
 def test_probabilities_output_scaled_and_masked(write_tif, threshold_bundle, tmp_path) -> None:
