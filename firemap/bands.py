@@ -208,7 +208,7 @@ def _landsat(name: str, level: str, tirs: Mapping[str, Encoding]) -> SensorPrese
         resolution_m=30.0,
         saturation_raw=65535.0,
         description=f"Collection-2 {level.upper()} ({scale}); without descriptions assumes bands "
-        + ("1-7 (7 bands), 1-7,9,10,11 (10 bands) or 1-11 (11 bands)" if l1 else "SR_B1-7 [+ST_B10]"),
+        + ("1-7 (7 bands), 1-7,9,10,11 (10 bands) or 1-11 (11 bands)" if l1 else "SR_B1-7 (+ST_B10)"),
     )
 
 
@@ -411,13 +411,35 @@ def parse_band_spec(spec: str) -> dict[str, tuple[str, float | None, float | Non
             raise BandResolutionError(
                 f"unknown canonical band {m['name']!r} in --bands; choose from {', '.join(CANONICAL_BANDS)}"
             )
+        if name in out:
+            raise BandResolutionError(
+                f"--bands names {name} twice ({item!r}); give each canonical band once"
+            )
         try:
             scale = float(m["scale"]) if m["scale"] else None
             offset = float(m["off"]) if m["off"] else None
         except ValueError:
             raise BandResolutionError(f"bad scale/offset in --bands item {item!r}; use numbers") from None
+        _check_scaling(item, scale, offset)
         out[name] = (m["src"], scale, offset)
     return out
+
+
+MAX_SCALE = 1e6
+"""Largest ``--bands`` scale or offset magnitude accepted: beyond it float32 physical values overflow or lose
+all meaning (reflectance is ~0..1, brightness temperatures a few hundred K)."""
+
+
+def _check_scaling(item: str, scale: float | None, offset: float | None) -> None:
+    if scale is not None and not (math.isfinite(scale) and 1.0 / MAX_SCALE <= abs(scale) <= MAX_SCALE and scale > 0):
+        raise BandResolutionError(
+            f"bad scale {scale!r} in --bands item {item!r}: it must be a positive number between {1 / MAX_SCALE:g} and "
+            f"{MAX_SCALE:g} (physical = raw * SCALE + OFFSET), e.g. 0.0001 for reflectance x 10000"
+        )
+    if offset is not None and not (math.isfinite(offset) and abs(offset) <= MAX_SCALE):
+        raise BandResolutionError(
+            f"bad offset {offset!r} in --bands item {item!r}: it must be a finite number within +-{MAX_SCALE:g}"
+        )
 
 
 def _lookup_alias(preset: SensorPreset | None, description: str) -> tuple[str | None, Encoding | None]:
