@@ -126,6 +126,21 @@ def boundary_error(exc: BaseException) -> FiremapError | None:
                                     "another --out folder")
         return InputReadError(f"GDAL could not read or write a file ({text}); check that inputs are complete, "
                               "readable rasters and the --out folder is writable")
-    if module.startswith("torch") or "pickle" in module:
-        return BundleError(f"a model file could not be loaded ({text}); re-export or re-download it")
+    loaded = _torch_load_file(exc)
+    if loaded is not None or module.startswith("torch") or "pickle" in module:
+        what = f"{loaded}: " if loaded else ""
+        first = text.split(". ")[0][:200]  # torch's later sentences suggest weights_only=False: never do that
+        return BundleError(f"{what}not a readable model or weights file ({first}); re-export or re-download it")
     return None
+
+
+def _torch_load_file(exc: BaseException) -> str | None:
+    """The file argument of ``torch.load`` if ``exc`` was raised inside it, else None."""
+    tb = exc.__traceback__
+    found: str | None = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "load" and code.co_filename.replace("\\", "/").endswith("torch/serialization.py"):
+            found = str(tb.tb_frame.f_locals.get("f", "?"))
+        tb = tb.tb_next
+    return found

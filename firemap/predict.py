@@ -33,6 +33,7 @@ from firemap.raster import (
     TiledWriter,
     bounded_gdal_cache,
     check_writable,
+    claimed_outputs,
     colormap_for,
     open_scene,
     output_stem,
@@ -557,12 +558,14 @@ def predict_scene(
     bundle: Bundle,
     cfg: PredictConfig,
     progress: Progress | None = None,
+    claimed: bool = False,
 ) -> SceneResult:
     """Predict one scene and write its outputs (class COG, QGIS styles, vectors, optional probability COG).
 
     All outputs are claimed first (a concurrent run into the same folder fails fast), written under hidden
     temporary names and renamed together only when the scene is complete: an error, Ctrl-C, SIGTERM or a full
-    disk leaves no file under a final name.
+    disk leaves no file under a final name. ``claimed``: the caller holds the claims already
+    (:func:`firemap.raster.claimed_outputs`, as :func:`predict_scenes` does for all scenes at the start).
 
     Raises:
         FiremapError subclasses: bad scene, bands, tiling, outputs that exist without ``overwrite`` or are
@@ -576,7 +579,7 @@ def predict_scene(
     info, paths, classes = plan.info, plan.outputs, bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
     thresholds = bundle.config.class_thresholds(cfg.thresholds)
-    with staged_outputs(paths, cfg.overwrite, [info.path]) as tmp:
+    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp:
         with contextlib.ExitStack() as stack:
             writers = {"classes": stack.enter_context(
                 _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
@@ -641,6 +644,7 @@ def plan_scenes(
     if out.exists() and not out.is_dir():
         raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
     check_thresholds(cfg, bundle)
+    select_device(cfg.device)
     infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs) for s in scenes]
     plans = [plan_scene(info, bundle, cfg, out) for info in infos]
     seen: dict[Path, Path] = {}
@@ -682,8 +686,8 @@ def predict_scenes(
     plans = plan_scenes(infos, out_dir, bundle, cfg)
     log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
     results = []
-    with bounded_gdal_cache():
-        for plan in plans:
+    with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
+        for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
             progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None
-            results.append(predict_scene(plan, out_dir, bundle, cfg, progress))
+            results.append(predict_scene(plan, out_dir, bundle, cfg, progress, claimed=True))
     return results

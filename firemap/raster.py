@@ -158,7 +158,10 @@ def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> Scen
                 has_mask=has_mask,
             )
     except RasterioIOError as exc:
-        raise NotARasterError(f"{p}: not a raster GDAL can read ({first_line(exc)})") from None
+        raise NotARasterError(
+            f"{p}: not a raster GDAL can read ({first_line(exc)}); if it is a GeoTIFF it is truncated or corrupt: "
+            "re-download or re-export it"
+        ) from None
     if info.grid.crs is not None and info.grid.transform.is_identity:
         if not allow_no_crs:
             raise MissingCRSError(
@@ -423,20 +426,48 @@ def _write_error(exc: BaseException, folder: Path) -> OutputWriteError | None:
 
 
 @contextlib.contextmanager
+def claimed_outputs(finals: Sequence[Path]) -> Iterator[None]:
+    """Hold the claim (lock file) on every path of ``finals`` for the duration of the block.
+
+    Folders are created. Claims are taken in sorted order and all released at the end, whatever happens.
+
+    Raises:
+        OutputLockedError: another live run holds one of them (nothing written).
+        OutputWriteError: a folder cannot be created or written.
+    """
+    unique = sorted(set(finals))
+    for folder in {p.parent for p in unique}:
+        ensure_folder(folder)
+    locks: list[Path] = []
+    try:
+        for p in unique:
+            locks.append(claim_output(p))
+        yield
+    finally:
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def staged_outputs(
-    finals: Mapping[str, str | os.PathLike[str]], overwrite: bool = False, inputs: Sequence[Path] = ()
+    finals: Mapping[str, str | os.PathLike[str]],
+    overwrite: bool = False,
+    inputs: Sequence[Path] = (),
+    claimed: bool = False,
 ) -> Iterator[dict[str, Path]]:
     """Write a set of outputs that appear together or not at all.
 
-    Claims every final path first (exclusive lock files: a concurrent run into the same folder fails fast),
-    yields a temporary path beside each (hidden: ``.NAME.<random>.partial.EXT``), and only when the block
-    succeeds moves them all to their final names. On any error, Ctrl-C or SIGTERM the temporaries and locks
-    are removed and no final name is touched. Temporaries of a killed run are removed by the next run.
+    Claims every final path first (exclusive lock files, :func:`claimed_outputs`: a concurrent run into the same
+    folder fails fast), yields a temporary path beside each (hidden: ``.NAME.<random>.partial.EXT``), and only
+    when the block succeeds moves them all to their final names. On any error, Ctrl-C or SIGTERM the
+    temporaries and locks are removed and no final name is touched. Temporaries of a killed run are removed by
+    the next run that claims the same output.
 
     Args:
         finals: output kind -> final path (one folder or several; folders are created).
         overwrite: replace existing finals.
         inputs: input files that no output may replace.
+        claimed: the caller already holds the claims (e.g. taken for all scenes of a run at its start).
 
     Yields:
         output kind -> temporary path to write.
@@ -449,17 +480,13 @@ def staged_outputs(
     paths = {k: Path(v) for k, v in finals.items()}
     for p in paths.values():
         check_writable(p, overwrite, inputs)
-    for folder in {p.parent for p in paths.values()}:
-        ensure_folder(folder)
-    locks: list[Path] = []
+    claim = contextlib.nullcontext() if claimed else claimed_outputs(list(paths.values()))
     temps: dict[str, Path] = {}
-    try:
-        for p in sorted(set(paths.values())):
-            locks.append(claim_output(p))
-        for p in paths.values():  # again, now that they are ours: a run may have finished meanwhile
-            check_writable(p, overwrite, inputs)
-        temps = {k: p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.partial{p.suffix}") for k, p in paths.items()}
+    with claim:
         try:
+            for p in paths.values():  # again, now that they are ours: a run may have finished meanwhile
+                check_writable(p, overwrite, inputs)
+            temps = {k: p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.partial{p.suffix}") for k, p in paths.items()}
             yield temps
             _publish([(temps[k], paths[k]) for k in paths], overwrite)
         except Exception as exc:
@@ -467,11 +494,9 @@ def staged_outputs(
             if mapped is None:
                 raise
             raise mapped from None
-    finally:
-        for tmp in temps.values():
-            _remove_temporary(tmp)
-        for lock in locks:
-            lock.unlink(missing_ok=True)
+        finally:
+            for tmp in temps.values():
+                _remove_temporary(tmp)
 
 
 @contextlib.contextmanager

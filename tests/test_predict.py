@@ -13,7 +13,7 @@ import torch
 from firemap.config import DEFAULT_CLASSES, PredictConfig
 from firemap.errors import OutputExistsError
 from firemap.models import Bundle
-from firemap.predict import classify, forward_probs, iter_predictions, predict_scene, predict_scenes
+from firemap.predict import classify, forward_probs, iter_predictions, predict_scene
 from firemap.raster import CLASS_NODATA, open_scene
 from tests.conftest import GEO_TRANSFORM, UTM_TRANSFORM, background
 

@@ -121,9 +121,9 @@ def check_mask(pair: ScenePair, src: SceneSource) -> None:
         ConfigError: the mask holds values that were not declared (they would silently count as negatives).
     """
     image, mask = open_scene(pair.image, allow_no_crs=True), open_scene(pair.mask, allow_no_crs=True)
-    if mask.grid.crs is not None or not mask.grid.transform.is_identity:
-        check_same_grid(image, mask, what=f"mask {pair.mask}")
-    elif (mask.grid.width, mask.grid.height) != (image.grid.width, image.grid.height):
+    georeferenced = mask.grid.crs is not None or not mask.grid.transform.is_identity
+    same_size = (mask.grid.width, mask.grid.height) == (image.grid.width, image.grid.height)
+    if georeferenced or not same_size:
         check_same_grid(image, mask, what=f"mask {pair.mask}")
     positive = [v for vs in src.mask_values.values() for v in vs] if src.mask_format == "values" else [1]
     declared = {0, *positive, *src.ignore_values, *([] if mask.nodata is None else [mask.nodata])}
@@ -132,7 +132,7 @@ def check_mask(pair: ScenePair, src: SceneSource) -> None:
         for r0 in range(0, msk.height, 1024):
             window = Window(0, r0, msk.width, min(1024, msk.height - r0))
             found.update(np.unique(msk.read(window=window)).tolist())
-    undeclared = sorted(v for v in found if v not in declared and not (v != v))
+    undeclared = sorted(v for v in found if v not in declared and v == v)  # NaN: float nodata
     if undeclared:
         how = ("add them to mask_values (--mask-value CLASS=V,...) or ignore_values" if src.mask_format == "values"
                else "bands masks hold 0/1 and ignore values only")
