@@ -347,9 +347,11 @@ def _predict_queue(
 
 
 def _row_blocks(released: Iterator[tuple[int, np.ndarray]]) -> Iterator[RowBlock]:
-    for row_off, values in released:
+    for row_off, values in released:  # ``values`` is a fresh array: zero the invalid pixels in place
         valid = values[-1] > 0.5
-        yield RowBlock(row_off, np.where(valid, values[:-1], 0.0).astype(np.float32), valid)
+        probs = values[:-1]
+        probs[:, ~valid] = 0.0
+        yield RowBlock(row_off, probs, valid)
 
 
 MAX_QUEUED_BATCHES = 4
