@@ -171,3 +171,25 @@ def test_shipped_predict_config_is_valid() -> None:
 
     cfg = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "predict.yaml", PredictConfig)
     assert cfg == PredictConfig()
+
+
+def test_group_quiet_and_verbose_apply_to_the_command(scene, smp_bundle_path, tmp_path) -> None:
+    import logging
+
+    code, out = run("-q", "predict", scene, "--out", tmp_path / "o", "--model", smp_bundle_path)
+    assert code == 0, out
+    assert "tiles/s" not in out and "0:00" not in out  # no progress bar with the group's -q
+    assert logging.getLogger("firemap").getEffectiveLevel() == logging.ERROR
+    code, out = run("-vv", "info", scene)
+    assert code == 0 and logging.getLogger("firemap").getEffectiveLevel() == logging.DEBUG
+
+
+def test_help_lists_every_sensor_preset_and_vector_format() -> None:
+    from firemap.bands import SENSORS
+
+    code, out = run("predict", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in SENSORS:
+        assert name in text
+    assert "geojson | gpkg" in text
