@@ -131,7 +131,8 @@ class RowStitcher:
 
     Feed tiles in row-major order with :meth:`add`; after the last tile of each tile-row call
     :meth:`release`, which yields ``(row_off, values)`` blocks, ``values`` being ``(channels, rows, width)``
-    float32 weighted means (fresh arrays, at most :data:`RELEASE_BYTES` each). After the last tile-row every scene row has been released exactly once.
+    float32 weighted means (fresh arrays, at most :data:`RELEASE_BYTES` each). After the last tile-row every
+    scene row has been released exactly once.
 
     Args:
         grid: the tile grid.
