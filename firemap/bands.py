@@ -272,16 +272,24 @@ SENSORS: dict[str, SensorPreset] = {
 """Sensor presets by ``--sensor`` name."""
 
 
+SENSOR_ALIASES: dict[str, str] = {"landsat8": "landsat8-l1", "landsat9": "landsat9-l1", "sentinel2": "sentinel2-l2a"}
+"""Short sensor names -> the preset they mean. They are the names ``firemap simulate`` and ``demo`` use (the
+simulator writes Landsat L1 DN and Sentinel-2 L2A), so ``--sensor`` takes the same words everywhere."""
+
+
 def get_sensor(name: str) -> SensorPreset:
-    """Return the preset called ``name``.
+    """Return the preset called ``name`` (or named by one of :data:`SENSOR_ALIASES`, e.g. ``sentinel2``).
 
     Raises:
         BandResolutionError: unknown name (the message lists the valid ones).
     """
+    key = name.strip().lower()
     try:
-        return SENSORS[name.lower()]
+        return SENSORS[SENSOR_ALIASES.get(key, key)]
     except KeyError:
-        raise BandResolutionError(f"unknown sensor {name!r}; choose one of: {', '.join(SENSORS)}") from None
+        aliases = ", ".join(f"{a} = {p}" for a, p in SENSOR_ALIASES.items())
+        raise BandResolutionError(f"unknown sensor {name!r}; choose one of: {', '.join(SENSORS)} (short names: "
+                                  f"{aliases})") from None
 
 
 @dataclass(frozen=True)
@@ -554,7 +562,8 @@ def resolve_bands(
     Args:
         descriptions: the file's band descriptions by position (None or '' where absent).
         count: number of bands in the file.
-        sensor: a preset name (see :data:`SENSORS`); guessed from the descriptions when None.
+        sensor: a preset name (see :data:`SENSORS`) or a short name (:data:`SENSOR_ALIASES`); guessed from the
+            descriptions when None.
         spec: ``--bands`` text, see :func:`parse_band_spec`.
         tags: the file's dataset tags (used for the Sentinel-2 radiometric offset).
 
@@ -580,7 +589,8 @@ def resolve_bands(
         sources[canonical] = BandSource(canonical, index, enc, descriptions[index - 1])
     ordered = {b: sources[b] for b in CANONICAL_BANDS if b in sources}
     log.debug("resolved bands (sensor=%s): %s", name, {k: v.label() for k, v in ordered.items()})
-    return BandMap(sources=ordered, sensor=name, count=count, descriptions=descriptions)
+    return BandMap(sources=ordered, sensor=preset.name if preset is not None else None, count=count,
+                   descriptions=descriptions)
 
 
 def to_physical(raw: np.ndarray, sources: Sequence[BandSource]) -> np.ndarray:
@@ -619,6 +629,7 @@ __all__ = [
     "BAND_WAVELENGTH_UM",
     "CANONICAL_BANDS",
     "SENSORS",
+    "SENSOR_ALIASES",
     "TCI_ENCODING",
     "THERMAL_BANDS",
     "BandMap",

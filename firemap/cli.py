@@ -24,8 +24,10 @@ from firemap.bands import CANONICAL_BANDS, SENSORS
 from firemap.config import VectorFormat
 from firemap.errors import ConfigError, FiremapError, InterruptedRun, boundary_error
 
+# rich_markup_mode=None: help texts are plain text, so "[default: ...]" written in them is not eaten as Rich markup
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Map active fire, smoke and burn scars in satellite scenes."
+    add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+    help="Map active fire, smoke and burn scars in satellite scenes.",
 )
 console = Console(stderr=True)
 log = logging.getLogger("firemap")
@@ -433,7 +435,8 @@ def _train_bar(quiet: bool) -> Any:
             task = progress.add_task("train", total=None, epoch=1, loss=float("nan"), lr=0.0)
 
             def update(step: int, total: int, info: dict[str, float]) -> None:
-                progress.update(task, completed=step, total=total, **info)
+                fields: dict[str, Any] = dict(info)  # epoch, loss, lr: the columns' task fields
+                progress.update(task, completed=step, total=total, **fields)
 
             yield update
 
@@ -455,8 +458,8 @@ def _train_command(config: Path, overrides: dict[str, Any], verbose: int, quiet:
 def train(
     config: Path = typer.Argument(..., help="Training YAML (configs/deeplabv3plus.yaml, configs/unet.yaml)."),
     out: str | None = typer.Option(None, help="Run folder (bundles, train_state.pt, log.csv)."),
-    init: str | None = typer.Option(None, help="none | imagenet (downloads smp weights) | PATH to a bundle or an "
-                                    "smp/timm encoder state dict."),
+    init: str | None = typer.Option(None, help="none | imagenet (downloads smp weights) | default (the shipped "
+                                    "model) | PATH to a bundle or an smp/timm encoder state dict."),
     epochs: int | None = typer.Option(None, help="Epochs."),
     steps_per_epoch: int | None = typer.Option(None, help="Optimizer steps per epoch."),
     batch_size: int | None = typer.Option(None, help="Tiles per step."),
@@ -481,11 +484,15 @@ def train(
 @handle_errors
 def finetune(
     config: Path = typer.Argument(..., help="Fine-tuning YAML (configs/finetune.yaml)."),
-    init: str | None = typer.Option(None, help="Bundle or encoder state dict to start from [default: the config's]."),
+    init: str | None = typer.Option(None, help="'default' (the shipped model), a bundle or an encoder state dict to "
+                                    "start from; the model keys the config leaves out are the bundle's "
+                                    "[default: the config's]."),
     freeze_encoder_epochs: int | None = typer.Option(None, help="Train only decoder and head for N first epochs."),
     encoder_lr_mult: float | None = typer.Option(None, help="Encoder learning rate = lr x this (e.g. 0.1)."),
     out: str | None = typer.Option(None, help="Run folder."),
     epochs: int | None = typer.Option(None, help="Epochs."),
+    steps_per_epoch: int | None = typer.Option(None, help="Optimizer steps per epoch."),
+    batch_size: int | None = typer.Option(None, help="Tiles per step."),
     lr: float | None = typer.Option(None, help="Base (decoder) learning rate."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
@@ -493,11 +500,11 @@ def finetune(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
-    """Fine-tune a trained model on new data: kernels mapped by band name, heads by class name."""
+    """Fine-tune a trained model on new data: the init bundle's network, kernels mapped by band name, heads by class."""
     _train_command(config, {
         "init": init, "freeze_encoder_epochs": freeze_encoder_epochs, "optim.encoder_lr_mult": encoder_lr_mult,
-        "out": out, "epochs": epochs, "optim.lr": lr, "device": device, "resume": resume or None,
-        "overwrite": overwrite or None,
+        "out": out, "epochs": epochs, "steps_per_epoch": steps_per_epoch, "data.batch_size": batch_size,
+        "optim.lr": lr, "device": device, "resume": resume or None, "overwrite": overwrite or None,
     }, verbose, quiet)
 
 
@@ -527,8 +534,35 @@ def _eval_table(report: Any) -> None:
     Console().print(table)
     extra = [f"macro IoU {cell('macro_iou')}", f"predicted fire objects {s.get('predicted_fire_objects', 0)}"]
     if "fire_object_recall" in s:
-        extra.append(f"fire object recall {cell('fire_object_recall')} of {s['fire_objects']} clusters")
+        extra.append(f"fire object recall {cell('fire_object_recall')} of {s['fire_objects']} fire objects")
     Console().print(", ".join(extra), highlight=False)
+    _eval_scene_table(report)
+
+
+def _eval_scene_table(report: Any) -> None:
+    """One row per scene: IoU/F1/precision/recall per labelled class, fire objects, in-training flag."""
+    from rich.table import Table
+
+    table = Table(title="per scene (* = in the model's training data: in-sample)")
+    columns = ["scene"] + [f"{c} {m}" for c in report.labelled for m in ("IoU", "F1", "precision", "recall")]
+    columns += ["fire objects hit"] if "fire" in report.labelled else []
+    for col in [*columns, "predicted fire objects"]:
+        table.add_column(col, justify="left" if col == "scene" else "right")
+    for sc in report.scenes:
+        summary = sc.confusion.summary()
+        row = [sc.scene + (" *" if sc.in_training else "")]
+        for c in report.labelled:
+            row += [_fmt(summary.get(f"{c}_{m}")) for m in ("iou", "f1", "precision", "recall")]
+        row += [f"{sc.fire_objects[0]}/{sc.fire_objects[1]}"] if "fire" in report.labelled else []
+        table.add_row(*row, str(sc.predicted_fire_objects))
+    Console().print(table)
+    trained = [sc.scene for sc in report.scenes if sc.in_training]
+    if trained:
+        Console().print(f"[yellow]in-sample:[/] {', '.join(trained)} in the model's training data", highlight=False)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
 
 
 @app.command()

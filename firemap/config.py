@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +18,21 @@ from firemap.errors import ConfigError
 
 
 class Closed(BaseModel):
-    """Base for config models: unknown keys are errors, instances are immutable."""
+    """Base for config models: unknown keys are errors (naming the valid keys), instances are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                valid = list(cls.model_fields)
+                close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown key(s) {unknown}{hint}; valid keys: {', '.join(valid)}")
+        return data
 
 
 class ClassInfo(Closed):
@@ -265,4 +278,4 @@ def validate(model: type[Closed], data: dict[str, Any], source: str = "config") 
         where = ".".join(str(x) for x in err["loc"]) or "(top level)"
         if source == "command line":
             where = "--" + where.replace("_", "-")
-        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
+        raise ConfigError(f"{source}: {where}: {err['msg'].removeprefix('Value error, ')}") from None

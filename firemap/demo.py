@@ -4,7 +4,9 @@ The quicklook is a PNG with two panels of the same false-colour composite (swir2
 stretched between its 2nd and 98th percentile: vegetation green, burn scars red-brown, active fire bright
 orange-yellow, smoke bluish), the simulator's exact labels outlined on the left and the model's classes outlined on
 the right. Outlines are 2 px wide in colours that stand out on that composite: fire yellow, smoke cyan, burn scar
-magenta (:data:`QUICKLOOK_COLORS`; the class rasters and QGIS styles keep the class colours).
+magenta (:data:`QUICKLOOK_COLORS`; the class rasters and QGIS styles keep the class colours). A title above each
+panel says which is which ("truth: simulator labels", "prediction: <model>"), and a legend below names the
+outline colours and the composite (drawn with OpenCV's Hershey font, no plotting library needed).
 """
 
 from __future__ import annotations
@@ -108,19 +110,88 @@ def write_png(path: Path, image: np.ndarray, overwrite: bool = False) -> Path:
     return path
 
 
-def quicklook(scene: Path, labels: Path | None, classes_tif: Path, png: Path, overwrite: bool = False) -> Path:
-    """Two-panel PNG: false colour with the true labels (left, if given) and the predicted classes (right)."""
+GAP_PX = 8
+"""White gap between the two panels, pixels."""
+
+
+def _font_scale(width: int) -> float:
+    """Hershey font scale for a panel ``width`` pixels wide (about 13 px high text on a 512 px panel)."""
+    return float(np.clip(width / 1000, 0.3, 0.8))
+
+
+def _text_bar(width: int, height: int, items: Sequence[tuple[str, tuple[int, int, int] | None]], scale: float,
+              ) -> np.ndarray:
+    """A white ``(3, height, width)`` bar with ``items`` left to right: a colour swatch (when given) then text.
+
+    Items that do not fit are left out; the first always starts at the left edge.
+    """
+    import cv2
+
+    bar = np.full((height, width, 3), 255, np.uint8)
+    x, pad = 4, max(4, height // 4)
+    for text, color in items:
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        swatch = th + 2 if color is not None else 0
+        if x + swatch + tw > width - 2 and x > 4:
+            break
+        if color is not None:
+            cv2.rectangle(bar, (x, (height - th) // 2 - 1), (x + th, (height + th) // 2), color, -1)
+            cv2.rectangle(bar, (x, (height - th) // 2 - 1), (x + th, (height + th) // 2), (0, 0, 0), 1)
+            x += swatch + 2
+        cv2.putText(bar, text, (x, (height + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        x += tw + 2 * pad
+    return bar.transpose(2, 0, 1)
+
+
+def _titled(panel: np.ndarray, titles: Sequence[str], scale: float, height: int) -> np.ndarray:
+    """``panel`` under the first title of ``titles`` that fits its width (the last one otherwise)."""
+    import cv2
+
+    width = panel.shape[2]
+    fits = [t for t in titles if cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width - 8]
+    return np.concatenate([_text_bar(width, height, [((fits or titles[-1:])[0], None)], scale), panel], axis=1)
+
+
+def quicklook(
+    scene: Path, labels: Path | None, classes_tif: Path, png: Path, overwrite: bool = False, model: str = "model"
+) -> Path:
+    """Two-panel PNG: false colour with the true labels (left, if given) and the predicted classes (right), each
+    under a title saying which it is, with a legend of the outline colours below.
+
+    Args:
+        scene: the scene GeoTIFF.
+        labels: its true labels (``(classes, rows, cols)`` 0/1 GeoTIFF), or None for the prediction panel only.
+        classes_tif: the predicted class raster.
+        png: output path.
+        overwrite: replace an existing PNG.
+        model: model name for the prediction panel's title.
+
+    Returns:
+        ``png``: an RGB PNG of ``title + rows + legend`` by ``panels x cols + gaps`` pixels.
+    """
     base = false_colour(scene)
+    width = base.shape[2]
+    scale = _font_scale(width)
+    bar = round(32 * scale / 0.5)
     with rasterio.open(classes_tif) as src:
         predicted = outline(base, class_masks(src.read(1), DEFAULT_CLASSES), DEFAULT_CLASSES)
-    panels = [predicted]
+    panels = [_titled(predicted, [f"prediction: {model}", "prediction"], scale, bar)]
     if labels is not None:
         with rasterio.open(labels) as src:
             truth = src.read() == 1
-        panels.insert(0, outline(base, truth, DEFAULT_CLASSES))
-    gap = np.full((3, base.shape[1], 8), 255, np.uint8)
+        panels.insert(0, _titled(outline(base, truth, DEFAULT_CLASSES), ["truth: simulator labels", "truth"],
+                                 scale, bar))
+    gap = np.full((3, panels[0].shape[1], GAP_PX), 255, np.uint8)
     image = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=2)
+    legend: list[tuple[str, tuple[int, int, int] | None]] = [
+        (c.name.replace("_", " "), QUICKLOOK_COLORS.get(c.name, c.color)) for c in DEFAULT_CLASSES]
+    legend.append(("outlines on false colour " + "/".join(b.upper() for b in FALSE_COLOUR), None))
+    image = np.concatenate([image, _text_bar(image.shape[2], bar, legend, scale)], axis=1)
     return write_png(png, image, overwrite)
+
+
+def _model_name(model: str | Path | None) -> str:
+    return "default model" if model is None else Path(model).name.removesuffix(".firemap.pt")
 
 
 def run_demo(
@@ -163,11 +234,12 @@ def run_demo(
     scene_path, label_path = write_scene(scene, scene_path, overwrite=overwrite)
     cfg = PredictConfig(overwrite=overwrite)
     (result,) = predict_scenes([scene_path], out, model, cfg)
-    quicklook(scene_path, label_path, result.outputs["classes"], png, overwrite)
+    quicklook(scene_path, label_path, result.outputs["classes"], png, overwrite, _model_name(model))
     log.info("demo outputs in %s", out)
     return DemoResult(scene_path, label_path, png, dict(result.outputs), result.area_ha, result.polygons)
 
 
 __all__ = [
-    "QUICKLOOK_COLORS", "DemoResult", "class_masks", "false_colour", "outline", "quicklook", "run_demo", "write_png",
+    "GAP_PX", "QUICKLOOK_COLORS", "DemoResult", "class_masks", "false_colour", "outline", "quicklook", "run_demo",
+    "write_png",
 ]

@@ -531,10 +531,20 @@ def check_same_grid(a: SceneInfo, b: SceneInfo, what: str = "") -> None:
         )
 
 
+BACKGROUND_COLOR: tuple[int, int, int] = (255, 255, 255)
+"""Colour of background (0) in the class raster's embedded colour table."""
+
+
 def colormap_for(colors: Mapping[int, tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:
-    """A 256-entry RGBA colour table: the class colours opaque, everything else (background 0, nodata 255)
-    transparent, so viewers without the QGIS style still show only the classes."""
+    """A 256-entry RGBA colour table for a class raster: each class in its colour, background 0 white.
+
+    GeoTIFF colour tables carry no transparency (GDAL reads every entry back as opaque), so the table itself
+    cannot hide the background. The QGIS style written beside the raster (``<stem>.classes.qml``) draws
+    background and nodata transparent; viewers that use only the embedded table show background white (not
+    black, which reads as data) and nodata (255, the file's declared nodata value) transparent.
+    """
     cmap = {i: (0, 0, 0, 0) for i in range(256)}
+    cmap[0] = (*BACKGROUND_COLOR, 0)
     cmap.update({k: (*v, 255) for k, v in colors.items()})
     cmap[CLASS_NODATA] = (0, 0, 0, 0)
     return cmap

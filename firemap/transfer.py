@@ -45,6 +45,9 @@ SENTINEL2_13: tuple[str | None, ...] = (
 )
 """Channel order of 13-band Sentinel-2 pretrained encoders (B01..B08, B8A, B09, B10, B11, B12)."""
 
+DEFAULT_INIT = "default"
+"""``init`` value naming the shipped default model."""
+
 FETCH_TIMEOUT_S = 120.0
 """Longest wait for ``--init imagenet`` weights before giving up."""
 
@@ -131,6 +134,7 @@ def transfer_state(
     state: Mapping[str, torch.Tensor],
     source_channels: Sequence[str | None],
     source_classes: Sequence[str] | None = None,
+    whole_network: bool = False,
 ) -> dict[str, int]:
     """Load ``state`` into ``model`` as far as it fits: first conv by band name, head rows by class name,
     every other tensor when name and shape match.
@@ -141,9 +145,12 @@ def transfer_state(
         state: source state dict with the new model's key names (``encoder.`` prefix etc.).
         source_channels: channel names of the source's first conv.
         source_classes: class names of the source head rows, if it has a head.
+        whole_network: the source is a whole network (a firemap bundle): warn, naming the modules, when some of
+            this network's tensors get nothing from it (e.g. a DeepLabv3+ decoder from a U-Net bundle).
 
     Returns:
-        Counts: ``copied`` tensors, ``adapted`` (first conv and head), ``skipped`` source tensors that did not fit.
+        Counts: ``copied`` tensors, ``adapted`` (first conv and head), ``skipped`` source tensors that did not fit,
+        ``fresh`` tensors of this network left at their random initialisation.
     """
     target = model.state_dict()
     conv = first_conv_key(model)
@@ -169,7 +176,22 @@ def transfer_state(
                            f"are for another encoder")
     model.load_state_dict(new, strict=False)
     log.info("init: %(copied)d tensors copied, %(adapted)d adapted, %(skipped)d skipped", counts)
+    fresh = [k for k in target if k not in new]
+    counts["fresh"] = len(fresh)
+    if whole_network and fresh:
+        log.warning("init: %d of %d tensors of this network start from scratch (%s): the init weights are for "
+                    "another architecture or encoder; leave the model's architecture keys out of the config to "
+                    "take the init bundle's", len(fresh), len(target), _by_module(fresh))
     return counts
+
+
+def _by_module(keys: Sequence[str]) -> str:
+    """``decoder 58, segmentation_head 2``: state-dict keys counted by top-level module."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        top = key.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + 1
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def _fetch_imagenet(encoder: str) -> dict[str, torch.Tensor]:
@@ -237,6 +259,36 @@ def _default_channels(n: int) -> tuple[str | None, ...]:
                        "bands; set init_bands (one canonical band name or null per channel)")
 
 
+def init_path(init: str) -> Path:
+    """The file an ``init`` value names: ``default`` is the shipped model (as in ``info --model default``)."""
+    if init == DEFAULT_INIT:
+        from firemap.models import default_bundle_path
+
+        return default_bundle_path()
+    return Path(os.path.expanduser(init))
+
+
+def init_bundle_config(init: str) -> dict[str, Any] | None:
+    """The model config (a plain dict) of an ``init`` that is a firemap bundle; None for ``none``, ``imagenet``
+    and encoder state dicts.
+
+    Raises:
+        WeightsError: ``init`` names a missing or unreadable file.
+        BundleError: a firemap bundle without a valid config.
+    """
+    if init in ("none", "imagenet"):
+        return None
+    path = init_path(init)
+    payload = _load_file(path)
+    if payload.get("format") != "firemap-bundle":
+        return None
+    try:
+        cfg: ModelConfig = validate(ModelConfig, payload.get("config") or {}, source=f"{path} config")
+    except ConfigError as exc:
+        raise BundleError(f"--init {path}: bundle config invalid: {exc}") from None
+    return cfg.model_dump(mode="json")
+
+
 def init_weights(
     model: nn.Module, cfg: ModelConfig, init: str, init_bands: Sequence[str | None] | None = None
 ) -> dict[str, Any]:
@@ -245,8 +297,9 @@ def init_weights(
     Args:
         model: the network.
         cfg: its config.
-        init: ``none``, ``imagenet`` (smp's pretrained encoder; downloads with a timeout), or a path to a firemap
-            bundle or an smp/timm encoder state dict (e.g. a Sentinel-2 pretrained ResNet).
+        init: ``none``, ``imagenet`` (smp's pretrained encoder; downloads with a timeout), ``default`` (the
+            shipped model), or a path to a firemap bundle or an smp/timm encoder state dict (e.g. a Sentinel-2
+            pretrained ResNet).
         init_bands: canonical band per input channel of a state dict (default: RGB for 3, S2 order for 13).
 
     Returns:
@@ -260,7 +313,7 @@ def init_weights(
     if init == "imagenet":
         counts = transfer_state(model, cfg, _fetch_imagenet(cfg.encoder), list(init_bands or IMAGENET_BANDS))
         return {"init": "imagenet", **counts}
-    path = Path(os.path.expanduser(init))
+    path = init_path(init)
     payload = _load_file(path)
     if payload.get("format") == "firemap-bundle":
         try:
@@ -268,7 +321,7 @@ def init_weights(
         except ConfigError as exc:
             raise BundleError(f"--init {path}: bundle config invalid: {exc}") from None
         counts = transfer_state(model, cfg, payload["state_dict"], channel_names(src_cfg),
-                                [c.name for c in src_cfg.classes])
+                                [c.name for c in src_cfg.classes], whole_network=True)
         return {"init": str(path), "init_kind": "bundle", "init_name": payload.get("provenance", {}).get("name"),
                 **counts}
     state = _encoder_state(payload)
@@ -291,6 +344,6 @@ def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
 
 
 __all__ = [
-    "IMAGENET_BANDS", "PRESENCE_PREFIX", "SENTINEL2_13", "adapt_kernels", "channel_names", "first_conv_key",
-    "init_weights", "set_encoder_trainable", "transfer_state",
+    "DEFAULT_INIT", "IMAGENET_BANDS", "PRESENCE_PREFIX", "SENTINEL2_13", "adapt_kernels", "channel_names",
+    "first_conv_key", "init_bundle_config", "init_path", "init_weights", "set_encoder_trainable", "transfer_state",
 ]

@@ -80,8 +80,15 @@ def test_names_are_escaped_and_combined_qml_has_both_parts() -> None:
 def test_write_styles_files_and_overwrite(tmp_path: Path) -> None:
     paths = write_styles(tmp_path, STEM, DEFAULT_CLASSES, "geojson")
     assert [p.name for p in paths] == [f"{STEM}.qml", f"{STEM}.classes.qml"]
-    assert paths[0].read_text() == combined_qml(DEFAULT_CLASSES)
-    assert paths[1].read_text() == raster_qml(DEFAULT_CLASSES)
+    stem_qml, raster_only = (ET.fromstring(p.read_text(encoding="utf-8").split("\n", 1)[1]) for p in paths)
+    palette = [("1", "fire", "#ff2800"), ("2", "smoke", "#96bee6"), ("3", "burn_scar", "#5a2814")]
+    for root in (stem_qml, raster_only):  # both style the class raster with the class palette
+        assert [(e.get("value"), e.get("label"), e.get("color")) for e in root.iter("paletteEntry")] == palette
+    # <stem>.qml also styles the polygons (categorized on `class`); <stem>.classes.qml is raster-only
+    renderer = stem_qml.find("renderer-v2")
+    assert renderer is not None and renderer.get("attr") == "class"
+    assert [c.get("value") for c in renderer.iter("category")] == ["fire", "smoke", "burn_scar"]
+    assert raster_only.find("renderer-v2") is None
     with pytest.raises(OutputExistsError):
         write_styles(tmp_path, STEM, DEFAULT_CLASSES, "geojson")
     with pytest.raises(OutputExistsError):

@@ -14,10 +14,9 @@ import torch
 from firemap.config import ModelConfig, PredictConfig
 from firemap.errors import ConfigError, OutputExistsError
 from firemap.models import load_bundle
-from firemap.predict import iter_predictions
-from firemap.raster import open_scene
 from firemap.train.config import AugmentConfig, SceneSource, train_config_from_dict
 from firemap.train.data import Augmenter, SceneTiles, TileSample, band_statistics, decode_mask
+from firemap.train.evaluate import evaluate_source
 from firemap.train.loop import fit, poly_lr
 from firemap.train.losses import IGNORE, MaskedMultiLabelLoss
 from tests._train_helpers import BANDS, tiny_train_config, write_pairs
@@ -239,10 +238,12 @@ def test_fit_two_steps_bundle_reloads_and_predicts(tmp_path: Path) -> None:
     bundle = load_bundle(result.last)
     assert bundle.config.mean != (0.0,) * 6  # statistics computed from the data and stored
     assert bundle.provenance["name"] == "tiny" and bundle.provenance["step"] == 2
-    info = open_scene(tmp_path / "d" / "images" / "s0.tif")
-    blocks = list(iter_predictions(info, bundle, PredictConfig(device="cpu")))
-    probs = np.concatenate([b.probs for b in blocks], axis=1)
-    assert probs.shape == (3, 64, 64) and np.isfinite(probs).all() and 0 <= probs.min() <= probs.max() <= 1
+    # the reloaded bundle (weights + statistics + config) reproduces the validation score of the trained network
+    val = SceneSource(images=str(tmp_path / "d" / "images"), masks=str(tmp_path / "d" / "masks"))
+    again = evaluate_source(bundle, val, PredictConfig(device="cpu"), baselines=False).summary()
+    assert again["burn_scar_iou"] == pytest.approx(row["val/burn_scar_iou"], abs=1e-9)
+    assert bundle.provenance["metrics"]["val/burn_scar_iou"] == pytest.approx(row["val/burn_scar_iou"], abs=1e-5)
+    assert bundle.provenance["train_scenes"] == {"images": ["s0.tif", "s1.tif"]}
     with open(result.out / "log.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
     with pytest.raises(OutputExistsError):

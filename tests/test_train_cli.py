@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from firemap.cli import app
+from firemap.demo import GAP_PX, QUICKLOOK_COLORS
 from firemap.models import load_bundle
 from tests._train_helpers import tiny_train_config, write_pairs
 
@@ -53,10 +55,13 @@ def test_evaluate_command_writes_json(tmp_path: Path, smp_bundle_path: Path) -> 
     out = tmp_path / "m.json"
     args = ["evaluate", "--images", str(images), "--masks", str(masks), "--model", str(smp_bundle_path),
             "--labelled", "burn_scar", "--mask-value", "burn_scar=1", "--json", str(out), "--device", "cpu"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
+    assert "per scene" in result.output and "burn_scar IoU" in result.output
     data = json.loads(out.read_text())
     assert [s["scene"] for s in data["scenes"]] == ["s0.tif", "s1.tif"]
+    for scene in data["scenes"]:  # one table row per scene, with its own IoU
+        assert re.search(rf"{scene['scene']}\s.*{scene['burn_scar_iou']:.3f}", result.output)
     assert data["labelled"] == ["burn_scar"] and "baseline_nbr_burn_scar_iou" in data["summary"]
     assert runner.invoke(app, args).exit_code == 1  # JSON exists, no --overwrite
     bad = runner.invoke(app, [*args[:-4], "--mask-value", "burn_scar", "--json", str(tmp_path / "x.json")])
@@ -75,8 +80,15 @@ def test_demo_writes_outputs_and_quicklook(tmp_path: Path, smp_bundle_path: Path
         assert (out / name).is_file(), name
     with rasterio.open(out / "demo_scene.quicklook.png") as png:
         image = png.read()
-    assert png.driver == "PNG" and image.shape == (3, 96, 96 * 2 + 8) and image.std() > 5
-    assert np.all(image[:, :, 96:104] == 255)  # the white gap between the two panels
+    title = (image.shape[1] - 96) // 2  # a title bar above the panels, a legend bar of the same height below
+    assert png.driver == "PNG" and image.shape == (3, title + 96 + title, 96 * 2 + GAP_PX) and title >= 12
+    assert image[:, title:-title].std() > 5
+    assert np.all(image[:, :-title, 96 : 96 + GAP_PX] == 255)  # the white gap between the two panels
+    for cols in (slice(0, 96), slice(96 + GAP_PX, None)):  # each panel has its title written above it
+        assert (image[:, :title, cols].max(axis=0) < 100).sum() > 20
+    legend = image[:, -title:].reshape(3, -1).T
+    for color in QUICKLOOK_COLORS.values():  # a swatch per class
+        assert (legend == color).all(axis=1).sum() >= 9, color
     assert not list(out.glob(".*partial*"))
     assert runner.invoke(app, args).exit_code == 1
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0

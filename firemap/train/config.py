@@ -7,6 +7,8 @@ Unknown keys are errors everywhere. ``model`` holds :class:`~firemap.config.Mode
 
 from __future__ import annotations
 
+import difflib
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +16,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from firemap.bands import CANONICAL_BANDS
 from firemap.config import Closed, ConfigError, Device, ModelConfig, Precision, read_yaml_mapping, validate
+from firemap.errors import FiremapError
+
+log = logging.getLogger(__name__)
+
+SELECT_METRICS = ("iou", "f1", "precision", "recall", "iou_scene_mean")
+"""Per-class validation metrics ``<class>_<metric>`` that ``select_metric`` may name (plus ``macro_iou``,
+``macro_f1``, and any of these prefixed by ``<validation source name>/``)."""
 
 
 class SceneSource(Closed):
@@ -69,6 +78,28 @@ class SceneSource(Closed):
         return Path(first).name or "scenes"
 
 
+class SimulatorOptions(Closed):
+    """Simulator settings that are not drawn per scene (:func:`firemap.simulate.simulate_scene` arguments).
+
+    Attributes:
+        landscape: land-cover mix (a key of ``firemap.simulate.landscape.LANDSCAPES``); None = a random one per
+            scene.
+        haze: add background aerosol (unlabelled).
+    """
+
+    landscape: str | None = None
+    haze: bool = True
+
+    @field_validator("landscape")
+    @classmethod
+    def _known_landscape(cls, value: str | None) -> str | None:
+        from firemap.simulate.landscape import LANDSCAPES
+
+        if value is not None and value not in LANDSCAPES:
+            raise ValueError(f"unknown landscape {value!r}; choose one of: {', '.join(LANDSCAPES)} (or null = random)")
+        return value
+
+
 class SimulatorSource(Closed):
     """The physically based simulator (:mod:`firemap.simulate`) as an infinite seeded source of tiles.
 
@@ -90,7 +121,7 @@ class SimulatorSource(Closed):
         pool_size: their size in pixels.
         scenes: for validation sources: number of simulated hold-out scenes.
         scene_size: for validation sources: their size in pixels.
-        options: extra keyword arguments for :func:`firemap.simulate.simulate_scene` (e.g. ``landscape``).
+        options: simulator settings not drawn per scene (:class:`SimulatorOptions`: ``landscape``, ``haze``).
     """
 
     kind: Literal["simulator"] = "simulator"
@@ -106,7 +137,29 @@ class SimulatorSource(Closed):
     pool_size: int = Field(default=384, ge=32)
     scenes: int = Field(default=4, ge=1)
     scene_size: int = Field(default=320, ge=32)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: SimulatorOptions = Field(default_factory=SimulatorOptions)
+
+    @field_validator("sensor")
+    @classmethod
+    def _simulated_sensor(cls, value: str) -> str:
+        from firemap.simulate.sensor import sensor_spec
+
+        try:
+            return sensor_spec(value).name
+        except FiremapError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("clouds")
+    @classmethod
+    def _cloud_levels(cls, value: list[str | float]) -> list[str | float]:
+        from firemap.simulate import cloud_fraction
+
+        for level in value:
+            try:
+                cloud_fraction(level)
+            except FiremapError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @property
     def label(self) -> str:
@@ -240,8 +293,9 @@ class TrainConfig(Closed):
     Attributes:
         name: model name, recorded in the bundle and used in outputs.
         model: :class:`~firemap.config.ModelConfig` fields (``mean``/``std`` optional: computed when absent).
-        init: ``none`` (random), ``imagenet`` (smp pretrained encoder; downloads), or a path to a firemap bundle
-            or an smp/timm encoder state dict.
+            With a firemap bundle as ``init``, the keys left out are the bundle's (:func:`inherit_init_model`).
+        init: ``none`` (random), ``imagenet`` (smp pretrained encoder; downloads), ``default`` (the shipped
+            model), or a path to a firemap bundle or an smp/timm encoder state dict.
         init_bands: canonical band of each input channel of an ``init`` state dict (None = unused channel);
             default: red, green, blue for 3 channels, Sentinel-2 B01..B12 order for 13.
         freeze_encoder_epochs: train only the decoder and head for this many first epochs.
@@ -312,7 +366,26 @@ class TrainConfig(Closed):
         if self.data.tile_size % mc.stride:
             raise ValueError(f"data.tile_size {self.data.tile_size} is not a multiple of the network stride "
                              f"{mc.stride}")
+        self._check_select_metric([c.name for c in mc.classes])
         return self
+
+    def _check_select_metric(self, classes: list[str]) -> None:
+        """``select_metric`` must name a metric validation computes, or best.firemap.pt would never be written."""
+        source, _, metric = self.select_metric.rpartition("/")
+        valid = ["macro_iou", "macro_f1", *(f"{c}_{m}" for c in classes for m in SELECT_METRICS)]
+        valid += ["fire_object_recall"] if "fire" in classes else []
+        labels = [s.label for s in self.data.val]
+        if metric not in valid or (source and source not in labels):
+            close = difflib.get_close_matches(metric, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            prefix = f" or <source>/<metric> with <source> in {labels}" if labels else ""
+            raise ValueError(f"select_metric {self.select_metric!r} is not a validation metric; {hint}use one of "
+                             f"{', '.join(valid)}{prefix}")
+        cls = next((c for c in classes if metric.startswith(c + "_")), None)
+        vals = [s for s in self.data.val if not source or s.label == source]
+        if cls and vals and not any(isinstance(s, SimulatorSource) or cls in s.labelled_classes for s in vals):
+            raise ValueError(f"select_metric {self.select_metric!r}: no validation source labels {cls!r}, so it "
+                             "is never computed; use macro_iou or a class the validation data labels")
 
     def model_config_with_stats(
         self, stats: tuple[tuple[float, ...], tuple[float, ...]] | None
@@ -354,6 +427,61 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[last] = value
 
 
+_NOT_ARCHITECTURE = frozenset({"bands", "optional_bands", "band_presence", "mean", "std", "classes", "tile_size",
+                               "overlap", "thresholds"})
+
+
+def inherit_init_model(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the ``model`` keys a config leaves out from its ``init`` bundle (``init: default`` or a path).
+
+    A fine-tuned model is by default the init bundle's network: architecture, encoder, bands, classes, tiling and
+    calibrated ``thresholds`` (carried over as they are, not recalibrated). Keys the config gives win; an
+    architecture key that differs from the bundle's is logged as a WARNING, since the parts that no longer fit
+    (e.g. the whole decoder) then start from scratch. ``mean``/``std`` are left to
+    :func:`firemap.train.loop.resolve_model_config` (bundle statistics for the bands it shares).
+
+    Args:
+        data: the raw config mapping (after command-line overrides).
+
+    Returns:
+        ``data`` with the ``model`` section completed (unchanged when ``init`` is not a firemap bundle).
+
+    Raises:
+        WeightsError, BundleError: ``init`` names a missing or unreadable file.
+    """
+    from firemap.transfer import init_bundle_config
+
+    init, given = data.get("init", "none"), data.get("model") or {}
+    base = init_bundle_config(init) if isinstance(init, str) else None
+    if base is None or not isinstance(given, dict):
+        return data
+    differ = {k: (given[k], base[k]) for k in base if k not in _NOT_ARCHITECTURE and k in given
+              and _plain(given[k]) != _plain(base[k])}
+    if differ:
+        what = ", ".join(f"model.{k} {v!r} (bundle: {b!r})" for k, (v, b) in differ.items())
+        log.warning("%s differ from the init bundle %s: the tensors that no longer fit start from scratch (the "
+                    "init log line says which); leave these keys out to fine-tune the bundle's own network", what,
+                    init)
+    inherited = {k: v for k, v in base.items() if k not in given and k not in ("mean", "std")}
+    if "classes" in given:
+        names = {c.get("name") if isinstance(c, dict) else getattr(c, "name", None) for c in given["classes"]}
+        inherited["thresholds"] = {k: v for k, v in inherited.get("thresholds", {}).items() if k in names}
+    if "bands" in given:
+        inherited["optional_bands"] = [b for b in inherited.get("optional_bands", []) if b in given["bands"]]
+    if inherited.get("thresholds"):
+        log.info("thresholds %s carried over from the init bundle (calibrated for it, not recalibrated; set "
+                 "model.thresholds or --threshold to change them)", inherited["thresholds"])
+    log.info("model keys from the init bundle %s: %s", init, ", ".join(k for k in inherited))
+    return {**data, "model": {**inherited, **given}}
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare equal (YAML gives lists, bundles tuples)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Load a training YAML (see ``configs/``), applying ``overrides`` (non-None values; dotted keys such as
     ``optim.lr`` or ``data.batch_size`` reach into sections).
@@ -365,7 +493,7 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     for key, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, key, value)
-    cfg: TrainConfig = validate(TrainConfig, data, source=str(path))
+    cfg: TrainConfig = validate(TrainConfig, inherit_init_model(data), source=str(path))
     return cfg
 
 
@@ -375,11 +503,12 @@ def train_config_from_dict(data: dict[str, Any], source: str = "train config") -
     Raises:
         ConfigError: unknown keys or invalid values (one line).
     """
-    cfg: TrainConfig = validate(TrainConfig, data, source)
+    cfg: TrainConfig = validate(TrainConfig, inherit_init_model(data), source)
     return cfg
 
 
 __all__ = [
-    "AugmentConfig", "ConfigError", "DataConfig", "LossConfig", "OptimConfig", "SceneSource", "SimulatorSource",
-    "TrainConfig", "load_train_config", "train_config_from_dict",
+    "SELECT_METRICS", "AugmentConfig", "ConfigError", "DataConfig", "LossConfig", "OptimConfig", "SceneSource",
+    "SimulatorOptions", "SimulatorSource", "TrainConfig", "inherit_init_model", "load_train_config",
+    "train_config_from_dict",
 ]

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import rasterio
 import torch
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from firemap import CLASS_NAMES
@@ -257,6 +258,43 @@ class _Scene:
     positives: dict[str, np.ndarray]
 
 
+def _check_grid(pair: ScenePair, img: rasterio.io.DatasetReader, msk: rasterio.io.DatasetReader) -> None:
+    if (img.width, img.height) != (msk.width, msk.height):
+        raise InputFileError(f"{pair.mask} is {msk.width}x{msk.height} px but its image {pair.image} is "
+                             f"{img.width}x{img.height}; masks must share the image grid")
+
+
+def check_sources(data: DataConfig, mc: ModelConfig) -> dict[str, list[str]]:
+    """Check every training and validation source before any slow work (statistics, model, simulation).
+
+    Opens each image and mask header once: masks exist and share their image's size, the model's required bands
+    resolve; simulated sensors have the model's required bands. Reads no pixels.
+
+    Returns:
+        Source name -> image file names of each scene source (recorded in the bundle provenance).
+
+    Raises:
+        InputFileError: missing images or masks, unreadable files, masks on another grid.
+        MissingBandsError: a scene or simulated sensor lacks a band the model requires.
+    """
+    scenes: dict[str, list[str]] = {}
+    for src in [*data.train, *data.val]:
+        if isinstance(src, SimulatorSource):
+            SimulatorTiles(src, mc, data.tile_size, {}, 0)  # checks the bands, simulates nothing yet
+            continue
+        pairs = find_pairs(src)
+        for pair in pairs:
+            try:
+                with rasterio.open(pair.image) as img, rasterio.open(pair.mask) as msk:
+                    _check_grid(pair, img, msk)
+                    _band_sources(pair.image, img, mc, src.sensor, src.bands)
+            except RasterioIOError as exc:
+                raise InputFileError(f"source {src.label!r}: cannot read {pair.image} or its mask {pair.mask} "
+                                     f"({str(exc).splitlines()[0][:200]})") from None
+        scenes[src.label] = [p.image.name for p in pairs]
+    return scenes
+
+
 def _band_sources(
     path: Path, src: rasterio.io.DatasetReader, mc: ModelConfig, sensor: str | None, spec: str | None
 ) -> tuple[list[BandSource | None], tuple[str, ...], bool]:
@@ -296,9 +334,7 @@ class SceneTiles:
 
     def _open(self, pair: ScenePair, rng: np.random.Generator) -> _Scene:
         with rasterio.open(pair.image) as img, rasterio.open(pair.mask) as msk:
-            if (img.width, img.height) != (msk.width, msk.height):
-                raise InputFileError(f"{pair.mask} is {msk.width}x{msk.height} px but its image {pair.image} is "
-                                     f"{img.width}x{img.height}; masks must share the image grid")
+            _check_grid(pair, img, msk)
             sources, present, zero_fill = _band_sources(pair.image, img, self.mc, self.src.sensor, self.src.bands)
             positives = self._positives(msk, rng)
             return _Scene(pair, sources, present, zero_fill, img.height, img.width, msk.nodata, positives)
@@ -352,7 +388,7 @@ def _simulate(src: SimulatorSource, size: int, seed: int) -> Any:
              "burn_scar": rng.random() < src.p_burn_scar}
     clouds = src.clouds[int(rng.integers(len(src.clouds)))] if src.clouds else "none"
     return simulate_scene(src.sensor, size, size, seed=seed, clouds=clouds,
-                          swath_edge=bool(rng.random() < src.p_swath_edge), **flags, **src.options)
+                          swath_edge=bool(rng.random() < src.p_swath_edge), **flags, **src.options.model_dump())
 
 
 class SimulatorTiles:
@@ -687,6 +723,7 @@ def make_loader(
 
 __all__ = [
     "MAX_POSITIVES", "TCI_SATURATION", "Augmenter", "Mixture", "ScenePair", "SceneTiles", "SimulatorTiles",
-    "TileSample", "TrainStream", "band_statistics", "build_mixture", "crop", "decode_mask", "find_pairs",
-    "make_loader", "make_source", "pick_window", "positive_pixels", "simulated_scenes", "stream_seed", "to_tensors",
+    "TileSample", "TrainStream", "band_statistics", "build_mixture", "check_sources", "crop", "decode_mask",
+    "find_pairs", "make_loader", "make_source", "pick_window", "positive_pixels", "simulated_scenes", "stream_seed",
+    "to_tensors",
 ]

@@ -2,8 +2,13 @@
 the classic index baselines.
 
 Metrics (see :mod:`firemap.train.metrics`): per class IoU, F1, precision and recall with pixels pooled over all
-scenes, macro means over the labelled classes, the mean of per-scene IoUs, and for fire the object-level recall
-(8-connected true fire clusters containing at least one predicted fire pixel). Baselines, when the scene has the
+scenes and per scene, macro means over the labelled classes, the mean of per-scene IoUs, and for fire the
+object-level recall (true fire objects containing at least one predicted fire pixel). Fire objects are counted
+the way ``predict`` counts polygons: 4-connected regions (``rasterio.features.shapes``' connectivity), and the
+predicted ones by the same :class:`~firemap.vectorize.PolygonCollector` with the same ``min_area``.
+
+Scenes the bundle was trained on (its provenance lists them) are flagged and logged as a WARNING: in-sample
+scores say little about new scenes. Baselines, when the scene has the
 bands: the single-date NBR rule at its default threshold, the *best* single NBR threshold in hindsight (an
 optimistic baseline: chosen on the evaluated scenes themselves), and the classic active-fire rules voted as in
 ``firemap label`` (Landsat: Schroeder/Murphy/Kumar-Roy; Sentinel-2: the HOTMAP analogue).
@@ -11,6 +16,8 @@ optimistic baseline: chosen on the evaluated scenes themselves), and the classic
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import json
 import logging
 import math
@@ -23,7 +30,6 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.windows import Window
-from scipy import ndimage
 
 from firemap.bands import resolve_bands
 from firemap.config import PredictConfig, validate
@@ -39,6 +45,8 @@ from firemap.train.metrics import Confusion, mean_of, object_recall
 
 log = logging.getLogger(__name__)
 
+OBJECT_CONNECTIVITY = 1
+"""Fire objects are 4-connected regions (connectivity 1), as the polygons of ``predict``."""
 NBR_BINS = np.linspace(-1.0, 1.0, 401)
 """Histogram edges for the best-NBR-threshold search (step 0.005)."""
 
@@ -52,9 +60,10 @@ class SceneScore:
         confusion: model confusion counts.
         fire_objects: ``(hit, total)`` true fire clusters hit by the model.
         predicted_pixels: class name -> pixels the model predicted (labelled or not).
-        predicted_fire_objects: 8-connected predicted fire clusters (e.g. false alarms on fire-free scenes).
+        predicted_fire_objects: fire polygons ``predict`` would write (e.g. false alarms on fire-free scenes).
         baselines: baseline name -> confusion counts.
         nbr_hist: ``(2, bins)`` counts of NBR for unburned (0) and burned (1) labelled pixels.
+        in_training: the scene is in the bundle's training data (per its provenance).
     """
 
     scene: str
@@ -64,6 +73,7 @@ class SceneScore:
     predicted_fire_objects: int = 0
     baselines: dict[str, Confusion] = field(default_factory=dict)
     nbr_hist: np.ndarray | None = None
+    in_training: bool = False
 
 
 @dataclass
@@ -140,7 +150,7 @@ class EvalReport:
         """Everything, per scene too, as plain JSON-ready data."""
         scenes = []
         for s in self.scenes:
-            item: dict[str, Any] = {"scene": s.scene, **s.confusion.summary(),
+            item: dict[str, Any] = {"scene": s.scene, "in_training": s.in_training, **s.confusion.summary(),
                                     "predicted_pixels": s.predicted_pixels,
                                     "predicted_fire_objects": s.predicted_fire_objects}
             if "fire" in self.labelled:
@@ -177,9 +187,13 @@ def _score_model(
     info: SceneInfo, pair: ScenePair, src: SceneSource, bundle: Bundle, cfg: PredictConfig,
     progress: Callable[[int], None] | None,
 ) -> SceneScore:
+    from firemap.vectorize import PolygonCollector
+
     classes = tuple(c.name for c in bundle.config.classes)
     score = SceneScore(pair.image.name, Confusion(classes))
     k_fire = classes.index("fire") if "fire" in classes else None
+    fire = [c for c in bundle.config.classes if c.name == "fire"]
+    polygons = PolygonCollector(info.grid, fire)  # fire objects exactly as predict's polygons
     truth_fire, pred_fire = [], []
     thresholds = bundle.config.class_thresholds(cfg.thresholds)
     with rasterio.open(pair.mask) as msk:
@@ -190,13 +204,15 @@ def _score_model(
             for k, name in enumerate(classes):
                 score.predicted_pixels[name] = score.predicted_pixels.get(name, 0) + int(masks[k].sum())
             if k_fire is not None:
+                fire_rows = slice(k_fire, k_fire + 1)
+                polygons.add(block.row_off, masks[fire_rows], block.probs[fire_rows], block.valid)
                 truth_fire.append(labels[k_fire] == 1)
                 pred_fire.append(masks[k_fire])
     if k_fire is not None and pred_fire:
-        pred = np.concatenate(pred_fire)
-        score.predicted_fire_objects = int(ndimage.label(pred, structure=np.ones((3, 3)))[1])
+        score.predicted_fire_objects = len(polygons.finish(cfg.min_area))
         if "fire" in src.labelled_classes:
-            score.fire_objects = object_recall(np.concatenate(truth_fire), pred)
+            score.fire_objects = object_recall(np.concatenate(truth_fire), np.concatenate(pred_fire),
+                                               connectivity=OBJECT_CONNECTIVITY)
     return score
 
 
@@ -294,12 +310,58 @@ def evaluate_source(
         info = open_scene(pair.image, cfg.allow_no_crs)
         tick = progress(pair.image, len(tile_grid(info, bundle, cfg))) if progress else None
         score = _score_model(info, pair, src, bundle, cfg, tick)
+        score.in_training = in_training_data(pair.image, bundle.provenance)
+        if score.in_training:
+            log.warning("%s is in the training data of %s: its scores are in-sample and overstate what the model "
+                        "does on new scenes", pair.image.name, bundle.name)
         if baselines:
             _score_baselines(info, pair, src, classes, cfg, score)
             score.nbr_hist = _nbr_histogram(info, pair, src, classes, cfg)
         report.scenes.append(score)
         log.info("%s: %s", pair.image.name, {k: round(v, 4) for k, v in score.confusion.summary().items()})
     return report
+
+
+def in_training_data(image: Path, provenance: dict[str, Any]) -> bool:
+    """Whether a bundle was trained on ``image``, from its provenance.
+
+    Bundles list their training scenes by file name (``train_scenes``). For older bundles the training scene
+    sources are matched instead: an image listed by path, or one in the same images folder (the same folder, or
+    one ending in the same two path components, e.g. ``s2_calfire/images``) and not excluded.
+
+    Args:
+        image: an image file.
+        provenance: the bundle's provenance.
+    """
+    listed = provenance.get("train_scenes")
+    if isinstance(listed, dict):
+        return any(image.name in names for names in listed.values())
+    data = provenance.get("data")
+    for src in data.get("train", []) if isinstance(data, dict) else []:
+        if not isinstance(src, dict) or src.get("kind") != "scenes":
+            continue
+        if image.name.split(".")[0] in src.get("exclude", []):
+            continue
+        images = src.get("images")
+        if isinstance(images, list):
+            if any(Path(p).name == image.name for p in images):
+                return True
+        elif isinstance(images, str):
+            folder = Path(images)
+            if glob.has_magic(images):
+                if not fnmatch.fnmatch(image.name, folder.name):
+                    continue
+                folder = folder.parent
+            if _same_folder(image.parent, folder):
+                return True
+    return False
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    tail_a, tail_b = a.resolve().parts[-2:], b.parts[-2:]
+    return len(tail_b) == 2 and tail_a == tail_b
 
 
 def _json_safe(value: Any) -> Any:
@@ -377,4 +439,7 @@ def scene_source(
     return validate(SceneSource, {k: v for k, v in data.items() if v is not None}, "evaluate options")
 
 
-__all__ = ["EvalReport", "SceneScore", "evaluate", "evaluate_source", "scene_source"]
+__all__ = [
+    "OBJECT_CONNECTIVITY", "EvalReport", "SceneScore", "evaluate", "evaluate_source", "in_training_data",
+    "scene_source",
+]

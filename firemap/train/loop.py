@@ -38,10 +38,10 @@ from firemap.errors import ConfigError, OutputExistsError
 from firemap.models import Bundle, build_model, save_bundle
 from firemap.predict import autocast_dtype, select_device
 from firemap.train.config import SceneSource, SimulatorSource, TrainConfig
-from firemap.train.data import band_statistics, build_mixture, make_loader
+from firemap.train.data import band_statistics, build_mixture, check_sources, make_loader
 from firemap.train.losses import MaskedMultiLabelLoss
 from firemap.train.metrics import mean_of
-from firemap.transfer import init_weights, set_encoder_trainable
+from firemap.transfer import init_bundle_config, init_weights, set_encoder_trainable
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,9 @@ def _prepare_out(cfg: TrainConfig) -> Path:
 
 def _bundle_stats(init: str) -> dict[str, tuple[float, float]]:
     """Band -> (mean, std) of an ``init`` firemap bundle ({} for anything else)."""
-    path = Path(init)
-    if init in ("none", "imagenet") or not path.is_file():
+    c = init_bundle_config(init)
+    if c is None:
         return {}
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != "firemap-bundle":
-        return {}
-    c = payload["config"]
     return {b: (m, s) for b, m, s in zip(c["bands"], c["mean"], c["std"], strict=True)}
 
 
@@ -242,12 +238,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
-def _provenance(cfg: TrainConfig, init: dict[str, Any], epoch: int, step: int, metrics: dict[str, float]) -> dict:
+def _provenance(run: _Run, epoch: int, metrics: dict[str, float]) -> dict:
+    cfg = run.cfg
+    train = {s.label for s in cfg.data.train}
     return {
-        "name": cfg.name, "firemap_version": __version__, "init": init, "epoch": epoch + 1, "step": step,
+        "name": cfg.name, "firemap_version": __version__, "init": run.init, "epoch": epoch + 1, "step": run.step,
         "trained": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": {"train": [s.model_dump(mode="json") for s in cfg.data.train],
                  "val": [s.model_dump(mode="json") for s in cfg.data.val]},
+        "train_scenes": {label: names for label, names in run.scenes.items() if label in train},
         "recipe": cfg.model_dump(mode="json", exclude={"data"}),
         "metrics": {k: (None if not math.isfinite(v) else round(v, 5)) for k, v in metrics.items()},
     }
@@ -283,13 +282,15 @@ class _Run:
     amp: torch.dtype | None
     memory: torch.memory_format
     loss_fn: nn.Module
+    scenes: dict[str, list[str]] = field(default_factory=dict)
     step: int = 0
     best: float = -math.inf
     start_epoch: int = 0
 
 
 def _setup(cfg: TrainConfig) -> _Run:
-    """Run folder, devices, seeds, model (fresh, initialised or resumed), optimizer, scaler and loss."""
+    """Run folder, data check, devices, seeds, model (fresh, initialised or resumed), optimizer, scaler and loss."""
+    scenes = check_sources(cfg.data, cfg.model_config_with_stats(None))  # data errors before any slow step
     out = _prepare_out(cfg)
     dist = _setup_distributed(cfg.device)
     if cfg.threads:
@@ -320,7 +321,7 @@ def _setup(cfg: TrainConfig) -> _Run:
     loss_fn = MaskedMultiLabelLoss([c.name for c in mc.classes], cfg.loss.kind, cfg.loss.dice_weight,
                                    cfg.loss.focal_gamma, cfg.loss.focal_alpha, cfg.loss.class_weights,
                                    cfg.loss.pos_weights).to(device)
-    run = _Run(cfg, out, dist, device, mc, model, init, opt, scaler, amp, memory, loss_fn)
+    run = _Run(cfg, out, dist, device, mc, model, init, opt, scaler, amp, memory, loss_fn, scenes)
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -359,7 +360,10 @@ def _end_epoch(run: _Run, epoch: int, losses: list[float], metrics: dict[str, fl
            "train_loss": float(np.mean(losses)), "seconds": seconds, **metrics}
     _CsvLog(out / "log.csv").write(row)
     score = _selection(metrics, cfg.select_metric) if metrics else -float(np.mean(losses))
-    provenance = _provenance(cfg, run.init, epoch, run.step, metrics)
+    if not math.isfinite(score):
+        log.warning("epoch %d: %s is undefined (no labelled pixel of its class in the validation data?); "
+                    "best.firemap.pt is not updated", epoch + 1, cfg.select_metric)
+    provenance = _provenance(run, epoch, metrics)
     model = _unwrap(run.model)
     save_bundle(out / "last.firemap.pt", model, run.mc, provenance, overwrite=True)
     if math.isfinite(score) and score > run.best:
