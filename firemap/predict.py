@@ -41,7 +41,7 @@ from firemap.raster import (
     read_window,
     staged_outputs,
 )
-from firemap.tiling import RowStitcher, Tile, TileGrid
+from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ def memory_estimate(grid: TileGrid, bundle: Bundle, batch_size: int) -> int:
     network = tiles * grid.tile_size**2 * TILE_BYTES_PER_PIXEL
     chunk_width = grid.tile_size + (min(CHUNK_TILES, grid.shape[1]) - 1) * (grid.tile_size - grid.overlap)
     read = 2 * (len(mc.bands) + 1) * 4 * grid.tile_size * chunk_width  # this chunk and the prefetched next one
-    stitch = 3 * (len(mc.classes) + 2) * 4 * grid.tile_size * grid.width  # sums, weights, released copies
+    stitch = (len(mc.classes) + 2) * 4 * grid.tile_size * grid.width + 4 * RELEASE_BYTES  # sums, weights, bands out
     return int(network + read + stitch)
 
 

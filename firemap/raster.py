@@ -143,20 +143,21 @@ def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> Scen
     if not os.access(p, os.R_OK):
         raise InputFileError(f"{p}: permission denied; make the file readable (chmod +r) or copy it")
     try:
-        with warnings.catch_warnings(), rasterio.open(p) as src:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            flags = src.mask_flag_enums[0] if src.count else []
-            has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags)
-            info = SceneInfo(
-                path=p,
-                grid=GeoGrid(src.width, src.height, src.crs, src.transform),
-                count=src.count,
-                dtype=src.dtypes[0],
-                nodata=src.nodata,
-                descriptions=tuple(d or None for d in src.descriptions),
-                tags=src.tags(),
-                has_mask=has_mask,
-            )
+            with rasterio.open(p) as src:
+                flags = src.mask_flag_enums[0] if src.count else []
+                has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags)
+                info = SceneInfo(
+                    path=p,
+                    grid=GeoGrid(src.width, src.height, src.crs, src.transform),
+                    count=src.count,
+                    dtype=src.dtypes[0],
+                    nodata=src.nodata,
+                    descriptions=tuple(d or None for d in src.descriptions),
+                    tags=src.tags(),
+                    has_mask=has_mask,
+                )
     except RasterioIOError as exc:
         raise NotARasterError(
             f"{p}: not a raster GDAL can read ({first_line(exc)}); if it is a GeoTIFF it is truncated or corrupt: "
@@ -697,6 +698,13 @@ def write_raster(
     return final
 
 
+def _crs_without_transform(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return f"{src.crs.to_string()}, but no geotransform (pixel coordinates)" if src.crs else "none"
+
+
 def describe_scene(
     path: str | os.PathLike[str], sensor: str | None = None, bands: str | None = None, allow_no_crs: bool = True
 ) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str]]]:
@@ -713,7 +721,7 @@ def describe_scene(
     crs = info.grid.crs
     units = crs.linear_units if crs is not None and crs.is_projected else ("degrees" if crs else "pixels")
     fields = [
-        ("CRS", crs.to_string() if crs else "none"),
+        ("CRS", crs.to_string() if crs else _crs_without_transform(info.path)),
         ("size", f"{info.grid.width} x {info.grid.height} px, {info.count} bands"),
         ("resolution", f"{info.grid.res[0]:.6g} x {info.grid.res[1]:.6g} {units}"),
         ("dtype", info.dtype),

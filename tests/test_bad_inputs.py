@@ -244,7 +244,7 @@ CASES: list[Case] = [
     ("bundle NaN normalization", lambda e: [*e.predict()[:4], "--model", e.bundle(_nan_mean)], "mean"),
     ("corrupt --init", _train_corrupt_init, "not a readable model or weights file"),
     # masks
-    ("mask on another grid", lambda e: _evaluate_pairs(e, transform=UTM_TRANSFORM * UTM_TRANSFORM.translation(3, 0)),
+    ("mask on another grid", lambda e: _evaluate_pairs(e, transform=UTM_TRANSFORM @ UTM_TRANSFORM.translation(3, 0)),
      "not on the grid"),
     ("mask in another CRS", lambda e: _evaluate_pairs(e, crs="EPSG:32611"), "not on the grid"),
     ("mask with undeclared values", lambda e: _evaluate_pairs(e, mask=np.full((1, 64, 64), 7, np.uint8)),

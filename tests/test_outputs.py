@@ -67,7 +67,7 @@ def test_failure_at_any_stage_leaves_nothing_and_rerun_works(
     with monkeypatch.context() as mp:
         STAGES[stage](mp, exc)
         expected = KeyboardInterrupt if kind == "interrupt" else OutputWriteError
-        with pytest.raises(expected, match="" if kind == "interrupt" else "disk full"):
+        with pytest.raises(expected, match=None if kind == "interrupt" else "disk full"):
             predict_scene(scene, out, threshold_bundle, CFG)
     assert _listing(out) == []  # no final name, no temporary, no lock
     predict_scene(scene, out, threshold_bundle, CFG)  # the rerun needs no --overwrite
