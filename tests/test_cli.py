@@ -112,7 +112,7 @@ def test_predict_config_yaml_is_closed(scene, smp_bundle_path, tmp_path) -> None
     cfg = tmp_path / "predict.yaml"
     cfg.write_text("tile_size: 64\ntile_sise: 32\n")
     code, out = run("predict", scene, "--out", tmp_path / "o", "--model", smp_bundle_path, "--config", cfg)
-    assert code == 1 and "tile_sise" in out and "unknown key(s)" in out and "tile_size" in out
+    assert code == 1 and "tile_sise" in out and len(out.strip().splitlines()) == 1  # the unknown key is named
     cfg.write_text("tile_size: 64\noverlap: 16\nmin_area: 1000\n")
     assert run("predict", scene, "--out", tmp_path / "o", "--model", smp_bundle_path, "--config", cfg, "-q")[0] == 0
 
