@@ -218,7 +218,7 @@ def info(
     for name, value in fields:
         out.print(f"[bold]{name:>10}[/]: {value}", highlight=False)
     table = Table(title="bands")
-    for col in ("#", "description", "canonical", "physical value"):
+    for col in ("#", "description", "canonical", "physical value", "scaling from"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)

@@ -61,3 +61,7 @@ class GridMismatchError(FiremapError, ValueError):
 
 class WeightsError(FiremapError, RuntimeError):
     """Pretrained weights cannot be fetched, read, or fitted to the model (``--init``)."""
+
+
+class ProductError(FiremapError, ValueError):
+    """A multi-file product (folder of per-band files, STAC item, MTL) is incomplete or contradicts itself."""

@@ -181,7 +181,7 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
         MissingBandsError: a required band is missing (the message lists what the file offers).
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
     return model_sources(bandmap, config.bands, config.optional_bands, info.path.name)
 
 
@@ -467,7 +467,7 @@ def predict_scene(
     from firemap.vectorize import PolygonCollector, write_vectors
 
     t0 = time.perf_counter()
-    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs)
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs, cfg.resolution)
     out = Path(out_dir)
     paths = output_paths(info.path, out, cfg)
     for p in paths.values():
@@ -517,7 +517,7 @@ def check_scenes(scenes: Sequence[str | Path], out_dir: Path, cfg: PredictConfig
     Raises:
         InputFileError, NotARasterError, MissingCRSError, OutputExistsError.
     """
-    infos = [open_scene(s, cfg.allow_no_crs) for s in scenes]
+    infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]
     seen: dict[Path, Path] = {}
     for info in infos:
         for p in output_paths(info.path, out_dir, cfg).values():
