@@ -208,7 +208,7 @@ def s2_raw(refl: np.ndarray | None = None) -> dict[str, np.ndarray]:
 
 
 def sentinel2_cogs(root: Path, refl: np.ndarray | None = None, drop: Sequence[str] = ()) -> Path:
-    """A Sentinel-2 L2A tile as published as COGs: ``B01.tif`` (60 m) ... ``B12.tif`` (20 m), ``SCL.tif``, ``TCI.tif``."""
+    """A Sentinel-2 L2A tile as COGs: ``B01.tif`` (60 m) ... ``B12.tif`` (20 m), ``B8A``, ``SCL``, ``TCI``."""
     folder = root / S2_ID
     for c, data in s2_raw(refl).items():
         if c not in drop:

@@ -38,7 +38,7 @@ def _scenes(folder: Path, write_tif, n: int = 3) -> list[Path]:
         scenes.append(write_tif(data, name=f"s{i}.tif"))
     bad = folder / "broken.tif"
     bad.write_text("not a raster")
-    return scenes + [bad]
+    return [*scenes, bad]
 
 
 def _bytes(folder: Path) -> dict[str, bytes]:
@@ -110,7 +110,7 @@ def test_torchrun_ranks_take_disjoint_scenes(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "3")
         shares.append(torchrun_share(scenes)[0])
-    assert sorted(sum(shares, [])) == sorted(scenes)
+    assert sorted(s for share in shares for s in share) == sorted(scenes)
     assert all(not set(a) & set(b) for i, a in enumerate(shares) for b in shares[i + 1 :])
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert torchrun_share(scenes) == (scenes, 2, 1)
