@@ -238,3 +238,20 @@ def test_real_stac_items_beside_their_files(tmp_path: Path) -> None:
     with rasterio.open(info.path) as vrt:
         assert all(not f.startswith("/vsi") for f in vrt.files)  # remote hrefs, local copies used
     assert 0.3 < float(np.median(data[5][data[5] > 0])) < 0.6  # Sahara SWIR2 median ~0.46
+
+
+@pytest.mark.parametrize("layout", ["landsat-c2-l2-folder", "sentinel2-cogs-10-20-60m", "stac-item-scale-offset"])
+def test_label_and_indices_take_products(layout: str, tmp_path: Path) -> None:
+    from firemap.label import label_config, label_scene, write_indices
+
+    make, stack, stem = LAYOUTS[layout]
+    product, stacked = make(tmp_path / "p"), stack(tmp_path / "stack.tif")
+    for scene, out in ((product, tmp_path / "a"), (stacked, tmp_path / "b")):
+        label_scene(scene, out, label_config())
+        write_indices(scene, out, ["nbr", "ndvi"])
+    for suffix in ("labels.tif", "nbr.tif", "ndvi.tif"):
+        with rasterio.open(tmp_path / "a" / f"{stem}.{suffix}") as a, rasterio.open(tmp_path / "b" / f"stack.{suffix}") as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.transform == b.transform
+    with rasterio.open(tmp_path / "a" / f"{stem}.labels.tif") as ds:
+        assert ds.read(3).sum() > 0  # the burn scar is labelled
