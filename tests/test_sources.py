@@ -250,7 +250,8 @@ def test_label_and_indices_take_products(layout: str, tmp_path: Path) -> None:
         label_scene(scene, out, label_config())
         write_indices(scene, out, ["nbr", "ndvi"])
     for suffix in ("labels.tif", "nbr.tif", "ndvi.tif"):
-        with rasterio.open(tmp_path / "a" / f"{stem}.{suffix}") as a, rasterio.open(tmp_path / "b" / f"stack.{suffix}") as b:
+        a_path, b_path = tmp_path / "a" / f"{stem}.{suffix}", tmp_path / "b" / f"stack.{suffix}"
+        with rasterio.open(a_path) as a, rasterio.open(b_path) as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.transform == b.transform
     with rasterio.open(tmp_path / "a" / f"{stem}.labels.tif") as ds:
