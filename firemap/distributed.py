@@ -232,7 +232,7 @@ def predict_job(
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers {workers}: give 1 or more worker processes (or omit it to run in-process)")
     out = Path(out_dir)
-    mine, rank, world = torchrun_share([str(s) for s in scenes])
+    mine, rank, world = torchrun_share([str(Path(s).absolute()) for s in scenes])  # workers may run elsewhere
     default = MANIFEST_NAME if world == 1 else MANIFEST_NAME.replace(".json", f".rank{rank}.json")
     path = Path(manifest) if manifest else out / default
     outcomes = _plan(mine, out, cfg, resume)

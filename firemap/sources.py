@@ -10,9 +10,9 @@
   (default: the finest of those bands; ``resolution`` for another), with per-band scale/offset/nodata and the
   product's facts (sun elevation, thermal K1/K2, spacecraft, sensor preset) as dataset tags.
 
-The VRT is small XML in a per-process temporary folder, named after the product (``<product id>.vrt``), so
-outputs are named after the product too. Reading stays windowed: GDAL reads only the source blocks a window
-needs, resampling as it goes; nothing is materialised whole.
+The VRT is small XML (absolute source paths) in a per-process temporary folder, named after the product
+(``<product id>.vrt``), so outputs are named after the product too. Reading stays windowed: GDAL reads only
+the source blocks a window needs, resampling as it goes; nothing is materialised whole.
 
 Scaling per band, in the VRT's GDAL scale/offset (see :mod:`firemap.bands` for the precedence over the sensor
 preset): the band file's own scale/offset, else the STAC ``raster:bands`` scale/offset, else the MTL's
@@ -208,7 +208,7 @@ def folder_product(folder: Path) -> Product:
         token = band_token(f.name) or ""
         canonical = canonical_for(sensor, token)
         if canonical:
-            candidates.append(BandFile(canonical, token, str(f)))
+            candidates.append(BandFile(canonical, token, str(f.absolute())))
     if not candidates:
         found = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "nothing"
         raise ProductError(
@@ -389,7 +389,7 @@ def _landsat_band(mtl: Mapping[str, str], sensor: str, canonical: str, token: st
             scale, offset = scale / sin, offset / sin
     if scale is None or offset is None:
         scale = offset = None
-    return BandFile(canonical, token, str(path), 1, scale, offset)
+    return BandFile(canonical, token, str(path.absolute()), 1, scale, offset)
 
 
 def _check_mtl_grid(mtl: Mapping[str, str], mtl_path: Path, product: Product) -> None:
@@ -431,10 +431,10 @@ def _href(item: Path, href: str) -> str:
     """A GDAL path for an asset href: relative to the item, a local copy beside the item, or /vsicurl/ /vsis3/."""
     if "://" not in href:
         p = Path(href)
-        return str(p if p.is_absolute() else (item.parent / p))
+        return str(p if p.is_absolute() else (item.parent / p).absolute())
     local = item.parent / href.rsplit("/", 1)[-1].split("?")[0]
     if local.is_file():
-        return str(local)
+        return str(local.absolute())
     scheme, rest = href.split("://", 1)
     return {"s3": f"/vsis3/{rest}", "gs": f"/vsigs/{rest}"}.get(scheme, f"/vsicurl/{href}")
 
@@ -518,7 +518,7 @@ def _single_file(path: Path) -> Product:
     """All bands of one multi-band raster, as a product (to resample it to another ``resolution``)."""
     with _open(str(path)) as src:
         names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
-        bands = tuple(BandFile("", n, str(path), i, None, None) for i, n in enumerate(names, start=1))
+        bands = tuple(BandFile("", n, str(path.absolute()), i) for i, n in enumerate(names, start=1))
         tags = dict(src.tags())
     return Product(path.stem, "file", None, bands, tags, path)
 
