@@ -220,7 +220,18 @@ def folder_product(folder: Path) -> Product:
     product_id = folder.name[: -len(".SAFE")] if folder.name.upper().endswith(".SAFE") else folder.name
     if sensor == "hls":
         product_id = _hls_id(files) or product_id
-    return Product(product_id, layout, sensor, _finest_per_band(candidates), _sensor_tags(sensor), folder)
+    tags = _sensor_tags(sensor) | (_safe_offset(folder) if safe else {})
+    return Product(product_id, layout, sensor, _finest_per_band(candidates), tags, folder)
+
+
+def _safe_offset(folder: Path) -> dict[str, str]:
+    """``BOA_ADD_OFFSET``/``RADIO_ADD_OFFSET`` of a SAFE's product metadata (baseline >= 04.00: -1000 DN), as the tag
+    :func:`firemap.bands.band_encoding` applies; empty when the metadata has none."""
+    for xml in sorted(folder.glob("MTD_MSIL*.xml")):
+        m = re.search(r"<(BOA_ADD_OFFSET|RADIO_ADD_OFFSET)\b[^>]*>\s*(-?[\d.]+)\s*<", xml.read_text(errors="replace"))
+        if m:
+            return {m[1]: m[2]}
+    return {}
 
 
 def _hls_id(files: Sequence[Path]) -> str | None:

@@ -256,3 +256,13 @@ def test_label_and_indices_take_products(layout: str, tmp_path: Path) -> None:
             assert a.transform == b.transform
     with rasterio.open(tmp_path / "a" / f"{stem}.labels.tif") as ds:
         assert ds.read(3).sum() > 0  # the burn scar is labelled
+
+
+def test_safe_baseline_4_offset_from_its_metadata(tmp_path: Path) -> None:
+    folder = pv.sentinel2_safe(tmp_path)
+    (folder / "MTD_MSIL2A.xml").write_text(
+        '<n1:Level-2A_User_Product><BOA_ADD_OFFSET_VALUES_LIST><BOA_ADD_OFFSET band_id="0">-1000</BOA_ADD_OFFSET>'
+        "</BOA_ADD_OFFSET_VALUES_LIST></n1:Level-2A_User_Product>")
+    data, info = _physical(folder, ("red",))
+    np.testing.assert_allclose(data[0], pv.s2_raw()["red"] * 1e-4 - 0.1, atol=1e-6)
+    assert info.tags["BOA_ADD_OFFSET"] == "-1000" and info.path.stem == pv.SAFE_NAME[: -len(".SAFE")]
