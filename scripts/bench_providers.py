@@ -3,7 +3,7 @@
 Writes its results between markers in docs/benchmarks.md (other sections of that file are left alone).
 
     python scripts/bench_providers.py                      # 8 scenes of 512^2 + a 2048^2 read test (~6-8 min CPU)
-    python scripts/bench_providers.py --scenes 4 --size 256 --read-size 1024   # quicker
+    python scripts/bench_providers.py --no-jobs            # only the reading part (~1 min)
 
 1. 8 scenes with the shipped model: ``firemap predict`` sequential (one process, 2 torch threads) vs
    ``--workers 2`` (a local Dask cluster of 2 single-threaded worker processes), wall time of the whole command
@@ -126,32 +126,18 @@ def bench_reading(tmp: Path, size: int) -> list[tuple[str, float, float]]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenes", type=int, default=8)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--read-size", type=int, default=2048)
-    parser.add_argument("--no-doc", action="store_true", help="print only, do not edit docs/benchmarks.md")
-    args = parser.parse_args()
+def _header(args: argparse.Namespace, what: str) -> str:
     import torch
 
-    torch.set_num_threads(2)
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        (tmp / "jobs").mkdir()
-        (tmp / "read").mkdir()
-        jobs = bench_workers(tmp / "jobs", args.scenes, args.size)
-        reads = bench_reading(tmp / "read", args.read_size)
     load = os.getloadavg()
-    lines = [
-        START,
-        "## Multi-scene jobs and provider layouts",
-        "",
-        f"Written by `python scripts/bench_providers.py --scenes {args.scenes} --size {args.size} --read-size "
-        f"{args.read_size}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__}, no GPU). **The 2 cores were shared with other jobs** (load average "
-        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so the absolute times are noisy and the "
-        "speed-up below is a lower bound of what 2 free cores give.",
+    return (f"Written by `python scripts/bench_providers.py {what}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
+            f"{os.cpu_count()} CPUs, torch {torch.__version__}, no GPU). **The 2 cores were shared with other jobs** "
+            f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so absolute times are noisy.")
+
+
+def _jobs_block(args: argparse.Namespace, jobs: list[tuple[str, float]]) -> list[str]:
+    return [
+        _header(args, f"--scenes {args.scenes} --size {args.size} --no-reading"),
         "",
         f"**{args.scenes} scenes of {args.size} x {args.size} px (6-band Landsat L2 stacks), shipped model, whole "
         "command wall time** (start-up, Dask cluster start and model loading included):",
@@ -159,6 +145,12 @@ def main() -> None:
         "| run | seconds | seconds per scene |",
         "|---|---|---|",
         *[f"| {label} | {s:.1f} | {s / args.scenes:.2f} |" for label, s in jobs],
+    ]
+
+
+def _read_block(args: argparse.Namespace, reads: list[tuple[str, float, float]]) -> list[str]:
+    return [
+        _header(args, f"--read-size {args.read_size} --no-jobs"),
         "",
         f"**Reading one {args.read_size} x {args.read_size} px scene the way the tile loop does** (every 12-tile "
         "chunk of 256 px tiles with 64 px overlap, physical values and validity; best of 3):",
@@ -166,18 +158,47 @@ def main() -> None:
         "| layout | resolve (open, assemble VRT, bands) s | read all chunks s |",
         "|---|---|---|",
         *[f"| {label} | {o:.3f} | {r:.2f} |" for label, o, r in reads],
-        "",
-        END,
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_doc:
-        doc = DOC.read_text()
-        if START in doc:
-            doc = doc[: doc.index(START)] + text + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-        DOC.write_text(doc)
+
+
+def _replace_block(doc: str, name: str, lines: list[str]) -> str:
+    start, end = f"<!-- bench_providers:{name}:start -->", f"<!-- bench_providers:{name}:end -->"
+    block = "\n".join([start, *lines, end])
+    if start in doc:
+        return doc[: doc.index(start)] + block + doc[doc.index(end) + len(end):]
+    return doc[: doc.index(END)] + block + "\n\n" + doc[doc.index(END):]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--read-size", type=int, default=2048)
+    parser.add_argument("--no-jobs", action="store_true", help="skip the sequential vs --workers 2 part")
+    parser.add_argument("--no-reading", action="store_true", help="skip the per-band vs stacked reading part")
+    parser.add_argument("--no-doc", action="store_true", help="print only, do not edit docs/benchmarks.md")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    blocks: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        if not args.no_jobs:
+            (tmp / "jobs").mkdir()
+            blocks["jobs"] = _jobs_block(args, bench_workers(tmp / "jobs", args.scenes, args.size))
+        if not args.no_reading:
+            (tmp / "read").mkdir()
+            blocks["read"] = _read_block(args, bench_reading(tmp / "read", args.read_size))
+    print("\n\n".join("\n".join(b) for b in blocks.values()))
+    if args.no_doc:
+        return
+    doc = DOC.read_text()
+    if START not in doc:
+        doc = doc.rstrip("\n") + f"\n\n{START}\n## Multi-scene jobs and provider layouts\n\n{END}\n"
+    for name, lines in blocks.items():
+        doc = _replace_block(doc, name, lines)
+    DOC.write_text(doc)
 
 
 if __name__ == "__main__":
