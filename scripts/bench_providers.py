@@ -130,9 +130,10 @@ def _header(args: argparse.Namespace, what: str) -> str:
     import torch
 
     load = os.getloadavg()
-    return (f"Written by `python scripts/bench_providers.py {what}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
-            f"{os.cpu_count()} CPUs, torch {torch.__version__}, no GPU). **The 2 cores were shared with other jobs** "
-            f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so absolute times are noisy.")
+    where = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, no GPU"
+    return (f"Written by `python scripts/bench_providers.py {what}` on {time.strftime('%Y-%m-%d')} ({where}). "
+            f"**The 2 cores were shared with other jobs** (load average {load[0]:.1f} / {load[1]:.1f} / "
+            f"{load[2]:.1f} at the end), so absolute times are noisy.")
 
 
 def _jobs_block(args: argparse.Namespace, jobs: list[tuple[str, float]]) -> list[str]:
