@@ -214,7 +214,7 @@ def test_real_provider_folders(name: str, stem: str, sensor: str, count: int, bl
     with rasterio.open(info.path) as vrt:
         finest = min(rasterio.open(f).res[0] for f in vrt.files[1:])
         assert vrt.res[0] == pytest.approx(finest)
-    result = predict_scene(folder, tmp_path / "o", threshold_bundle, CFG)
+    result = predict_scene(folder, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=256, overlap=16))
     assert result.outputs["classes"] == tmp_path / "o" / f"{stem}.classes.tif"
     with rasterio.open(result.outputs["classes"]) as ds:
         assert ds.crs == info.grid.crs and ds.transform == info.grid.transform
