@@ -161,16 +161,17 @@ def _predict_job(scenes: list[Path], out: Path, model: Path | None, cfg: Any, wo
 
     def report(o: Any) -> None:
         if not quiet:
-            console.print(f"{o.status:>7} {o.scene}" + (f" ({o.seconds:.1f} s)" if o.seconds else "")
-                          + (f": {o.error}" if o.error else ""), highlight=False, soft_wrap=True)
+            console.print(f"{o.status:>7} {o.scene}" + (f" ({o.seconds:.1f} s)" if o.seconds else ""),
+                          highlight=False, soft_wrap=True)
 
     job = predict_job(scenes, out, model, cfg, workers, scheduler, resume, manifest, report)
     counts = {k: sum(o.status == k for o in job.outcomes) for k in ("done", "skipped", "failed")}
     Console().print(f"firemap predict: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed;"
                     f" manifest {job.manifest}", highlight=False, soft_wrap=True)
     if job.failed:
-        for o in job.failed:
-            console.print(f"[bold red]failed:[/] {o.scene}: {o.error}", highlight=False, soft_wrap=True)
+        for o in job.failed:  # errors mostly name their scene already
+            text = o.error if o.error and Path(o.scene).name in o.error else f"{o.scene}: {o.error}"
+            console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
