@@ -7,6 +7,7 @@ Each command parses options, builds a typed config, calls one library function a
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -191,10 +192,22 @@ def predict(
     save_probs: bool = typer.Option(False, "--save-probs", help="Also write <stem>.probs.tif (uint8, p x 255)."),
     overwrite: Overwrite = False,
     allow_no_crs: AllowNoCrs = False,
+    resolution: float | None = typer.Option(
+        None, help="Pixel size (CRS units) to resample to; default: the finest grid of a product's bands."),
+    workers: int | None = typer.Option(
+        None, help="Run one task per scene on a local Dask cluster of N single-threaded worker processes."),
+    scheduler: str | None = typer.Option(None, help="Run on an existing Dask scheduler (tcp://host:8786)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip scenes whose outputs are complete."),
+    manifest: Path | None = typer.Option(
+        None, help="JSON record of the job (default with --workers/--scheduler/--resume: OUT/firemap-manifest.json)."),
     verbose: Verbose = 0,
     quiet: Quiet = False,
 ) -> None:
-    """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene."""
+    """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene.
+
+    A scene is a GeoTIFF/VRT, a folder of per-band files (Landsat + MTL, Sentinel-2, HLS, SAFE), an *_MTL.txt
+    or a STAC Item JSON.
+    """
     from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
     from firemap.predict import predict_scenes
 
@@ -203,14 +216,38 @@ def predict(
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
         "device": device, "precision": precision, "tta": tta, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
-        "allow_no_crs": allow_no_crs or None,
+        "allow_no_crs": allow_no_crs or None, "resolution": resolution,
         "thresholds": parse_thresholds(threshold, [t.partition("=")[0] for t in threshold or []]) or None,
     }  # --threshold classes are checked against the model's classes once the bundle is loaded
     cfg = (load_yaml(config, PredictConfig, options) if config
            else validate(PredictConfig, {k: v for k, v in options.items() if v is not None}, "command line"))
+    if workers is not None or scheduler or resume or manifest or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _predict_job(scenes, out, model, cfg, workers, scheduler, resume, manifest, is_quiet(quiet))
+        return
     with _progress(is_quiet(quiet)) as factory:
         results = predict_scenes(scenes, out, model, cfg, factory)
     _summary(results)
+
+
+def _predict_job(scenes: list[Path], out: Path, model: Path | None, cfg: Any, workers: int | None,
+                 scheduler: str | None, resume: bool, manifest: Path | None, quiet: bool) -> None:
+    """Many scenes, one task each (Dask / torchrun / in-process); exit 1 when any scene failed."""
+    from firemap.distributed import predict_job
+
+    def report(o: Any) -> None:
+        if not quiet:
+            console.print(f"{o.status:>7} {o.scene}" + (f" ({o.seconds:.1f} s)" if o.seconds else ""),
+                          highlight=False, soft_wrap=True)
+
+    job = predict_job(scenes, out, model, cfg, workers, scheduler, resume, manifest, report)
+    counts = {k: sum(o.status == k for o in job.outcomes) for k in ("done", "skipped", "failed")}
+    Console().print(f"firemap predict: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed;"
+                    f" manifest {job.manifest}", highlight=False, soft_wrap=True)
+    if job.failed:
+        for o in job.failed:  # errors mostly name their scene already
+            text = o.error if o.error and Path(o.scene).name in o.error else f"{o.scene}: {o.error}"
+            console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _progress(quiet: bool) -> Any:
@@ -293,7 +330,7 @@ def info(
     for name, value in fields:
         out.print(f"[bold]{name:>10}[/]: {value}", highlight=False)
     table = Table(title="bands")
-    for col in ("#", "description", "canonical", "physical value"):
+    for col in ("#", "description", "canonical", "physical value", "scaling from"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)

@@ -144,3 +144,5 @@ def _torch_load_file(exc: BaseException) -> str | None:
             found = str(tb.tb_frame.f_locals.get("f", "?"))
         tb = tb.tb_next
     return found
+class ProductError(FiremapError, ValueError):
+    """A multi-file product (folder of per-band files, STAC item, MTL) is incomplete or contradicts itself."""

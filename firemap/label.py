@@ -166,7 +166,7 @@ class LabelPlan:
 
 
 def _bandmap(info: SceneInfo, cfg: LabelConfig) -> BandMap:
-    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
 
 
 def _missing_error(info: SceneInfo, what: str, missing: Sequence[str], bandmap: BandMap, fix: str) -> MissingBandsError:

@@ -228,7 +228,7 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
         MissingBandsError: a required band is missing (the message lists what the file offers).
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
     return model_sources(bandmap, config.bands, config.optional_bands, info.path.name)
 
 
@@ -613,7 +613,7 @@ def _as_plan(
 ) -> ScenePlan:
     if isinstance(scene, ScenePlan):
         return scene
-    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs)
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs, cfg.resolution)
     check_thresholds(cfg, bundle)
     return plan_scene(info, bundle, cfg, out_dir)
 
@@ -647,7 +647,7 @@ def plan_scenes(
         raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
     check_thresholds(cfg, bundle)
     select_device(cfg.device)
-    infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs) for s in scenes]
+    infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]
     plans = [plan_scene(info, bundle, cfg, out) for info in infos]
     seen: dict[Path, Path] = {}
     for plan in plans:
@@ -683,7 +683,7 @@ def predict_scenes(
     Returns:
         One :class:`SceneResult` per scene, in input order.
     """
-    infos = [open_scene(s, cfg.allow_no_crs) for s in scenes]  # input errors before loading the model
+    infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
     bundle = load_bundle(model)
     plans = plan_scenes(infos, out_dir, bundle, cfg)
     log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))

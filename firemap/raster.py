@@ -115,6 +115,10 @@ class SceneInfo:
         descriptions: band descriptions by position (None where absent).
         tags: dataset tags.
         has_mask: the file carries an internal/sidecar mask or alpha band.
+        scales: GDAL scale per band (1.0 where unset): physical = raw * scale + offset.
+        offsets: GDAL offset per band (0.0 where unset).
+        source: the path the user gave when ``path`` is a VRT assembled from a product
+            (a folder, MTL or STAC item, see :mod:`firemap.sources`); else None.
     """
 
     path: Path
@@ -125,19 +129,37 @@ class SceneInfo:
     descriptions: tuple[str | None, ...]
     tags: Mapping[str, str]
     has_mask: bool
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    source: Path | None = None
 
 
-def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> SceneInfo:
+def open_scene(
+    path: str | os.PathLike[str], allow_no_crs: bool = False, resolution: float | None = None
+) -> SceneInfo:
     """Read a scene's metadata (no pixels).
+
+    ``path`` is a raster, or a product as providers ship it (a folder of per-band files, an ``*_MTL.txt``, a STAC
+    Item JSON): that is assembled into a VRT on one grid (see :func:`firemap.sources.resolve_source`) and
+    ``info.path`` is the VRT, named after the product.
+
+    Args:
+        path: the scene.
+        allow_no_crs: accept a raster without CRS.
+        resolution: resample to this pixel size (CRS units); None = the file's grid / the finest band's.
 
     Raises:
         InputFileError: the file does not exist.
         NotARasterError: GDAL cannot open it as a raster.
         MissingCRSError: it has no CRS and ``allow_no_crs`` is False.
+        ProductError: an incomplete or inconsistent product.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{p}: no such file")
+    from firemap.sources import resolve_source
+
+    given = Path(path)
+    if not given.exists():
+        raise InputFileError(f"{given}: no such file")
+    p = resolve_source(given, resolution)  # the one hook for provider layouts (folders, MTL, STAC items)
     if p.is_dir():
         raise NotARasterError(f"{p}: is a folder, not a raster; give the scene file(s) inside it")
     if not os.access(p, os.R_OK):
@@ -157,6 +179,9 @@ def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> Scen
                     descriptions=tuple(d or None for d in src.descriptions),
                     tags=src.tags(),
                     has_mask=has_mask,
+                    scales=tuple(1.0 if v is None else float(v) for v in src.scales),
+                    offsets=tuple(0.0 if v is None else float(v) for v in src.offsets),
+                    source=given if p != given else None,
                 )
     except RasterioIOError as exc:
         raise NotARasterError(
@@ -254,8 +279,10 @@ def _valid_mask(
     valid = np.ones(raw.shape[1:], dtype=bool)
     if not indexes:
         return valid
-    if src.nodata is not None and not np.isnan(src.nodata):
-        valid &= ~(raw == np.asarray(src.nodata, dtype=raw.dtype)).any(axis=0)
+    for k, index in enumerate(indexes):  # per-band nodata (bands of a product may differ)
+        nodata = src.nodatavals[index - 1]
+        if nodata is not None and not np.isnan(nodata):
+            valid &= raw[k] != np.asarray(nodata, dtype=raw.dtype)
     if np.issubdtype(raw.dtype, np.floating):
         valid &= np.isfinite(raw).all(axis=0)
     flags = src.mask_flag_enums[indexes[0] - 1]
@@ -706,21 +733,28 @@ def _crs_without_transform(path: Path) -> str:
 
 
 def describe_scene(
-    path: str | os.PathLike[str], sensor: str | None = None, bands: str | None = None, allow_no_crs: bool = True
-) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    path: str | os.PathLike[str],
+    sensor: str | None = None,
+    bands: str | None = None,
+    allow_no_crs: bool = True,
+    resolution: float | None = None,
+) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str, str]]]:
     """Everything ``firemap info`` shows: metadata rows and how each file band resolves.
 
     Returns:
-        ``(info, fields, band_rows)``: ``fields`` are (name, value) pairs (CRS, size, resolution, dtype, nodata,
-        sensor); ``band_rows`` are (index, description, canonical band or '-', physical = raw * scale + offset).
+        ``(info, fields, band_rows)``: ``fields`` are (name, value) pairs (layout and product for assembled
+        products, CRS, size, resolution, dtype, nodata, sensor, scaling precedence); ``band_rows`` are (index,
+        description, canonical band or '-', physical = raw * scale + offset, where that scaling came from).
     """
     from firemap.bands import resolve_bands
+    from firemap.sources import describe_product
 
-    info = open_scene(path, allow_no_crs)
-    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags)
+    info = open_scene(path, allow_no_crs, resolution)
+    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags, info.scales, info.offsets)
     crs = info.grid.crs
     units = crs.linear_units if crs is not None and crs.is_projected else ("degrees" if crs else "pixels")
-    fields = [
+    fields = describe_product(info.path) if info.source is not None else []
+    fields += [
         ("CRS", crs.to_string() if crs else _crs_without_transform(info.path)),
         ("size", f"{info.grid.width} x {info.grid.height} px, {info.count} bands"),
         ("resolution", f"{info.grid.res[0]:.6g} x {info.grid.res[1]:.6g} {units}"),
@@ -728,6 +762,7 @@ def describe_scene(
         ("nodata", "none" if info.nodata is None else str(info.nodata)),
         ("mask", "yes" if info.has_mask else "no"),
         ("sensor", bandmap.sensor or "unknown (pass --sensor or --bands)"),
+        ("scaling", "--bands > file metadata (GDAL scale/offset) > sensor preset"),
     ]
     by_index = {s.index: s for s in bandmap.sources.values()}
     rows = []
@@ -735,5 +770,5 @@ def describe_scene(
         src = by_index.get(i)
         enc = src.encoding if src else None
         conv = "" if enc is None else f"raw * {enc.scale:.6g} + {enc.offset:.6g}" + (" -> K" if enc.planck else "")
-        rows.append((str(i), desc or "", src.canonical if src else "-", conv))
+        rows.append((str(i), desc or "", src.canonical if src else "-", conv, src.scaling if src else ""))
     return info, fields, rows

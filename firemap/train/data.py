@@ -298,7 +298,7 @@ def check_sources(data: DataConfig, mc: ModelConfig) -> dict[str, list[str]]:
 def _band_sources(
     path: Path, src: rasterio.io.DatasetReader, mc: ModelConfig, sensor: str | None, spec: str | None
 ) -> tuple[list[BandSource | None], tuple[str, ...], bool]:
-    bandmap = resolve_bands(src.descriptions, src.count, sensor, spec, src.tags())
+    bandmap = resolve_bands(src.descriptions, src.count, sensor, spec, src.tags(), src.scales, src.offsets)
     sources, zero_fill = model_sources(bandmap, mc.bands, mc.optional_bands, str(path))
     present = tuple(b for b, s in zip(mc.bands, sources, strict=True) if s is not None)
     return sources, present, zero_fill
