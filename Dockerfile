@@ -25,7 +25,8 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY firemap ./firemap
-RUN pip install -c constraints.txt . && useradd --create-home --uid 1000 firemap
+# the dask extra: the image also serves as a Dask worker (firemap predict --scheduler, see the README)
+RUN pip install -c constraints.txt ".[dask]" && useradd --create-home --uid 1000 firemap
 USER 1000
 WORKDIR /data
 ENTRYPOINT ["firemap"]

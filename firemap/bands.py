@@ -10,7 +10,18 @@ names in this order:
 3. the preset's usual stacking by band position, when the file has no usable descriptions.
 
 Without ``--sensor``, the preset is guessed from the descriptions (``TCI_*``/``B8A``/``B12`` -> Sentinel-2,
-``SR_B*`` -> Landsat L2, ``B10`` without ``B12`` -> Landsat L1).
+``SR_B*`` -> Landsat L2, ``B10`` without ``B12`` -> Landsat L1) or from a Landsat product ID in the tags.
+
+The scaling of each band (raw -> physical) has one precedence, shown by ``firemap info``:
+
+1. ``--bands`` ``CANON=SRC:SCALE[:OFFSET]`` (explicit);
+2. the file's own metadata: GDAL per-band scale/offset (as written by providers, STAC ``raster:bands`` or an MTL
+   via :mod:`firemap.sources`), taken as the complete conversion (Landsat L1 reflectance: including the sun
+   elevation); a scale of 1 with offset 0 is GDAL's "unset";
+3. the sensor preset (plus the Sentinel-2 radiometric offset and Landsat L1 sun elevation from the tags).
+
+Thermal bands with a Planck conversion (Landsat L1) keep it: the file's scale/offset then give radiance, and K1/K2
+come from the tags (``K1_CONSTANT_BAND_10``, as in the MTL) or the preset.
 """
 
 from __future__ import annotations
@@ -208,7 +219,7 @@ def _landsat(name: str, level: str, tirs: Mapping[str, Encoding]) -> SensorPrese
         resolution_m=30.0,
         saturation_raw=65535.0,
         description=f"Collection-2 {level.upper()} ({scale}); without descriptions assumes bands "
-        + ("1-7 (7 bands), 1-7,9,10,11 (10 bands) or 1-11 (11 bands)" if l1 else "SR_B1-7 [+ST_B10]"),
+        + ("1-7 (7 bands), 1-7,9,10,11 (10 bands) or 1-11 (11 bands)" if l1 else "SR_B1-7 (+ST_B10)"),
     )
 
 
@@ -307,6 +318,8 @@ class BandSource:
     index: int
     encoding: Encoding
     description: str | None = None
+    scaling: str = "preset"
+    """Where ``encoding`` came from: ``--bands``, ``file`` (GDAL scale/offset), ``preset`` or ``none``."""
 
     def label(self) -> str:
         """Human-readable ``band N 'DESC'`` for messages."""
@@ -382,8 +395,13 @@ def guess_sensor(descriptions: Sequence[str | None], tags: Mapping[str, str] | N
     """
     names = {(d or "").strip().upper() for d in descriptions}
     keys = {str(k).upper(): str(v).strip().upper() for k, v in (tags or {}).items()}
+    if keys.get(SENSOR_TAG, "").lower() in SENSORS:
+        return keys[SENSOR_TAG].lower()
     if any(k.startswith("HLS") for k in keys):
         return "hls"
+    from_id = sensor_from_product_id(keys.get("LANDSAT_PRODUCT_ID") or keys.get("PRODUCT_ID") or "")
+    if from_id:
+        return from_id
     if names & {"TCI_R", "TCI_G", "TCI_B", "B8A", "B12", "B08"}:
         return "sentinel2-l2a"
     if any(n.startswith(("SR_B", "ST_B")) for n in names):
@@ -391,6 +409,23 @@ def guess_sensor(descriptions: Sequence[str | None], tags: Mapping[str, str] | N
     if names & {"B10", "B11"} and not names & {"B12"}:
         return "landsat9-l1" if keys.get("SPACECRAFT_ID", "").replace(" ", "_") == "LANDSAT_9" else "landsat8-l1"
     return None
+
+
+SENSOR_TAG = "FIREMAP_SENSOR"
+"""Dataset tag naming the sensor preset of a scene assembled by :mod:`firemap.sources` (wins over guessing)."""
+
+_LANDSAT_ID = re.compile(r"^L[COTEM]0(?P<sat>[89])_(?P<level>L1|L2)\w{2}_\d{6}_\d{8}_\d{8}_\d{2}_\w{2}$")
+
+
+def sensor_from_product_id(product_id: str) -> str | None:
+    """``landsat8-l2`` etc. from a Collection-2 Landsat product ID (``LC08_L2SP_...``), else None."""
+    m = _LANDSAT_ID.match(product_id.strip().upper())
+    return f"landsat{m['sat']}-{m['level'].lower()}" if m else None
+
+
+def canonical_for(sensor: str | None, description: str) -> str | None:
+    """The canonical band a provider's band name (``B04``, ``SR_B5``, ``B8A``, ``swir16``) means for ``sensor``."""
+    return _lookup_alias(get_sensor(sensor) if sensor else None, description)[0] or None
 
 
 _SPEC_ITEM = re.compile(
@@ -419,13 +454,35 @@ def parse_band_spec(spec: str) -> dict[str, tuple[str, float | None, float | Non
             raise BandResolutionError(
                 f"unknown canonical band {m['name']!r} in --bands; choose from {', '.join(CANONICAL_BANDS)}"
             )
+        if name in out:
+            raise BandResolutionError(
+                f"--bands names {name} twice ({item!r}); give each canonical band once"
+            )
         try:
             scale = float(m["scale"]) if m["scale"] else None
             offset = float(m["off"]) if m["off"] else None
         except ValueError:
             raise BandResolutionError(f"bad scale/offset in --bands item {item!r}; use numbers") from None
+        _check_scaling(item, scale, offset)
         out[name] = (m["src"], scale, offset)
     return out
+
+
+MAX_SCALE = 1e6
+"""Largest ``--bands`` scale or offset magnitude accepted: beyond it float32 physical values overflow or lose
+all meaning (reflectance is ~0..1, brightness temperatures a few hundred K)."""
+
+
+def _check_scaling(item: str, scale: float | None, offset: float | None) -> None:
+    if scale is not None and not (math.isfinite(scale) and 1.0 / MAX_SCALE <= abs(scale) <= MAX_SCALE and scale > 0):
+        raise BandResolutionError(
+            f"bad scale {scale!r} in --bands item {item!r}: it must be a positive number between {1 / MAX_SCALE:g} and "
+            f"{MAX_SCALE:g} (physical = raw * SCALE + OFFSET), e.g. 0.0001 for reflectance x 10000"
+        )
+    if offset is not None and not (math.isfinite(offset) and abs(offset) <= MAX_SCALE):
+        raise BandResolutionError(
+            f"bad offset {offset!r} in --bands item {item!r}: it must be a finite number within +-{MAX_SCALE:g}"
+        )
 
 
 def _lookup_alias(preset: SensorPreset | None, description: str) -> tuple[str | None, Encoding | None]:
@@ -482,7 +539,43 @@ def band_encoding(preset: SensorPreset | None, canonical: str, tags: Mapping[str
     if preset.name.endswith("-l1") and canonical not in THERMAL_BANDS and elevation is not None:
         sin = math.sin(math.radians(elevation))
         enc = replace(enc, scale=enc.scale / sin, offset=enc.offset / sin)
+    if enc.planck is not None:
+        enc = replace(enc, planck=_planck_from_tags(canonical, tags) or enc.planck)
     return enc
+
+
+def _planck_from_tags(canonical: str, tags: Mapping[str, str] | None) -> tuple[float, float] | None:
+    """Landsat thermal constants (K1, K2) from ``K1_CONSTANT_BAND_10``/``K2_...`` tags (MTL names), if present."""
+    band = {"thermal": 10, "thermal2": 11}.get(canonical)
+    keys = {str(k).upper(): v for k, v in (tags or {}).items()}
+    try:
+        return float(keys[f"K1_CONSTANT_BAND_{band}"]), float(keys[f"K2_CONSTANT_BAND_{band}"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _file_encoding(
+    enc: Encoding, index: int, scales: Sequence[float | None] | None, offsets: Sequence[float | None] | None
+) -> Encoding | None:
+    """The encoding from the file's GDAL scale/offset of band ``index`` (1-based), keeping ``enc``'s Planck
+    constants; None when the file declares none (GDAL reports scale 1, offset 0 when unset)."""
+    scale = scales[index - 1] if scales and index <= len(scales) else None
+    offset = offsets[index - 1] if offsets and index <= len(offsets) else None
+    scale = 1.0 if scale is None else float(scale)
+    offset = 0.0 if offset is None else float(offset)
+    if scale == 1.0 and offset == 0.0:
+        return None
+    return Encoding(scale, offset, enc.planck)
+
+
+def _apply_file_scaling(
+    sources: dict[str, BandSource], scales: Sequence[float | None] | None, offsets: Sequence[float | None] | None
+) -> None:
+    """Replace preset encodings by the file's own scale/offset where it declares them (precedence level 2)."""
+    for canonical, src in list(sources.items()):
+        enc = _file_encoding(src.encoding, src.index, scales, offsets)
+        if enc is not None:
+            sources[canonical] = replace(src, encoding=enc, scaling="file")
 
 
 def _from_descriptions(
@@ -534,8 +627,10 @@ def resolve_bands(
     sensor: str | None = None,
     spec: str | None = None,
     tags: Mapping[str, str] | None = None,
+    scales: Sequence[float | None] | None = None,
+    offsets: Sequence[float | None] | None = None,
 ) -> BandMap:
-    """Match a file's bands to canonical bands.
+    """Match a file's bands to canonical bands and choose each band's scaling (see the module docstring).
 
     Args:
         descriptions: the file's band descriptions by position (None or '' where absent).
@@ -543,7 +638,9 @@ def resolve_bands(
         sensor: a preset name (see :data:`SENSORS`) or a short name (:data:`SENSOR_ALIASES`); guessed from the
             descriptions when None.
         spec: ``--bands`` text, see :func:`parse_band_spec`.
-        tags: the file's dataset tags (used for the Sentinel-2 radiometric offset).
+        tags: the file's dataset tags (Sentinel-2 radiometric offset, sun elevation, thermal constants).
+        scales: the file's GDAL scale per band (physical = raw * scale + offset); None/1.0 where unset.
+        offsets: the file's GDAL offset per band; None/0.0 where unset.
 
     Returns:
         The :class:`BandMap`; bands that did not resolve are simply absent (see :meth:`BandMap.select`).
@@ -557,14 +654,22 @@ def resolve_bands(
     sources = _from_descriptions(preset, descriptions, tags)
     if preset is not None and not sources:
         sources = _from_stack(preset, count, descriptions, tags)
+    if preset is None:
+        sources = {k: replace(v, scaling="none") for k, v in sources.items()}
+    _apply_file_scaling(sources, scales, offsets)
     for canonical, (src, scale, offset) in parse_band_spec(spec or "").items():
         index = _index_of(src, descriptions, count)
         enc = band_encoding(preset, canonical, tags)
         alias_enc = _lookup_alias(preset, descriptions[index - 1] or "")[1]
         enc = alias_enc or enc
+        origin = "preset" if preset is not None or alias_enc else "none"
+        file_enc = _file_encoding(enc, index, scales, offsets)
+        if file_enc is not None:
+            enc, origin = file_enc, "file"
         if scale is not None or offset is not None:
             enc = Encoding(scale if scale is not None else enc.scale, offset if offset is not None else enc.offset)
-        sources[canonical] = BandSource(canonical, index, enc, descriptions[index - 1])
+            origin = "--bands"
+        sources[canonical] = BandSource(canonical, index, enc, descriptions[index - 1], origin)
     ordered = {b: sources[b] for b in CANONICAL_BANDS if b in sources}
     log.debug("resolved bands (sensor=%s): %s", name, {k: v.label() for k, v in ordered.items()})
     return BandMap(sources=ordered, sensor=preset.name if preset is not None else None, count=count,
@@ -608,16 +713,19 @@ __all__ = [
     "CANONICAL_BANDS",
     "SENSORS",
     "SENSOR_ALIASES",
+    "SENSOR_TAG",
     "TCI_ENCODING",
     "THERMAL_BANDS",
     "BandMap",
     "BandSource",
     "Encoding",
     "SensorPreset",
+    "canonical_for",
     "check_reflectance_range",
     "get_sensor",
     "guess_sensor",
     "parse_band_spec",
     "resolve_bands",
+    "sensor_from_product_id",
     "to_physical",
 ]

@@ -7,17 +7,23 @@ Each command parses options, builds a typed config, calls one library function a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from firemap import __version__
-from firemap.errors import ConfigError, FiremapError
+from firemap.bands import CANONICAL_BANDS, SENSORS
+from firemap.config import VectorFormat
+from firemap.errors import ConfigError, FiremapError, InterruptedRun, boundary_error
 
 # rich_markup_mode=None: help texts are plain text, so "[default: ...]" written in them is not eaten as Rich markup
 app = typer.Typer(
@@ -30,8 +36,47 @@ log = logging.getLogger("firemap")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# --- options shared by several commands: declared once (the model is rasterio's rio/options.py) ---
+
+
+def _sensor_help() -> str:
+    by_text: dict[str, list[str]] = {}
+    for name, preset in SENSORS.items():
+        by_text.setdefault(preset.description, []).append(name)
+    presets = "; ".join(f"{', '.join(names)}: {text}" for text, names in by_text.items())
+    return f"Sensor preset for band naming and scaling. {presets}. Guessed from band descriptions when omitted."
+
+
+SENSOR_HELP = _sensor_help()
+BANDS_HELP = (
+    "Explicit band mapping CANON=SRC[:SCALE[:OFFSET]],... with SRC a 1-based index or a band description, "
+    f"e.g. 'red=3,nir=4,swir2=B12:0.0001'. Canonical: {', '.join(CANONICAL_BANDS)}."
+)
+VECTOR_FORMATS: tuple[str, ...] = get_args(VectorFormat)
+
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, log errors only (results still print).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+AllowNoCrs = Annotated[bool, typer.Option("--allow-no-crs", help="Accept scenes without CRS (pixel coords).")]
+Sensor = Annotated[str | None, typer.Option(help=SENSOR_HELP)]
+Bands = Annotated[str | None, typer.Option(help=BANDS_HELP)]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created if missing).")]
+MinArea = Annotated[float | None, typer.Option(help="Drop polygons smaller than this many m2.")]
+Simplify = Annotated[float | None, typer.Option(help="Simplify polygons with this tolerance in metres.")]
+VectorFormatOption = Annotated[str | None, typer.Option(
+    help=f"{' | '.join(VECTOR_FORMATS)}: GeoJSON is RFC 7946 (EPSG:4326), GeoPackage keeps the scene CRS.")]
+
+_group_logging = {"verbose": 0, "quiet": False}
+"""-v/-q given before the command (``firemap -v predict ...``); per-command flags add to them."""
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    """Route library logging to stderr: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with -q."""
+    """Route library logging to stderr: WARNING by default, INFO with -v, DEBUG with -vv, ERROR with -q.
+
+    The group's -v/-q (before the command name) count too.
+    """
+    verbose = max(verbose, int(_group_logging["verbose"]))
+    quiet = quiet or bool(_group_logging["quiet"])
     level = logging.ERROR if quiet else [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
                         force=True)
@@ -39,19 +84,57 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     logging.getLogger("pyogrio").setLevel(max(level, logging.WARNING))
 
 
+def is_quiet(quiet: bool) -> bool:
+    """-q given to the command or to the group."""
+    return quiet or bool(_group_logging["quiet"])
+
+
+def _fail(exc: FiremapError) -> None:
+    text = " ".join(str(exc).split())  # one line, whatever the message
+    console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1) from None
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds like Ctrl-C (temporaries and locks are removed on the way out)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise InterruptedRun(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def handle_errors(func: F) -> F:
-    """Turn FiremapError (and Ctrl-C) into a one-line message and exit code 1 (130 for Ctrl-C)."""
+    """The error boundary of every command: FiremapError, and I/O, GDAL, OGR or torch-loading failures mapped to
+    typed firemap errors, become a one-line message and exit code 1; Ctrl-C exits 130 and SIGTERM 143, both
+    after removing this run's temporaries. Anything else is a bug and keeps its traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except FiremapError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            console.print("[bold red]interrupted[/]: no partial output was left under a final name")
-            raise typer.Exit(130) from None
+            _fail(exc)
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, InterruptedRun) else signal.SIGINT
+            name = "terminated" if signum == signal.SIGTERM else "interrupted"
+            console.print(f"[bold red]{name}[/]: no partial output was left under a final name")
+            raise typer.Exit(128 + signum) from None
+        except Exception as exc:
+            mapped = boundary_error(exc)
+            if mapped is None:
+                raise
+            _fail(mapped)
 
     return wrapper  # type: ignore[return-value]
 
@@ -65,8 +148,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """firemap: active fire, smoke and burn-scar maps from Landsat-8/9, Sentinel-2 and HLS scenes."""
+    _group_logging.update(verbose=verbose, quiet=quiet)
+    setup_logging()
 
 
 def main() -> None:
@@ -78,29 +165,15 @@ def main() -> None:
 
 # --- predict path commands ---
 
-_SENSOR_HELP = (
-    "Sensor preset for band naming and scaling: landsat8-l1, landsat9-l1 (TOA = 2e-5*DN - 0.1; without band "
-    "descriptions 7 bands = B1-7, 10 bands = B1-7,B9,B10,B11, 11 bands = B1-11), landsat8-l2, landsat9-l2 "
-    "(SR = 2.75e-5*DN - 0.2; SR_B1-7 [+ST_B10]), sentinel2-l1c, sentinel2-l2a (DN/10000, -1000 DN offset when "
-    "the file's tags say so; B01..B12 order), hls (x 0.0001; 10 bands = L30 B01-B07,B09,B10,B11, 13 = S30, "
-    "6 = blue,green,red,nir,swir1,swir2). Guessed from band descriptions when omitted."
-)
-_BANDS_HELP = (
-    "Explicit band mapping CANON=SRC[:SCALE[:OFFSET]],... with SRC a 1-based index or a band description, "
-    "e.g. 'red=3,nir=4,swir2=B12:0.0001'. Canonical: coastal, blue, green, red, nir, swir1, swir2, cirrus, "
-    "thermal, thermal2."
-)
-
-
 @app.command()
 @handle_errors
 def predict(
-    scenes: list[Path] = typer.Argument(..., help="Input GeoTIFF scene(s)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    scenes: Annotated[list[Path], typer.Argument(help="Input GeoTIFF scene(s).")],
+    out: OutDir,
     model: Path | None = typer.Option(None, help="Model bundle (.firemap.pt); default: the shipped model."),
     config: Path | None = typer.Option(None, help="YAML with predict options (configs/predict.yaml); flags win."),
-    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
-    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    sensor: Sensor = None,
+    bands: Bands = None,
     tile_size: int | None = typer.Option(None, help="Tile size in pixels (multiple of the network stride)."),
     overlap: int | None = typer.Option(None, help="Tile overlap in pixels (< tile size)."),
     batch_size: int | None = typer.Option(None, help="Tiles per forward pass (default 8)."),
@@ -110,18 +183,31 @@ def predict(
     ),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
     threshold: list[str] | None = typer.Option(
-        None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
+        None, help="Per-class probability threshold CLASS=P (repeatable), CLASS one of the model's classes; "
+        "default: the model's calibrated one, else 0.5"
     ),
-    min_area: float | None = typer.Option(None, help="Drop polygons smaller than this many m2."),
-    simplify: float | None = typer.Option(None, help="Simplify polygons with this tolerance in metres."),
-    vector_format: str | None = typer.Option(None, help="geojson (RFC 7946, EPSG:4326) | gpkg (scene CRS)."),
+    min_area: MinArea = None,
+    simplify: Simplify = None,
+    vector_format: VectorFormatOption = None,
     save_probs: bool = typer.Option(False, "--save-probs", help="Also write <stem>.probs.tif (uint8, p x 255)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    overwrite: Overwrite = False,
+    allow_no_crs: AllowNoCrs = False,
+    resolution: float | None = typer.Option(
+        None, help="Pixel size (CRS units) to resample to; default: the finest grid of a product's bands."),
+    workers: int | None = typer.Option(
+        None, help="Run one task per scene on a local Dask cluster of N single-threaded worker processes."),
+    scheduler: str | None = typer.Option(None, help="Run on an existing Dask scheduler (tcp://host:8786)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip scenes whose outputs are complete."),
+    manifest: Path | None = typer.Option(
+        None, help="JSON record of the job (default with --workers/--scheduler/--resume: OUT/firemap-manifest.json)."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
-    """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene."""
+    """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene.
+
+    A scene is a GeoTIFF/VRT, a folder of per-band files (Landsat + MTL, Sentinel-2, HLS, SAFE), an *_MTL.txt
+    or a STAC Item JSON.
+    """
     from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
     from firemap.predict import predict_scenes
 
@@ -130,14 +216,38 @@ def predict(
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
         "device": device, "precision": precision, "tta": tta, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
-        "allow_no_crs": allow_no_crs or None,
-        "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")) or None,
-    }
+        "allow_no_crs": allow_no_crs or None, "resolution": resolution,
+        "thresholds": parse_thresholds(threshold, [t.partition("=")[0] for t in threshold or []]) or None,
+    }  # --threshold classes are checked against the model's classes once the bundle is loaded
     cfg = (load_yaml(config, PredictConfig, options) if config
            else validate(PredictConfig, {k: v for k, v in options.items() if v is not None}, "command line"))
-    with _progress(quiet) as factory:
+    if workers is not None or scheduler or resume or manifest or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _predict_job(scenes, out, model, cfg, workers, scheduler, resume, manifest, is_quiet(quiet))
+        return
+    with _progress(is_quiet(quiet)) as factory:
         results = predict_scenes(scenes, out, model, cfg, factory)
     _summary(results)
+
+
+def _predict_job(scenes: list[Path], out: Path, model: Path | None, cfg: Any, workers: int | None,
+                 scheduler: str | None, resume: bool, manifest: Path | None, quiet: bool) -> None:
+    """Many scenes, one task each (Dask / torchrun / in-process); exit 1 when any scene failed."""
+    from firemap.distributed import predict_job
+
+    def report(o: Any) -> None:
+        if not quiet:
+            console.print(f"{o.status:>7} {o.scene}" + (f" ({o.seconds:.1f} s)" if o.seconds else ""),
+                          highlight=False, soft_wrap=True)
+
+    job = predict_job(scenes, out, model, cfg, workers, scheduler, resume, manifest, report)
+    counts = {k: sum(o.status == k for o in job.outcomes) for k in ("done", "skipped", "failed")}
+    Console().print(f"firemap predict: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed;"
+                    f" manifest {job.manifest}", highlight=False, soft_wrap=True)
+    if job.failed:
+        for o in job.failed:  # errors mostly name their scene already
+            text = o.error if o.error and Path(o.scene).name in o.error else f"{o.scene}: {o.error}"
+            console.print(f"[bold red]failed:[/] {text}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def _progress(quiet: bool) -> Any:
@@ -192,8 +302,8 @@ def _summary(results: list[Any]) -> None:
 @handle_errors
 def info(
     scene: Path | None = typer.Argument(None, help="A raster scene."),
-    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
-    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    sensor: Sensor = None,
+    bands: Bands = None,
     model: str | None = typer.Option(
         None, help="Describe a model bundle instead: its path, or 'default' for the shipped model."
     ),
@@ -220,7 +330,7 @@ def info(
     for name, value in fields:
         out.print(f"[bold]{name:>10}[/]: {value}", highlight=False)
     table = Table(title="bands")
-    for col in ("#", "description", "canonical", "physical value"):
+    for col in ("#", "description", "canonical", "physical value", "scaling from"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
@@ -233,8 +343,8 @@ def info(
 @app.command()
 @handle_errors
 def label(
-    scene: Path = typer.Argument(..., help="Input GeoTIFF scene (the post-fire scene with --pre-fire)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    scene: Annotated[Path, typer.Argument(help="Input GeoTIFF scene (the post-fire scene with --pre-fire).")],
+    out: OutDir,
     pre_fire: Path | None = typer.Option(None, help="Pre-fire scene on the same grid: burn scars by dNBR >= 0.1."),
     rules: str | None = typer.Option(
         None, help="Fire rules, comma-separated: schroeder, murphy, kumar-roy, sentinel2. Default by sensor: "
@@ -245,15 +355,15 @@ def label(
     min_dnbr: float | None = typer.Option(None, help="With --pre-fire: burn scar where dNBR >= this, default 0.1."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Do not label smoke (band 2 is then all 255)."),
     block_size: int | None = typer.Option(None, help="Block edge in pixels, default 512."),
-    min_area: float | None = typer.Option(None, help="Drop polygons smaller than this many m2."),
-    simplify: float | None = typer.Option(None, help="Simplify polygons with this tolerance in metres."),
-    vector_format: str | None = typer.Option(None, help="geojson (RFC 7946, EPSG:4326) | gpkg (scene CRS)."),
-    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
-    bands: str | None = typer.Option(None, help=_BANDS_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    min_area: MinArea = None,
+    simplify: Simplify = None,
+    vector_format: VectorFormatOption = None,
+    sensor: Sensor = None,
+    bands: Bands = None,
+    overwrite: Overwrite = False,
+    allow_no_crs: AllowNoCrs = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Weak labels from classic rules: <stem>.labels.tif (fire/smoke/burn_scar 0/1, 255 = not labelled) + polygons."""
     from rich.table import Table
@@ -268,7 +378,7 @@ def label(
         allow_no_crs=allow_no_crs or None,
     )
     result = label_scene(scene, out, cfg, pre_fire)
-    if quiet:
+    if is_quiet(quiet):
         return
     table = Table(title=f"firemap label {result.scene.name} ({result.seconds:.1f} s)")
     for col in ("class", "rule", "pixels", "polygons", "area ha"):
@@ -282,19 +392,19 @@ def label(
 @app.command()
 @handle_errors
 def indices(
-    scene: Path = typer.Argument(..., help="Input GeoTIFF scene (the post-fire scene for dnbr)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    scene: Annotated[Path, typer.Argument(help="Input GeoTIFF scene (the post-fire scene for dnbr).")],
+    out: OutDir,
     index: str | None = typer.Option(
         None, help="Comma-separated: nbr, nbr2, ndvi, dnbr, smoke. Default: nbr,nbr2,ndvi (+dnbr with "
         "--pre-fire), skipping those whose bands are absent."),
     pre_fire: Path | None = typer.Option(None, help="Pre-fire scene on the same grid (needed by dnbr)."),
     block_size: int = typer.Option(512, help="Block edge in pixels."),
-    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
-    bands: str | None = typer.Option(None, help=_BANDS_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    allow_no_crs: bool = typer.Option(False, "--allow-no-crs", help="Accept scenes without CRS (pixel coords)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    sensor: Sensor = None,
+    bands: Bands = None,
+    overwrite: Overwrite = False,
+    allow_no_crs: AllowNoCrs = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Spectral indices as float32 Cloud-Optimized GeoTIFFs <stem>.<index>.tif (NaN = nodata)."""
     from firemap.label import write_indices
@@ -302,7 +412,7 @@ def indices(
     setup_logging(verbose, quiet)
     paths = write_indices(scene, out, index.split(",") if index else None, pre_fire, sensor, bands, overwrite,
                           block_size, allow_no_crs)
-    if not quiet:
+    if not is_quiet(quiet):
         Console().print("\n".join(f"{name}: {path}" for name, path in paths.items()), highlight=False)
 
 
@@ -326,9 +436,9 @@ def simulate(
     landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid "
                                          "[default: random]."),
     swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Simulate a multispectral fire scene in the sensor's encoding, with exact fire/smoke/burn_scar labels."""
     from firemap.simulate import simulate_scene, write_scene

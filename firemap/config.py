@@ -192,6 +192,8 @@ class PredictConfig(Closed):
         sensor: sensor preset for band resolution.
         bands: ``--bands`` spec.
         allow_no_crs: accept scenes without CRS (outputs in pixel coordinates).
+        resolution: pixel size (CRS units) to resample multi-file products (and scenes) to; None = the finest
+            band's grid (see :mod:`firemap.sources`).
     """
 
     tile_size: int | None = None
@@ -209,6 +211,7 @@ class PredictConfig(Closed):
     sensor: str | None = None
     bands: str | None = None
     allow_no_crs: bool = False
+    resolution: float | None = Field(default=None, gt=0)
 
     @field_validator("thresholds")
     @classmethod

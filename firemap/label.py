@@ -25,10 +25,19 @@ import rasterio
 from pydantic import Field, field_validator
 
 from firemap.bands import BandMap, BandSource, get_sensor, resolve_bands
-from firemap.config import DEFAULT_CLASSES, Closed, validate
-from firemap.errors import ConfigError, GridMismatchError, MissingBandsError
+from firemap.config import DEFAULT_CLASSES, Closed, VectorFormat, validate
+from firemap.errors import ConfigError, MissingBandsError
 from firemap.indices import INDEX_BANDS, dnbr, dnbr_burn_scar, nbr, nbr2, nbr_burn_scar, ndvi, smoke_index, smoke_mask
-from firemap.raster import CLASS_NODATA, SceneInfo, TiledWriter, atomic_output, check_writable, open_scene, read_window
+from firemap.raster import (
+    CLASS_NODATA,
+    SceneInfo,
+    TiledWriter,
+    check_same_grid,
+    open_scene,
+    output_stem,
+    read_window,
+    staged_outputs,
+)
 from firemap.rules import RULE_BANDS, RULE_HALO, RULES, Combine, combine, get_rule, saturation_mask
 from firemap.tiling import blocks
 
@@ -76,7 +85,7 @@ class LabelConfig(Closed):
     block_size: int = Field(default=512, ge=16)
     min_area: float = Field(default=0.0, ge=0)
     simplify: float = Field(default=0.0, ge=0)
-    vector_format: Literal["geojson", "gpkg"] = "geojson"
+    vector_format: VectorFormat = "geojson"
     sensor: str | None = None
     bands: str | None = None
     overwrite: bool = False
@@ -131,11 +140,6 @@ class LabelResult:
     seconds: float = 0.0
 
 
-def output_stem(scene: Path) -> str:
-    """Output file stem of a scene: its name up to the first dot when it has several (as ``predict``)."""
-    return scene.name.split(".")[0] if scene.name.count(".") > 1 else scene.stem
-
-
 # ------------------------------------------------------------------------------------------- planning
 
 
@@ -162,7 +166,7 @@ class LabelPlan:
 
 
 def _bandmap(info: SceneInfo, cfg: LabelConfig) -> BandMap:
-    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
 
 
 def _missing_error(info: SceneInfo, what: str, missing: Sequence[str], bandmap: BandMap, fix: str) -> MissingBandsError:
@@ -233,28 +237,6 @@ def plan_labels(info: SceneInfo, cfg: LabelConfig, pre: SceneInfo | None = None)
 
 
 _plan = plan_labels  # kept for callers of the earlier private name
-
-
-def check_same_grid(a: SceneInfo, b: SceneInfo) -> None:
-    """Require two scenes to share size, CRS and transform.
-
-    Raises:
-        GridMismatchError: naming what differs and how to fix it.
-    """
-    ga, gb = a.grid, b.grid
-    diffs = []
-    if (ga.width, ga.height) != (gb.width, gb.height):
-        diffs.append(f"size {ga.width}x{ga.height} vs {gb.width}x{gb.height}")
-    if ga.crs != gb.crs:
-        diffs.append(f"CRS {ga.crs} vs {gb.crs}")
-    if not ga.transform.almost_equals(gb.transform, precision=1e-9):
-        ta, tb = ga.transform, gb.transform
-        diffs.append(f"origin ({ta.c:.6g}, {ta.f:.6g}) vs ({tb.c:.6g}, {tb.f:.6g}), pixel {ta.a:.6g} vs {tb.a:.6g}")
-    if diffs:
-        raise GridMismatchError(
-            f"{b.path.name} is not on the grid of {a.path.name} ({'; '.join(diffs)}); resample it first, e.g. "
-            f"gdalwarp -te <bounds of {a.path.name}> -ts {ga.width} {ga.height} -t_srs <its CRS>"
-        )
 
 
 # ------------------------------------------------------------------------------------ block labelling
@@ -366,8 +348,8 @@ def label_scene(
     Raises:
         FiremapError subclasses: unreadable scenes, missing bands, grids that differ, outputs that exist.
     """
-    from firemap.style import vector_qml, write_qml
-    from firemap.vectorize import PolygonCollector, write_vectors
+    from firemap.style import vector_qml
+    from firemap.vectorize import PolygonCollector, write_vector_file
 
     t0 = time.perf_counter()
     cfg = cfg or LabelConfig()
@@ -377,22 +359,21 @@ def label_scene(
     out, stem = Path(out_dir), output_stem(info.path)
     paths = {"labels": out / f"{stem}.labels.tif", "vectors": out / f"{stem}.{cfg.vector_format}",
              "style": out / f"{stem}.qml"}
-    for p in paths.values():
-        check_writable(p, cfg.overwrite, [info.path] + ([pre.path] if pre else []))
-    out.mkdir(parents=True, exist_ok=True)
     rules = _describe(plan)
     collector = PolygonCollector(info.grid, DEFAULT_CLASSES)
     pixels = np.zeros(len(LABEL_CLASSES), np.int64)
-    with atomic_output(paths["labels"], cfg.overwrite) as tmp, _labels_writer(tmp, info, plan) as writer:
-        for row_off, labels, valid in iter_label_rows(info, plan, cfg.block_size, pre):
-            writer.write(labels, row_off)
-            masks = labels == 1
-            pixels += masks.sum(axis=(1, 2))
-            collector.add(row_off, masks, masks.astype(np.float32), valid)
+    inputs = [info.path] + ([pre.path] if pre else [])
+    with staged_outputs(paths, cfg.overwrite, inputs) as tmp:
+        with _labels_writer(tmp["labels"], info, plan) as writer:
+            for row_off, labels, valid in iter_label_rows(info, plan, cfg.block_size, pre):
+                writer.write(labels, row_off)
+                masks = labels == 1
+                pixels += masks.sum(axis=(1, 2))
+                collector.add(row_off, masks, masks.astype(np.float32), valid)
         model = "rules: " + "; ".join(f"{k} {v}" for k, v in rules.items())
         gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=model)
-        write_qml(paths["style"], vector_qml(DEFAULT_CLASSES), cfg.overwrite)
-        write_vectors(gdf, paths["vectors"], cfg.vector_format, DEFAULT_CLASSES, overwrite=cfg.overwrite)
+        tmp["style"].write_text(vector_qml(DEFAULT_CLASSES), encoding="utf-8")
+        write_vector_file(gdf, tmp["vectors"], cfg.vector_format, DEFAULT_CLASSES, layer=paths["vectors"].stem)
     result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES}, rules)
     for name, count in zip(LABEL_CLASSES, pixels, strict=True):
         sel = gdf[gdf["class"] == name]
@@ -494,15 +475,12 @@ def write_indices(
                  False, "", cfg.nbr_threshold, cfg.min_dnbr, pre_sources, pre_zero)
     out, stem = Path(out_dir), output_stem(info.path)
     paths = {i: out / f"{stem}.{i}.tif" for i in chosen}
-    for p in paths.values():
-        check_writable(p, overwrite, [info.path] + ([pre.path] if pre else []))
-    out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
+    with staged_outputs(paths, overwrite, [info.path] + ([pre.path] if pre else [])) as tmp, \
+            contextlib.ExitStack() as stack:
         writers = {}
-        for index, path in paths.items():
-            tmp = stack.enter_context(atomic_output(path, overwrite))
+        for index in paths:
             writers[index] = stack.enter_context(TiledWriter(
-                tmp, info.grid, 1, "float32", nodata=float("nan"), descriptions=[index],
+                tmp[index], info.grid, 1, "float32", nodata=float("nan"), descriptions=[index],
                 tags={"INDEX": index, "FORMULA": INDEX_FORMULAS[index], "UNITS": "unitless"},
                 overview_resampling="average"))
         _stream_indices(info, pre, plan, block_size, writers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -169,12 +170,33 @@ def _read_payload(p: Path) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"{p}: not a firemap model bundle (no '{BUNDLE_FORMAT}' header)")
-    if payload.get("bundle_version", 0) > BUNDLE_VERSION:
+    version = payload.get("bundle_version", 0)
+    if not isinstance(version, int) or version > BUNDLE_VERSION:
         raise BundleError(
-            f"{p}: bundle format {payload['bundle_version']} is newer than this firemap "
-            f"({__version__}) reads; upgrade firemap"
+            f"{p}: bundle format {version!r} is newer than this firemap ({__version__}) reads; upgrade firemap"
         )
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise BundleError(
+                f"{p}: the bundle has no '{key}' (keys: {', '.join(map(str, payload))}); the file is damaged or "
+                "was not written by firemap: re-export or re-download it"
+            )
     return payload
+
+
+def _check_finite(p: Path, config: ModelConfig, state: Mapping[str, Any]) -> None:
+    """Refuse NaN/inf weights, normalization statistics or thresholds: they would silently map nothing."""
+    stats = {"mean": config.mean, "std": config.std, "thresholds": tuple(config.thresholds.values())}
+    for name, values in stats.items():
+        if not all(math.isfinite(v) for v in values):
+            raise BundleError(f"{p}: the bundle's normalization {name} {list(values)} is not finite; the file is "
+                              "damaged or was trained on bad data: re-export or retrain it")
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise BundleError(f"{p}: weight {key!r} is a {type(tensor).__name__}, not a tensor; the file is damaged")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BundleError(f"{p}: weight {key!r} holds NaN or infinite values; the file is damaged or training "
+                              "diverged: re-export it or retrain with a lower learning rate")
 
 
 def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
@@ -189,6 +211,7 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
         config = validate(ModelConfig, payload["config"], source=f"{p} config")
     except ConfigError as exc:
         raise BundleError(f"{p}: bundle config invalid: {exc}") from None
+    _check_finite(p, config, payload["state_dict"])
     model = build_model(config)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +24,24 @@ from rasterio.windows import Window
 
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
-from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError
+from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError, OutputWriteError
 from firemap.models import Bundle, fuse_batchnorm, load_bundle
 from firemap.raster import (
     CLASS_NODATA,
     GeoGrid,
     SceneInfo,
     TiledWriter,
-    atomic_output,
     bounded_gdal_cache,
     check_writable,
+    claimed_outputs,
     colormap_for,
     open_scene,
+    output_stem,
+    read_error,
     read_window,
+    staged_outputs,
 )
-from firemap.tiling import RowStitcher, Tile, TileGrid
+from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
 
 log = logging.getLogger(__name__)
 
@@ -159,19 +163,62 @@ def forward_probs(
     return total / len(views)
 
 
+@dataclass(frozen=True)
+class ScenePlan:
+    """Everything decided about one scene before its pixels are read, computed once and passed down.
+
+    Attributes:
+        info: the scene's metadata and grid (CRS, transform, size).
+        sources: source band of each model band, in ``bundle.config.bands`` order (None = absent optional band).
+        present: the model bands the scene really has.
+        zero_is_nodata: pixels that are 0 in every band are nodata (the sensor fills outside its swath with 0).
+        grid: the tile grid (tile size and overlap resolved from the options and the bundle).
+        outputs: output kind (``classes``, ``qml``, ``classes_qml``, ``vectors``, ``probs``) -> final path;
+            empty when the plan is only for streaming predictions.
+    """
+
+    info: SceneInfo
+    sources: tuple[BandSource | None, ...]
+    present: tuple[str, ...]
+    zero_is_nodata: bool
+    grid: TileGrid
+    outputs: Mapping[str, Path] = field(default_factory=dict)
+
+
+def plan_scene(info: SceneInfo, bundle: Bundle, cfg: PredictConfig, out_dir: str | Path | None = None) -> ScenePlan:
+    """Plan one scene: band sources and scaling, tile grid, output paths. Nothing is read or written.
+
+    Raises:
+        MissingBandsError: a required band is missing (the message lists what the file offers).
+        BandResolutionError: bad ``--sensor``/``--bands``.
+        ConfigError: bad tile size/overlap, or one that would need more memory than the machine has.
+    """
+    mc = bundle.config
+    sources, zero_fill = scene_sources(info, mc, cfg)
+    present = tuple(b for b, s in zip(mc.bands, sources, strict=True) if s is not None)
+    absent = [b for b in mc.bands if b not in present]
+    if absent:
+        log.info("%s: optional band(s) %s absent; the model was trained to do without", info.path.name, absent)
+    grid = tile_grid(info, bundle, cfg)
+    outputs = output_paths(info.path, Path(out_dir), cfg) if out_dir is not None else {}
+    return ScenePlan(info, tuple(sources), present, zero_fill, grid, outputs)
+
+
 @dataclass
 class _Context:
     """Per-scene state of the tile loop."""
 
     bundle: Bundle
-    sources: list[BandSource | None]
-    present: list[str]
+    plan: ScenePlan
     fill: list[float]
-    zero_is_nodata: bool
     device: torch.device
     amp: torch.dtype | None
     cfg: PredictConfig
     checked_scaling: bool = False
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        return self.plan.present
 
 
 def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> tuple[list[BandSource | None], bool]:
@@ -181,21 +228,13 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
         MissingBandsError: a required band is missing (the message lists what the file offers).
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
     return model_sources(bandmap, config.bands, config.optional_bands, info.path.name)
 
 
-def _scene_context(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> _Context:
-    mc = bundle.config
-    sources, zero_fill = scene_sources(info, mc, cfg)
-    present = [b for b, s in zip(mc.bands, sources, strict=True) if s is not None]
-    missing = [b for b in mc.bands if b not in present]
-    if missing:
-        log.info("%s: optional band(s) %s absent; the model was trained to do without", info.path.name, missing)
+def _scene_context(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> _Context:
     device = select_device(cfg.device)
-    return _Context(
-        bundle, sources, present, list(mc.mean), zero_fill, device, autocast_dtype(device, cfg.precision), cfg
-    )
+    return _Context(bundle, plan, list(bundle.config.mean), device, autocast_dtype(device, cfg.precision), cfg)
 
 
 def _check_scaling(ctx: _Context, data: np.ndarray, valid: np.ndarray, name: str) -> None:
@@ -227,9 +266,7 @@ def _chunks(grid: TileGrid) -> list[tuple[int, int, int]]:
     return [(row, c, min(c + CHUNK_TILES, cols)) for row in range(grid.shape[0]) for c in range(0, cols, CHUNK_TILES)]
 
 
-def _read_chunks(
-    info: SceneInfo, grid: TileGrid, ctx: _Context
-) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+def _read_chunks(ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
     """Read each row of tiles in chunks of up to :data:`CHUNK_TILES` tiles, prefetching the next chunk.
 
     One read per chunk instead of one per tile: each pixel is decoded about once per tile row, and a single worker
@@ -242,15 +279,16 @@ def _read_chunks(
         float32 physical values filled with the band means where invalid, ``valid`` ``(tile_size, chunk width)``
         bool, starting at column ``grid.col_origins[first tile col]``.
     """
+    info, grid = ctx.plan.info, ctx.plan.grid
     size = grid.tile_size
     chunks = _chunks(grid)
-    with rasterio.open(info.path) as src, ThreadPoolExecutor(1, thread_name_prefix="firemap-read") as pool:
+    with _open_input(info.path) as src, ThreadPoolExecutor(1, thread_name_prefix="firemap-read") as pool:
 
         def read(k: int) -> tuple[np.ndarray, np.ndarray]:
             row, c0, c1 = chunks[k]
             col0 = grid.col_origins[c0]
             window = Window(col0, grid.row_origins[row], grid.col_origins[c1 - 1] + size - col0, size)
-            return read_window(src, window, ctx.sources, ctx.zero_is_nodata, ctx.fill)
+            return read_window(src, window, ctx.plan.sources, ctx.plan.zero_is_nodata, ctx.fill)
 
         pending = pool.submit(read, 0)
         for k, (row, c0, c1) in enumerate(chunks):
@@ -260,10 +298,19 @@ def _read_chunks(
             yield row, c0, c1, data, valid
 
 
-def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray]]:
-    """Every tile in row-major order: ``(tile, network input or None when all nodata, validity)``."""
+def _open_input(path: Path) -> rasterio.io.DatasetReader:
+    try:
+        return rasterio.open(path)
+    except rasterio.errors.RasterioError as exc:
+        raise read_error(path, exc) from None
+
+
+def _tiles(ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray | None]]:
+    """Every tile in row-major order: ``(tile, network input or None when all nodata, validity or None when
+    all nodata)``. A tile without valid pixels keeps no reference to its read chunk."""
+    info, grid = ctx.plan.info, ctx.plan.grid
     size = grid.tile_size
-    for row, c0, c1, data, valid in _read_chunks(info, grid, ctx):
+    for row, c0, c1, data, valid in _read_chunks(ctx):
         if not ctx.checked_scaling and valid.any():
             _check_scaling(ctx, data, valid, info.path.name)
         x = normalize_(data, ctx.bundle.config, ctx.present)  # in place: one chunk in memory, not two
@@ -273,22 +320,26 @@ def _tiles(info: SceneInfo, grid: TileGrid, ctx: _Context) -> Iterator[tuple[Til
             start = int(tile.window.col_off) - col0
             tile_valid = valid[:, start : start + size]
             if not tile_valid.any():
-                yield tile, None, tile_valid
+                yield tile, None, None
                 continue
             yield tile, with_presence(x[:, :, start : start + size], ctx.bundle.config, ctx.present), tile_valid
 
 
 def _predict_queue(
-    queue: list[tuple[Tile, np.ndarray | None, np.ndarray]], ctx: _Context
-) -> Iterator[tuple[Tile, np.ndarray]]:
+    queue: list[tuple[Tile, np.ndarray | None, np.ndarray | None]], ctx: _Context
+) -> Iterator[tuple[Tile, np.ndarray | None]]:
     """Run the queued tiles' inputs through the network in one batch; yield ``(tile, classes + 1 channels)``.
 
-    The extra last channel is the tile's validity, stitched along with the probabilities.
+    The extra last channel is the tile's validity, stitched along with the probabilities. A tile without
+    valid pixels yields None (all zeros: it only adds its blending weights).
     """
     inputs = [x for _, x, _ in queue if x is not None]
     probs = iter(_run_batch(ctx, inputs)) if inputs else iter(())
     n = len(ctx.bundle.config.classes)
     for tile, x, valid in queue:
+        if valid is None:
+            yield tile, None
+            continue
         pred = np.empty((n + 1, *valid.shape), np.float32)
         pred[:n] = next(probs) if x is not None else 0.0
         pred[n] = valid
@@ -296,21 +347,30 @@ def _predict_queue(
 
 
 def _row_blocks(released: Iterator[tuple[int, np.ndarray]]) -> Iterator[RowBlock]:
-    for row_off, values in released:
+    for row_off, values in released:  # ``values`` is a fresh array: zero the invalid pixels in place
         valid = values[-1] > 0.5
-        yield RowBlock(row_off, np.where(valid, values[:-1], 0.0).astype(np.float32), valid)
+        probs = values[:-1]
+        probs[:, ~valid] = 0.0
+        yield RowBlock(row_off, probs, valid)
+
+
+MAX_QUEUED_BATCHES = 4
+"""The tile loop runs the network when ``batch_size`` tiles with data are queued, or when
+``MAX_QUEUED_BATCHES * batch_size`` tiles are queued at all (tiles without data skip the network), so the tiles
+held in flight are bounded whatever the nodata layout (a 200 000 px wide, mostly empty mosaic streams)."""
 
 
 def iter_predictions(
-    info: SceneInfo, bundle: Bundle, cfg: PredictConfig, progress: Progress | None = None
+    scene: SceneInfo | ScenePlan, bundle: Bundle, cfg: PredictConfig, progress: Progress | None = None
 ) -> Iterator[RowBlock]:
     """Stream a scene's stitched probabilities, top to bottom.
 
     Tiles with no valid pixel skip the network. Validity is stitched along with the probabilities (it is the
-    same in every tile that covers a pixel), so no second read is needed.
+    same in every tile that covers a pixel), so no second read is needed. At most
+    ``MAX_QUEUED_BATCHES * cfg.batch_size`` tiles are held between reading and stitching.
 
     Args:
-        info: the scene (see :func:`firemap.raster.open_scene`).
+        scene: the scene (see :func:`firemap.raster.open_scene`) or its plan (:func:`plan_scene`).
         bundle: the model.
         cfg: tile size/overlap (None = bundle defaults), batch size, device, precision, TTA, band resolution.
         progress: called with the number of tiles done after each batch.
@@ -320,17 +380,21 @@ def iter_predictions(
 
     Raises:
         MissingBandsError, BandResolutionError, ConfigError: bands or tiling do not fit the model.
+        InputReadError: the scene's pixels cannot be read (truncated or corrupt file).
     """
-    mc = bundle.config
-    ctx = _scene_context(info, bundle, cfg)
+    plan = scene if isinstance(scene, ScenePlan) else plan_scene(scene, bundle, cfg)
+    ctx = _scene_context(plan, bundle, cfg)
     bundle.model.to(ctx.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    grid = tile_grid(info, bundle, cfg)
-    stitcher = RowStitcher(grid, len(mc.classes) + 1)
-    queue: list[tuple[Tile, np.ndarray | None, np.ndarray]] = []
+    grid = plan.grid
+    stitcher = RowStitcher(grid, len(bundle.config.classes) + 1)
+    queue: list[tuple[Tile, np.ndarray | None, np.ndarray | None]] = []
     last_col = grid.shape[1] - 1
-    for i, item in enumerate(_tiles(info, grid, ctx)):
+    max_queued = MAX_QUEUED_BATCHES * cfg.batch_size
+    with_data = 0
+    for i, item in enumerate(_tiles(ctx)):
         queue.append(item)
-        if sum(q[1] is not None for q in queue) < cfg.batch_size and i + 1 < len(grid):
+        with_data += item[1] is not None
+        if with_data < cfg.batch_size and len(queue) < max_queued and i + 1 < len(grid):
             continue
         for done, pred in _predict_queue(queue, ctx):
             stitcher.add(done, pred)
@@ -339,18 +403,59 @@ def iter_predictions(
         if progress:
             progress(len(queue))
         queue.clear()
+        with_data = 0
+
+
+TILE_BYTES_PER_PIXEL = 256
+"""Working memory of the network per tile pixel at inference, measured for the default U-Net/MobileNetV2
+(254 bytes/px at 256^2 and 1024^2 tiles, peak RSS): used to refuse tile sizes that cannot fit before allocating."""
+
+
+def _available_memory() -> int:
+    """Bytes of memory available (Linux ``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def memory_estimate(grid: TileGrid, bundle: Bundle, batch_size: int) -> int:
+    """Approximate peak bytes the tile loop needs: network batch, read chunk and stitcher band of rows."""
+    mc = bundle.config
+    tiles = min(batch_size, len(grid))
+    network = tiles * grid.tile_size**2 * TILE_BYTES_PER_PIXEL
+    chunk_width = grid.tile_size + (min(CHUNK_TILES, grid.shape[1]) - 1) * (grid.tile_size - grid.overlap)
+    read = 2 * (len(mc.bands) + 1) * 4 * grid.tile_size * chunk_width  # this chunk and the prefetched next one
+    stitch = (len(mc.classes) + 2) * 4 * grid.tile_size * grid.width + 4 * RELEASE_BYTES  # sums, weights, bands out
+    return int(network + read + stitch)
 
 
 def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:
     """The tile grid for a scene: ``cfg`` tile size/overlap, else the bundle's defaults.
 
     Raises:
-        ConfigError: tile size not divisible by the network stride, or overlap >= tile size.
+        ConfigError: tile size not a positive multiple of the network stride, overlap >= tile size, or a tile
+            size whose working memory exceeds the memory available (refused before allocating).
     """
-    tile_size = cfg.tile_size or bundle.config.tile_size
+    tile_size = cfg.tile_size if cfg.tile_size is not None else bundle.config.tile_size
     overlap = cfg.overlap if cfg.overlap is not None else bundle.config.overlap
     validate_tiling(tile_size, overlap, bundle.config.stride)
-    return TileGrid(info.grid.height, info.grid.width, tile_size, overlap)
+    grid = TileGrid(info.grid.height, info.grid.width, tile_size, overlap)
+    need, have = memory_estimate(grid, bundle, cfg.batch_size), _available_memory()
+    if need > have:
+        raise ConfigError(
+            f"--tile-size {tile_size} with --batch-size {cfg.batch_size} would need about {need / 2**30:.1f} GiB "
+            f"of memory on {info.path.name} but {have / 2**30:.1f} GiB are available; use a smaller --tile-size "
+            f"(the model's default is {bundle.config.tile_size}) or --batch-size"
+        )
+    return grid
 
 
 def classify(
@@ -399,8 +504,8 @@ class SceneResult:
 
 
 def output_paths(scene: Path, out_dir: Path, cfg: PredictConfig) -> dict[str, Path]:
-    """The final output paths of a scene (stem = scene file stem)."""
-    stem = scene.name.split(".")[0] if scene.name.count(".") > 1 else scene.stem
+    """The final output paths of a scene (stem: :func:`firemap.raster.output_stem`)."""
+    stem = output_stem(scene)
     paths = {
         "classes": out_dir / f"{stem}.classes.tif",
         "qml": out_dir / f"{stem}.qml",
@@ -450,84 +555,111 @@ def _probs_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo]) -> Til
 
 
 def predict_scene(
-    scene: str | Path | SceneInfo,
+    scene: str | Path | SceneInfo | ScenePlan,
     out_dir: str | Path,
     bundle: Bundle,
     cfg: PredictConfig,
     progress: Progress | None = None,
+    claimed: bool = False,
 ) -> SceneResult:
     """Predict one scene and write its outputs (class COG, QGIS styles, vectors, optional probability COG).
 
-    All outputs are written under temporary names and renamed only when the scene is complete.
+    All outputs are claimed first (a concurrent run into the same folder fails fast), written under hidden
+    temporary names and renamed together only when the scene is complete: an error, Ctrl-C, SIGTERM or a full
+    disk leaves no file under a final name. ``claimed``: the caller holds the claims already
+    (:func:`firemap.raster.claimed_outputs`, as :func:`predict_scenes` does for all scenes at the start).
 
     Raises:
-        FiremapError subclasses: bad scene, bands, tiling, or outputs that exist without ``overwrite``.
+        FiremapError subclasses: bad scene, bands, tiling, outputs that exist without ``overwrite`` or are
+            being written by another run, disk full, permission denied.
     """
-    from firemap.style import write_styles
-    from firemap.vectorize import PolygonCollector, write_vectors
+    from firemap.style import combined_qml, raster_qml
+    from firemap.vectorize import PolygonCollector, write_vector_file
 
     t0 = time.perf_counter()
-    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs)
-    out = Path(out_dir)
-    paths = output_paths(info.path, out, cfg)
-    for p in paths.values():
-        check_writable(p, cfg.overwrite, [info.path])
-    out.mkdir(parents=True, exist_ok=True)
-    classes = bundle.config.classes
+    plan = _as_plan(scene, bundle, cfg, out_dir)
+    info, paths, classes = plan.info, plan.outputs, bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
-    result = SceneResult(info.path, dict(paths))
     thresholds = bundle.config.class_thresholds(cfg.thresholds)
-    with contextlib.ExitStack() as stack:
-        writers = {
-            "classes": _class_writer(
-                stack.enter_context(atomic_output(paths["classes"], cfg.overwrite)),
-                info.grid, classes, bundle.name, thresholds,
-            )
-        }
-        if cfg.save_probs:
-            writers["probs"] = _probs_writer(
-                stack.enter_context(atomic_output(paths["probs"], cfg.overwrite)), info.grid, classes
-            )
-        for w in writers.values():
-            stack.push(w.__exit__)
-        for block in iter_predictions(info, bundle, cfg, progress):
-            masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
-            writers["classes"].write(class_raster, block.row_off)
-            if "probs" in writers:
-                writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
-                writers["probs"].write_mask(block.valid, block.row_off)
-            collector.add(block.row_off, masks, block.probs, block.valid)
+    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp:
+        with contextlib.ExitStack() as stack:
+            writers = {"classes": stack.enter_context(
+                _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
+            if cfg.save_probs:
+                writers["probs"] = stack.enter_context(_probs_writer(tmp["probs"], info.grid, classes))
+            for block in iter_predictions(plan, bundle, cfg, progress):
+                masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
+                writers["classes"].write(class_raster, block.row_off)
+                if "probs" in writers:
+                    writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
+                    writers["probs"].write_mask(block.valid, block.row_off)
+                collector.add(block.row_off, masks, block.probs, block.valid)
         gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-        stem = paths["classes"].name[: -len(".classes.tif")]
-        write_styles(out, stem, classes, cfg.vector_format, cfg.overwrite)
-        write_vectors(gdf, paths["vectors"], cfg.vector_format, classes, overwrite=cfg.overwrite)
+        tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+        tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+        write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+    result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
         result.polygons[c.name] = len(sel)
         result.area_ha[c.name] = float(np.nansum(sel["area_m2"])) / 1e4 if len(sel) else 0.0
     result.seconds = time.perf_counter() - t0
-    result.tiles = len(tile_grid(info, bundle, cfg))
     log.info("%s: done in %.1f s", info.path.name, result.seconds)
     return result
 
 
-def check_scenes(scenes: Sequence[str | Path], out_dir: Path, cfg: PredictConfig) -> list[SceneInfo]:
-    """Validate all inputs and output names before any work (fail fast, nothing half done).
+def _as_plan(
+    scene: str | Path | SceneInfo | ScenePlan, bundle: Bundle, cfg: PredictConfig, out_dir: str | Path
+) -> ScenePlan:
+    if isinstance(scene, ScenePlan):
+        return scene
+    info = scene if isinstance(scene, SceneInfo) else open_scene(scene, cfg.allow_no_crs, cfg.resolution)
+    check_thresholds(cfg, bundle)
+    return plan_scene(info, bundle, cfg, out_dir)
+
+
+def check_thresholds(cfg: PredictConfig, bundle: Bundle) -> None:
+    """Require every ``--threshold`` class to be one of the model's classes.
 
     Raises:
-        InputFileError, NotARasterError, MissingCRSError, OutputExistsError.
+        ConfigError: naming the class and the model's classes.
     """
-    infos = [open_scene(s, cfg.allow_no_crs) for s in scenes]
+    names = [c.name for c in bundle.config.classes]
+    for name, p in cfg.thresholds.items():
+        if name not in names:
+            raise ConfigError(
+                f"bad --threshold '{name}={p:g}': the model {bundle.name} has classes {', '.join(names)}; "
+                "use CLASS=P with one of them, e.g. fire=0.4"
+            )
+
+
+def plan_scenes(
+    scenes: Sequence[str | Path | SceneInfo], out_dir: str | Path, bundle: Bundle, cfg: PredictConfig
+) -> list[ScenePlan]:
+    """Open and plan every scene, and check every output name, before any work (fail fast, nothing half done).
+
+    Raises:
+        InputFileError, NotARasterError, MissingCRSError, MissingBandsError, BandResolutionError, ConfigError,
+        OutputExistsError, OutputWriteError.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
+    check_thresholds(cfg, bundle)
+    select_device(cfg.device)
+    infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]
+    plans = [plan_scene(info, bundle, cfg, out) for info in infos]
     seen: dict[Path, Path] = {}
-    for info in infos:
-        for p in output_paths(info.path, out_dir, cfg).values():
+    for plan in plans:
+        for p in plan.outputs.values():
             if p in seen:
                 raise OutputExistsError(
-                    f"{info.path} and {seen[p]} would both write {p.name}; predict them into different --out folders"
+                    f"{plan.info.path} and {seen[p]} would both write {p.name}; predict them into different "
+                    "--out folders"
                 )
-            seen[p] = info.path
+            seen[p] = plan.info.path
             check_writable(p, cfg.overwrite, [i.path for i in infos])
-    return infos
+    return plans
 
 
 def predict_scenes(
@@ -539,6 +671,8 @@ def predict_scenes(
 ) -> list[SceneResult]:
     """Predict several scenes with one model (``None`` = the shipped default).
 
+    Every scene is planned (bands, tile grid, output names) before the first is predicted.
+
     Args:
         scenes: input GeoTIFFs.
         out_dir: output folder (created if needed).
@@ -549,17 +683,13 @@ def predict_scenes(
     Returns:
         One :class:`SceneResult` per scene, in input order.
     """
-    out = Path(out_dir)
-    infos = check_scenes(scenes, out, cfg)
+    infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
     bundle = load_bundle(model)
+    plans = plan_scenes(infos, out_dir, bundle, cfg)
     log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
-    for info in infos:  # band and tiling errors before any output
-        scene_sources(info, bundle.config, cfg)
-        tile_grid(info, bundle, cfg)
-    out.mkdir(parents=True, exist_ok=True)
     results = []
-    with bounded_gdal_cache():
-        for info in infos:
-            progress = progress_factory(info.path, len(tile_grid(info, bundle, cfg))) if progress_factory else None
-            results.append(predict_scene(info, out, bundle, cfg, progress))
+    with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
+        for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
+            progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None
+            results.append(predict_scene(plan, out_dir, bundle, cfg, progress, claimed=True))
     return results

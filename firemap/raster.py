@@ -8,9 +8,14 @@ interrupted run never leaves a half-written file under a final name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import logging
 import os
+import socket
+import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +27,43 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from firemap.bands import BandSource
-from firemap.errors import InputFileError, MissingCRSError, NotARasterError, OutputExistsError
+from firemap.errors import (
+    GridMismatchError,
+    InputFileError,
+    InputReadError,
+    MissingCRSError,
+    NotARasterError,
+    OutputExistsError,
+    OutputLockedError,
+    OutputWriteError,
+    first_line,
+    os_error_text,
+)
 
 log = logging.getLogger(__name__)
 
 CLASS_NODATA = 255
-"""Value of nodata pixels in class and label rasters."""
+"""Value of nodata pixels in class and label rasters (and of "not labelled" in training masks)."""
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".h5", ".hdf")
+"""Raster file extensions stripped from a scene's name to make its output stem."""
+
+
+def output_stem(scene: str | os.PathLike[str]) -> str:
+    """Output file stem of a scene: its file name minus the final raster extension(s).
+
+    ``HLS.L30.T10SEG.2020250T184921.v2.0.tif`` -> ``HLS.L30.T10SEG.2020250T184921.v2.0``; ``a.tif.vrt`` -> ``a``;
+    a name without a raster extension keeps its last suffix off (``scene.dat`` -> ``scene``).
+    """
+    name = Path(scene).name
+    stripped = name
+    while Path(stripped).suffix.lower() in RASTER_SUFFIXES and Path(stripped).stem:
+        stripped = Path(stripped).stem
+    return stripped if stripped != name else (Path(name).stem or name)
 
 GDAL_CACHE_MB = 32
 """GDAL's raster block cache while firemap streams a scene. GDAL's default (5% of RAM) would keep every block
@@ -83,6 +115,10 @@ class SceneInfo:
         descriptions: band descriptions by position (None where absent).
         tags: dataset tags.
         has_mask: the file carries an internal/sidecar mask or alpha band.
+        scales: GDAL scale per band (1.0 where unset): physical = raw * scale + offset.
+        offsets: GDAL offset per band (0.0 where unset).
+        source: the path the user gave when ``path`` is a VRT assembled from a product
+            (a folder, MTL or STAC item, see :mod:`firemap.sources`); else None.
     """
 
     path: Path
@@ -93,35 +129,73 @@ class SceneInfo:
     descriptions: tuple[str | None, ...]
     tags: Mapping[str, str]
     has_mask: bool
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    source: Path | None = None
 
 
-def open_scene(path: str | os.PathLike[str], allow_no_crs: bool = False) -> SceneInfo:
+def open_scene(
+    path: str | os.PathLike[str], allow_no_crs: bool = False, resolution: float | None = None
+) -> SceneInfo:
     """Read a scene's metadata (no pixels).
+
+    ``path`` is a raster, or a product as providers ship it (a folder of per-band files, an ``*_MTL.txt``, a STAC
+    Item JSON): that is assembled into a VRT on one grid (see :func:`firemap.sources.resolve_source`) and
+    ``info.path`` is the VRT, named after the product.
+
+    Args:
+        path: the scene.
+        allow_no_crs: accept a raster without CRS.
+        resolution: resample to this pixel size (CRS units); None = the file's grid / the finest band's.
 
     Raises:
         InputFileError: the file does not exist.
         NotARasterError: GDAL cannot open it as a raster.
         MissingCRSError: it has no CRS and ``allow_no_crs`` is False.
+        ProductError: an incomplete or inconsistent product.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{p}: no such file")
+    from firemap.sources import resolve_source
+
+    given = Path(path)
+    if not given.exists():
+        raise InputFileError(f"{given}: no such file")
+    p = resolve_source(given, resolution)  # the one hook for provider layouts (folders, MTL, STAC items)
+    if p.is_dir():
+        raise NotARasterError(f"{p}: is a folder, not a raster; give the scene file(s) inside it")
+    if not os.access(p, os.R_OK):
+        raise InputFileError(f"{p}: permission denied; make the file readable (chmod +r) or copy it")
     try:
-        with rasterio.open(p) as src:
-            flags = src.mask_flag_enums[0] if src.count else []
-            has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags)
-            info = SceneInfo(
-                path=p,
-                grid=GeoGrid(src.width, src.height, src.crs, src.transform),
-                count=src.count,
-                dtype=src.dtypes[0],
-                nodata=src.nodata,
-                descriptions=tuple(d or None for d in src.descriptions),
-                tags=src.tags(),
-                has_mask=has_mask,
-            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(p) as src:
+                flags = src.mask_flag_enums[0] if src.count else []
+                has_mask = any(f in (MaskFlags.per_dataset, MaskFlags.alpha) for f in flags)
+                info = SceneInfo(
+                    path=p,
+                    grid=GeoGrid(src.width, src.height, src.crs, src.transform),
+                    count=src.count,
+                    dtype=src.dtypes[0],
+                    nodata=src.nodata,
+                    descriptions=tuple(d or None for d in src.descriptions),
+                    tags=src.tags(),
+                    has_mask=has_mask,
+                    scales=tuple(1.0 if v is None else float(v) for v in src.scales),
+                    offsets=tuple(0.0 if v is None else float(v) for v in src.offsets),
+                    source=given if p != given else None,
+                )
     except RasterioIOError as exc:
-        raise NotARasterError(f"{p}: not a raster GDAL can read ({str(exc).splitlines()[0]})") from None
+        raise NotARasterError(
+            f"{p}: not a raster GDAL can read ({first_line(exc)}); if it is a GeoTIFF it is truncated or corrupt: "
+            "re-download or re-export it"
+        ) from None
+    if info.grid.crs is not None and info.grid.transform.is_identity:
+        if not allow_no_crs:
+            raise MissingCRSError(
+                f"{p}: the raster has a CRS ({info.grid.crs}) but no geotransform, so outputs would land at the "
+                "CRS origin with 1-unit pixels; fix the file (gdal_edit.py -a_ullr ULX ULY LRX LRY, or gdalwarp "
+                "if it has GCPs) or pass --allow-no-crs to work in pixel coordinates"
+            )
+        info = dataclasses.replace(info, grid=dataclasses.replace(info.grid, crs=None))
     if info.grid.crs is None and not allow_no_crs:
         raise MissingCRSError(
             f"{p}: the raster has no CRS, so outputs could not be georeferenced; fix the file (gdal_edit.py "
@@ -155,8 +229,11 @@ def read_window(
     inner = window.intersection(Window(0, 0, src.width, src.height))
     present = [s for s in sources if s is not None]
     indexes = [s.index for s in present]
-    raw = src.read(indexes, window=inner) if indexes else np.zeros((0, int(inner.height), int(inner.width)))
-    valid = _valid_mask(src, raw, indexes, inner, zero_is_nodata)
+    try:
+        raw = src.read(indexes, window=inner) if indexes else np.zeros((0, int(inner.height), int(inner.width)))
+        valid = _valid_mask(src, raw, indexes, inner, zero_is_nodata)
+    except RasterioError as exc:
+        raise read_error(src.name, exc) from None
     fill_values = np.zeros(len(sources), np.float32) if fill is None else np.asarray(fill, np.float32)
     data = np.empty((len(sources), *raw.shape[1:]), dtype=np.float32)
     raw_bands = iter(raw)
@@ -180,6 +257,14 @@ def read_window(
     return data, valid
 
 
+def read_error(path: str | os.PathLike[str], exc: BaseException) -> InputReadError:
+    """The one-line error for pixels GDAL could not read from ``path`` (truncated or corrupt file)."""
+    cause = first_line(exc.__cause__ or exc.__context__ or exc) if "previous exception" in str(exc) else first_line(exc)
+    return InputReadError(
+        f"{path}: cannot read its pixels ({cause}); the file is truncated or corrupt: re-download or re-export it"
+    )
+
+
 def _pads(window: Window, inner: Window) -> tuple[tuple[int, int], tuple[int, int]]:
     top = int(inner.row_off - window.row_off)
     left = int(inner.col_off - window.col_off)
@@ -194,8 +279,10 @@ def _valid_mask(
     valid = np.ones(raw.shape[1:], dtype=bool)
     if not indexes:
         return valid
-    if src.nodata is not None and not np.isnan(src.nodata):
-        valid &= ~(raw == np.asarray(src.nodata, dtype=raw.dtype)).any(axis=0)
+    for k, index in enumerate(indexes):  # per-band nodata (bands of a product may differ)
+        nodata = src.nodatavals[index - 1]
+        if nodata is not None and not np.isnan(nodata):
+            valid &= raw[k] != np.asarray(nodata, dtype=raw.dtype)
     if np.issubdtype(raw.dtype, np.floating):
         valid &= np.isfinite(raw).all(axis=0)
     flags = src.mask_flag_enums[indexes[0] - 1]
@@ -207,7 +294,7 @@ def _valid_mask(
 
 
 def check_writable(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
-    """Refuse to write ``path`` if it exists (without ``overwrite``) or is one of the inputs.
+    """Refuse to write ``path`` if it exists (without ``overwrite``), is a folder, or is one of the inputs.
 
     Raises:
         OutputExistsError: with the fix in the message.
@@ -215,27 +302,261 @@ def check_writable(path: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> 
     resolved = path.resolve()
     if any(resolved == Path(i).resolve() for i in inputs):
         raise OutputExistsError(f"{path}: output would overwrite an input scene; choose another --out folder")
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder; remove it or choose another --out folder")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --overwrite to replace it or choose another --out folder")
+
+
+def ensure_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create an output folder (and its parents) if needed.
+
+    Raises:
+        OutputWriteError: the path is a file, or the folder cannot be created (permission, read-only, disk full).
+    """
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(os_error_text(exc, out)) from None
+    return out
+
+
+LOCK_SUFFIX = ".firemap-lock"
+"""A final output ``DIR/NAME`` is claimed by the hidden file ``DIR/.NAME.firemap-lock`` while a run writes it."""
+
+_STALE_UNREADABLE_LOCK_S = 30.0
+
+
+def _lock_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}{LOCK_SUFFIX}")
+
+
+def _temporaries(final: Path) -> list[Path]:
+    """Temporary files (and their sidecars) of ``final`` left in its folder by any run."""
+    return list(final.parent.glob(f".{final.name}.*.partial*"))
+
+
+def _owner_alive(lock: Path) -> tuple[bool, str]:
+    """Whether the run that wrote ``lock`` still runs (unknowable for another host: assumed alive)."""
+    try:
+        text = lock.read_text().strip()
+        pid_text, _, host = text.partition("@")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        try:
+            young = time.time() - lock.stat().st_mtime < _STALE_UNREADABLE_LOCK_S
+        except OSError:
+            return False, "?"
+        return young, "?"  # being written right now, or left half-written by a killed run
+    if host != socket.gethostname():
+        return True, f"pid {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False, f"pid {pid}"
+    except PermissionError:
+        return True, f"pid {pid}"
+    return True, f"pid {pid}"
+
+
+def claim_output(final: Path) -> Path:
+    """Claim ``final`` for this run by exclusively creating its lock file; clean stale temporaries.
+
+    A lock left by a run that is gone (killed: same host, dead pid) is taken over, and that run's temporaries
+    are removed.
+
+    Returns:
+        The lock file (remove it when done).
+
+    Raises:
+        OutputLockedError: another live run holds the lock (fail fast, nothing written).
+        OutputWriteError: the folder is not writable.
+    """
+    lock = _lock_path(final)
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            alive, owner = _owner_alive(lock)
+            if alive or attempt:
+                raise OutputLockedError(
+                    f"{final}: another firemap run ({owner}) is writing it right now; wait for it to finish or "
+                    f"choose another --out folder (if no such run exists, delete {lock.name})"
+                ) from None
+            log.info("%s: taking over the lock of a run that is gone (%s)", final, owner)
+            lock.unlink(missing_ok=True)
+            continue
+        except OSError as exc:
+            raise OutputWriteError(os_error_text(exc, final.parent)) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}@{socket.gethostname()}\n")
+        break
+    for stale in _temporaries(final):
+        log.info("removing %s, left by an interrupted run", stale)
+        stale.unlink(missing_ok=True)
+    return lock
+
+
+def _remove_temporary(tmp: Path) -> None:
+    for leftover in tmp.parent.glob(glob_escape(tmp.name) + "*"):
+        leftover.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def _publish(pairs: Sequence[tuple[Path, Path]], overwrite: bool) -> None:
+    """Move each temporary to its final name; without ``overwrite`` never replace a file (hard link + unlink,
+    which fails if the final name appeared meanwhile). On failure the finals published so far are removed."""
+    done: list[Path] = []
+    try:
+        for tmp, final in pairs:
+            if overwrite:
+                os.replace(tmp, final)
+            else:
+                try:
+                    os.link(tmp, final)
+                except FileExistsError:
+                    raise OutputExistsError(
+                        f"{final} appeared while this run was writing it; pass --overwrite to replace it"
+                    ) from None
+                except OSError as exc:
+                    if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                        raise
+                    if final.exists():  # a file system without hard links: check, then rename
+                        raise OutputExistsError(f"{final} exists; pass --overwrite to replace it") from None
+                    os.replace(tmp, final)
+                else:
+                    tmp.unlink()
+            done.append(final)
+    except BaseException:
+        for final in done:
+            final.unlink(missing_ok=True)
+        raise
+
+
+def _write_error(exc: BaseException, folder: Path) -> OutputWriteError | None:
+    """The one-line error for an OS/GDAL/OGR failure while writing into ``folder``, or None."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return OutputWriteError(os_error_text(exc, folder))
+    module = type(exc).__module__ or ""
+    if isinstance(exc, RasterioError) or module.startswith("pyogrio"):
+        text = first_line(exc.__cause__ or exc) if "previous exception" in str(exc) else first_line(exc)
+        if "space" in text.lower():
+            return OutputWriteError(f"{folder}: disk full ({text}); free some space or choose another --out folder")
+        return OutputWriteError(f"{folder}: writing an output failed ({text}); check space and permissions")
+    return None
+
+
+@contextlib.contextmanager
+def claimed_outputs(finals: Sequence[Path]) -> Iterator[None]:
+    """Hold the claim (lock file) on every path of ``finals`` for the duration of the block.
+
+    Folders are created. Claims are taken in sorted order and all released at the end, whatever happens.
+
+    Raises:
+        OutputLockedError: another live run holds one of them (nothing written).
+        OutputWriteError: a folder cannot be created or written.
+    """
+    unique = sorted(set(finals))
+    for folder in {p.parent for p in unique}:
+        ensure_folder(folder)
+    locks: list[Path] = []
+    try:
+        for p in unique:
+            locks.append(claim_output(p))
+        yield
+    finally:
+        for lock in locks:
+            lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_outputs(
+    finals: Mapping[str, str | os.PathLike[str]],
+    overwrite: bool = False,
+    inputs: Sequence[Path] = (),
+    claimed: bool = False,
+) -> Iterator[dict[str, Path]]:
+    """Write a set of outputs that appear together or not at all.
+
+    Claims every final path first (exclusive lock files, :func:`claimed_outputs`: a concurrent run into the same
+    folder fails fast), yields a temporary path beside each (hidden: ``.NAME.<random>.partial.EXT``), and only
+    when the block succeeds moves them all to their final names. On any error, Ctrl-C or SIGTERM the
+    temporaries and locks are removed and no final name is touched. Temporaries of a killed run are removed by
+    the next run that claims the same output.
+
+    Args:
+        finals: output kind -> final path (one folder or several; folders are created).
+        overwrite: replace existing finals.
+        inputs: input files that no output may replace.
+        claimed: the caller already holds the claims (e.g. taken for all scenes of a run at its start).
+
+    Yields:
+        output kind -> temporary path to write.
+
+    Raises:
+        OutputExistsError: a final exists without ``overwrite`` or is an input.
+        OutputLockedError: another run is writing one of the finals.
+        OutputWriteError: disk full, permission denied, ``--out`` is a file (one line, nothing left behind).
+    """
+    paths = {k: Path(v) for k, v in finals.items()}
+    for p in paths.values():
+        check_writable(p, overwrite, inputs)
+    claim = contextlib.nullcontext() if claimed else claimed_outputs(list(paths.values()))
+    temps: dict[str, Path] = {}
+    with claim:
+        try:
+            for p in paths.values():  # again, now that they are ours: a run may have finished meanwhile
+                check_writable(p, overwrite, inputs)
+            temps = {k: p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.partial{p.suffix}") for k, p in paths.items()}
+            yield temps
+            _publish([(temps[k], paths[k]) for k in paths], overwrite)
+        except Exception as exc:
+            mapped = _write_error(exc, next(iter(paths.values())).parent)
+            if mapped is None:
+                raise
+            raise mapped from None
+        finally:
+            for tmp in temps.values():
+                _remove_temporary(tmp)
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    The temporary name starts with ``.`` and ends with ``.partial`` so no reader mistakes it for a result.
-    On error (or KeyboardInterrupt) the temporary file and its sidecars are removed and the final name is
-    untouched.
+    One-output form of :func:`staged_outputs` (same claiming, cleanup and error mapping).
     """
-    final = Path(path)
-    check_writable(final, overwrite)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial{final.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        for leftover in tmp.parent.glob(tmp.name + "*"):
-            leftover.unlink(missing_ok=True)
+    with staged_outputs({"out": path}, overwrite) as temps:
+        yield temps["out"]
+
+
+def check_same_grid(a: SceneInfo, b: SceneInfo, what: str = "") -> None:
+    """Require two rasters to share size, CRS and transform (``what`` names ``b``'s role in the message).
+
+    Raises:
+        GridMismatchError: naming what differs and how to fix it.
+    """
+    ga, gb = a.grid, b.grid
+    diffs = []
+    if (ga.width, ga.height) != (gb.width, gb.height):
+        diffs.append(f"size {ga.width}x{ga.height} vs {gb.width}x{gb.height}")
+    if ga.crs != gb.crs:
+        diffs.append(f"CRS {ga.crs} vs {gb.crs}")
+    if not ga.transform.almost_equals(gb.transform, precision=1e-9):
+        ta, tb = ga.transform, gb.transform
+        diffs.append(f"origin ({ta.c:.6g}, {ta.f:.6g}) vs ({tb.c:.6g}, {tb.f:.6g}), pixel {ta.a:.6g} vs {tb.a:.6g}")
+    if diffs:
+        raise GridMismatchError(
+            f"{what or b.path.name} is not on the grid of {a.path.name} ({'; '.join(diffs)}); resample it first, e.g. "
+            f"gdalwarp -te <bounds of {a.path.name}> -ts {ga.width} {ga.height} -t_srs <its CRS>"
+        )
 
 
 BACKGROUND_COLOR: tuple[int, int, int] = (255, 255, 255)
@@ -404,29 +725,44 @@ def write_raster(
     return final
 
 
+def _crs_without_transform(path: Path) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return f"{src.crs.to_string()}, but no geotransform (pixel coordinates)" if src.crs else "none"
+
+
 def describe_scene(
-    path: str | os.PathLike[str], sensor: str | None = None, bands: str | None = None, allow_no_crs: bool = True
-) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str]]]:
+    path: str | os.PathLike[str],
+    sensor: str | None = None,
+    bands: str | None = None,
+    allow_no_crs: bool = True,
+    resolution: float | None = None,
+) -> tuple[SceneInfo, list[tuple[str, str]], list[tuple[str, str, str, str, str]]]:
     """Everything ``firemap info`` shows: metadata rows and how each file band resolves.
 
     Returns:
-        ``(info, fields, band_rows)``: ``fields`` are (name, value) pairs (CRS, size, resolution, dtype, nodata,
-        sensor); ``band_rows`` are (index, description, canonical band or '-', physical = raw * scale + offset).
+        ``(info, fields, band_rows)``: ``fields`` are (name, value) pairs (layout and product for assembled
+        products, CRS, size, resolution, dtype, nodata, sensor, scaling precedence); ``band_rows`` are (index,
+        description, canonical band or '-', physical = raw * scale + offset, where that scaling came from).
     """
     from firemap.bands import resolve_bands
+    from firemap.sources import describe_product
 
-    info = open_scene(path, allow_no_crs)
-    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags)
+    info = open_scene(path, allow_no_crs, resolution)
+    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags, info.scales, info.offsets)
     crs = info.grid.crs
     units = crs.linear_units if crs is not None and crs.is_projected else ("degrees" if crs else "pixels")
-    fields = [
-        ("CRS", crs.to_string() if crs else "none"),
+    fields = describe_product(info.path) if info.source is not None else []
+    fields += [
+        ("CRS", crs.to_string() if crs else _crs_without_transform(info.path)),
         ("size", f"{info.grid.width} x {info.grid.height} px, {info.count} bands"),
         ("resolution", f"{info.grid.res[0]:.6g} x {info.grid.res[1]:.6g} {units}"),
         ("dtype", info.dtype),
         ("nodata", "none" if info.nodata is None else str(info.nodata)),
         ("mask", "yes" if info.has_mask else "no"),
         ("sensor", bandmap.sensor or "unknown (pass --sensor or --bands)"),
+        ("scaling", "--bands > file metadata (GDAL scale/offset) > sensor preset"),
     ]
     by_index = {s.index: s for s in bandmap.sources.values()}
     rows = []
@@ -434,5 +770,5 @@ def describe_scene(
         src = by_index.get(i)
         enc = src.encoding if src else None
         conv = "" if enc is None else f"raw * {enc.scale:.6g} + {enc.offset:.6g}" + (" -> K" if enc.planck else "")
-        rows.append((str(i), desc or "", src.canonical if src else "-", conv))
+        rows.append((str(i), desc or "", src.canonical if src else "-", conv, src.scaling if src else ""))
     return info, fields, rows

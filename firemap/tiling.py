@@ -23,6 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from rasterio.windows import Window
 
+RELEASE_BYTES = 64 * 2**20
+"""Largest block :meth:`RowStitcher.release` hands out at once (float32 values): finished rows of a scene wider
+than about 4 000 000 / channels px are released in several thinner bands, so that the consumers' per-band
+temporaries (class masks, labels, writers) stay small on a 200 000 px wide mosaic."""
+
 WEIGHT_FLOOR = 1e-2
 """Smallest blending weight relative to the core centre (never zero)."""
 
@@ -126,7 +131,8 @@ class RowStitcher:
 
     Feed tiles in row-major order with :meth:`add`; after the last tile of each tile-row call
     :meth:`release`, which yields ``(row_off, values)`` blocks, ``values`` being ``(channels, rows, width)``
-    float32 weighted means. After the last tile-row every scene row has been released exactly once.
+    float32 weighted means (fresh arrays, at most :data:`RELEASE_BYTES` each). After the last tile-row every
+    scene row has been released exactly once.
 
     Args:
         grid: the tile grid.
@@ -161,8 +167,10 @@ class RowStitcher:
         n = done - self._top
         if n <= 0:
             return
-        values = self._sum[:, :n] / np.maximum(self._wsum[:n], np.float32(1e-12))
-        yield self._top, values
+        step = max(1, min(n, RELEASE_BYTES // (4 * self.channels * self.grid.width)))
+        for r in range(0, n, step):  # a very wide scene is handed out in thinner bands: bounded temporaries
+            rows = slice(r, min(r + step, n))
+            yield self._top + r, self._sum[:, rows] / np.maximum(self._wsum[rows], np.float32(1e-12))
         self._sum[:, :-n] = self._sum[:, n:].copy() if n < self._sum.shape[1] else 0
         self._sum[:, -n:] = 0
         self._wsum[:-n] = self._wsum[n:].copy() if n < self._wsum.shape[0] else 0

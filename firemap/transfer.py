@@ -228,7 +228,8 @@ def _load_file(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"--init {path}: not a readable torch file ({type(exc).__name__})") from None
+        raise WeightsError(f"--init {path}: not a readable model or weights file ({type(exc).__name__}); give a "
+                           "firemap bundle (.firemap.pt) or an smp/timm encoder state dict") from None
     if not isinstance(payload, dict):
         raise WeightsError(f"--init {path}: expected a state dict or a firemap bundle, got {type(payload).__name__}")
     return payload

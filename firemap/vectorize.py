@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import os
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -36,11 +37,14 @@ from affine import Affine
 from pyproj import CRS, Geod
 from scipy import ndimage
 
-from firemap.config import ClassInfo
+from firemap.config import ClassInfo, VectorFormat
 from firemap.raster import GeoGrid, atomic_output
 from firemap.style import embed_gpkg_style
 
 log = logging.getLogger(__name__)
+
+VECTOR_FORMATS: tuple[str, ...] = typing.get_args(VectorFormat)
+"""Vector output formats (``--vector-format``): the one list, from the config type."""
 
 COLUMNS: tuple[str, ...] = ("class", "class_id", "area_m2", "pixels", "mean_prob", "max_prob", "scene", "model")
 """Attribute columns of the vector output, in order (``geometry`` follows)."""
@@ -431,48 +435,58 @@ def _local_metric_crs(geoms: gpd.GeoSeries) -> CRS:
 def write_vectors(
     gdf: gpd.GeoDataFrame,
     path: str | os.PathLike[str],
-    fmt: Literal["geojson", "gpkg"],
+    fmt: VectorFormat,
     classes: Sequence[ClassInfo],
     overwrite: bool = False,
 ) -> Path:
     """Write polygons atomically as GeoJSON (RFC 7946) or GeoPackage (scene CRS, with an embedded QGIS style).
 
-    GeoJSON: transformed to EPSG:4326 lon/lat, right-hand-rule winding and antimeridian handling by GDAL's
-    ``RFC7946=YES``, 7 decimals (~1 cm). A layer without CRS (``--allow-no-crs``) is written in grid
-    coordinates, which RFC 7946 does not allow (logged). GeoPackage: one layer named after the file stem,
-    in the layer's CRS, plus the categorized QGIS style of :func:`firemap.style.vector_qml` as the layer's
-    default in the ``layer_styles`` table, so QGIS styles it on open. An empty ``gdf`` gives a valid empty
-    FeatureCollection / an empty layer with the full schema.
-
-    Args:
-        gdf: output of :meth:`PolygonCollector.finish`.
-        path: destination file.
-        fmt: ``geojson`` or ``gpkg``.
-        classes: the classes (for the embedded style).
-        overwrite: replace an existing file.
-
-    Returns:
-        ``path``.
+    See :func:`write_vector_file` for the formats; this wrapper writes under a temporary name and renames.
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
         ValueError: unknown ``fmt``.
     """
     final = Path(path)
-    if fmt not in ("geojson", "gpkg"):
-        raise ValueError(f"unknown vector format {fmt!r}; use 'geojson' or 'gpkg'")
-    geom_type = "Polygon" if shapely.get_type_id(gdf.geometry.to_numpy()).max(initial=3) == 3 else "MultiPolygon"
     with atomic_output(final, overwrite) as tmp:
-        if fmt == "geojson":
-            _write_geojson(gdf, tmp, final.stem, geom_type)
-        else:
-            pyogrio.write_dataframe(
-                gdf, tmp, layer=final.stem, driver="GPKG", geometry_type=geom_type,
-                promote_to_multi=geom_type != "Polygon", dataset_options={"VERSION": GPKG_VERSION},
-            )
-            embed_gpkg_style(tmp, final.stem, classes)
+        write_vector_file(gdf, tmp, fmt, classes, layer=final.stem)
     log.info("wrote %d polygons to %s", len(gdf), final)
     return final
+
+
+def write_vector_file(
+    gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, classes: Sequence[ClassInfo], layer: str
+) -> None:
+    """Write polygons to ``path`` (normally a temporary name) as GeoJSON or GeoPackage.
+
+    GeoJSON: transformed to EPSG:4326 lon/lat, right-hand-rule winding and antimeridian handling by GDAL's
+    ``RFC7946=YES``, 7 decimals (~1 cm). A layer without CRS (``--allow-no-crs``) is written in grid
+    coordinates, which RFC 7946 does not allow (logged). GeoPackage: one layer named ``layer``, in the
+    layer's CRS, plus the categorized QGIS style of :func:`firemap.style.vector_qml` as the layer's
+    default in the ``layer_styles`` table, so QGIS styles it on open. An empty ``gdf`` gives a valid empty
+    FeatureCollection / an empty layer with the full schema.
+
+    Args:
+        gdf: output of :meth:`PolygonCollector.finish`.
+        path: file to write.
+        fmt: one of :data:`VECTOR_FORMATS`.
+        classes: the classes (for the embedded style).
+        layer: layer name (the final file's stem).
+
+    Raises:
+        ValueError: unknown ``fmt``.
+    """
+    if fmt not in VECTOR_FORMATS:
+        raise ValueError(f"unknown vector format {fmt!r}; use one of {', '.join(VECTOR_FORMATS)}")
+    geom_type = "Polygon" if shapely.get_type_id(gdf.geometry.to_numpy()).max(initial=3) == 3 else "MultiPolygon"
+    if fmt == "geojson":
+        _write_geojson(gdf, path, layer, geom_type)
+    else:
+        pyogrio.write_dataframe(
+            gdf, path, layer=layer, driver="GPKG", geometry_type=geom_type,
+            promote_to_multi=geom_type != "Polygon", dataset_options={"VERSION": GPKG_VERSION},
+        )
+        embed_gpkg_style(path, layer, classes)
 
 
 def _write_geojson(gdf: gpd.GeoDataFrame, path: Path, layer: str, geom_type: str) -> None:

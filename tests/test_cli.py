@@ -32,9 +32,16 @@ def test_predict_with_bundle_writes_all_outputs(scene: Path, smp_bundle_path: Pa
     assert code == 0, out
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert names == ["scene.classes.qml", "scene.classes.tif", "scene.gpkg", "scene.probs.tif", "scene.qml"]
-    with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
+    folder = tmp_path / "o"
+    with rasterio.open(folder / "scene.classes.tif") as ds, rasterio.open(folder / "scene.probs.tif") as pr:
         assert ds.shape == (80, 90) and ds.dtypes[0] == "uint8"
-        assert set(np.unique(ds.read(1))) <= {0, 1, 2, 3}
+        classes, probs = ds.read(1), pr.read()
+    # the class raster is the stored probabilities thresholded at 0.5 (round(p * 255) >= 128 <=> p >= 0.5),
+    # one class per pixel by priority fire > smoke > burn_scar
+    expected = np.zeros((80, 90), np.uint8)
+    for class_id in (3, 2, 1):
+        expected[probs[class_id - 1] >= 128] = class_id
+    np.testing.assert_array_equal(classes, expected)
     assert "scene.tif" in out  # the summary names the scene
 
 
@@ -164,3 +171,25 @@ def test_shipped_predict_config_is_valid() -> None:
 
     cfg = load_yaml(Path(__file__).resolve().parents[1] / "configs" / "predict.yaml", PredictConfig)
     assert cfg == PredictConfig()
+
+
+def test_group_quiet_and_verbose_apply_to_the_command(scene, smp_bundle_path, tmp_path) -> None:
+    import logging
+
+    code, out = run("-q", "predict", scene, "--out", tmp_path / "o", "--model", smp_bundle_path)
+    assert code == 0, out
+    assert "tiles/s" not in out and "0:00" not in out  # no progress bar with the group's -q
+    assert logging.getLogger("firemap").getEffectiveLevel() == logging.ERROR
+    code, out = run("-vv", "info", scene)
+    assert code == 0 and logging.getLogger("firemap").getEffectiveLevel() == logging.DEBUG
+
+
+def test_help_lists_every_sensor_preset_and_vector_format() -> None:
+    from firemap.bands import SENSORS
+
+    code, out = run("predict", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in SENSORS:
+        assert name in text
+    assert "geojson | gpkg" in text

@@ -13,7 +13,7 @@ import torch
 from firemap.config import DEFAULT_CLASSES, PredictConfig
 from firemap.errors import OutputExistsError
 from firemap.models import Bundle
-from firemap.predict import classify, forward_probs, iter_predictions, predict_scene, predict_scenes
+from firemap.predict import classify, forward_probs, iter_predictions, predict_scene
 from firemap.raster import CLASS_NODATA, open_scene
 from tests.conftest import GEO_TRANSFORM, UTM_TRANSFORM, background
 
@@ -121,10 +121,39 @@ def test_flip_tta_averages_flipped_predictions() -> None:
         plain = torch.sigmoid(net(x))
         flipped = torch.flip(torch.sigmoid(net(torch.flip(x, (3,)))), (3,))
         got = forward_probs(net, x, "flip")
-        d4 = forward_probs(net, x, "d4")
     torch.testing.assert_close(got, (plain + flipped) / 2)
     assert not torch.allclose(got, plain)
-    assert d4.shape == plain.shape and torch.all((d4 > 0) & (d4 < 1))
+
+
+def _numpy_d4_mean(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """Reference d4 TTA written independently with numpy: predict each of the 8 rotated/mirrored images,
+    map each prediction back to the original orientation, average."""
+    views = []
+    for mirror in (False, True):
+        for k in range(4):
+            v = np.rot90(x, k, axes=(2, 3))
+            v = v[..., ::-1] if mirror else v
+            with torch.no_grad():
+                p = torch.sigmoid(net(torch.from_numpy(np.ascontiguousarray(v)))).numpy()
+            p = p[..., ::-1] if mirror else p
+            views.append(np.rot90(p, -k, axes=(2, 3)))
+    return np.mean(views, axis=0)
+
+
+def test_d4_tta_is_the_mean_of_the_eight_views_and_rotation_equivariant() -> None:
+    torch.manual_seed(1)
+    net = torch.nn.Conv2d(2, 3, (1, 5), padding=(0, 2)).eval()  # horizontal kernel: neither flip- nor rot-symmetric
+    x = torch.randn(2, 2, 12, 12)
+    with torch.no_grad():
+        got = forward_probs(net, x, "d4")
+        plain = torch.sigmoid(net(x))
+        rotated = forward_probs(net, torch.rot90(x, 1, (2, 3)), "d4")
+        mirrored = forward_probs(net, torch.flip(x, (2,)), "d4")
+    np.testing.assert_allclose(got.numpy(), _numpy_d4_mean(net, x.numpy()), atol=1e-6)
+    assert (got - plain).abs().max() > 1e-3  # TTA changed the answer of this asymmetric network
+    # d4 TTA makes any network equivariant to the d4 group: rotating or mirroring the input does the same to the output
+    torch.testing.assert_close(rotated, torch.rot90(got, 1, (2, 3)), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mirrored, torch.flip(got, (2,)), atol=1e-6, rtol=1e-5)
 
 
 def test_absent_optional_band_is_zero_and_flagged(write_tif, tmp_path) -> None:
@@ -166,10 +195,16 @@ def test_existing_outputs_and_inputs_are_protected(write_tif, threshold_bundle, 
         predict_scene(scene, tmp_path / "o", threshold_bundle, cfg)
     assert (tmp_path / "o" / "scene.classes.tif").stat().st_mtime_ns == before
     predict_scene(scene, tmp_path / "o", threshold_bundle, cfg.model_copy(update={"overwrite": True}))
-    # an output that would replace the input: scene named like an output
+    # a scene named like an output keeps its full name as the stem, so it is never an output's target ...
     clash = write_tif(fire_square(), name="x.classes.tif")
+    before = clash.read_bytes()
+    predict_scene(clash, tmp_path, threshold_bundle, cfg.model_copy(update={"overwrite": True}))
+    assert clash.read_bytes() == before and (tmp_path / "x.classes.classes.tif").is_file()
+    # ... and the last line of defence still refuses an output path that is an input, even with --overwrite
+    from firemap.raster import check_writable
+
     with pytest.raises(OutputExistsError, match="overwrite an input"):
-        predict_scenes([clash], tmp_path, None, cfg.model_copy(update={"overwrite": True}))
+        check_writable(clash, True, [clash])
 
 
 def test_probabilities_output_scaled_and_masked(write_tif, threshold_bundle, tmp_path) -> None:

@@ -81,3 +81,18 @@ def test_stitched_equals_whole_image(
     assert [b.row_off for b in blocks_out] == sorted(b.row_off for b in blocks_out)
     assert got.shape == (3, height, width)
     np.testing.assert_allclose(got, _whole_image(conv_bundle, data, overlap // 2), atol=1e-5)
+
+
+def test_wide_rows_are_released_in_thin_bands_with_the_same_values(write_tif, conv_bundle, monkeypatch) -> None:
+    import firemap.tiling
+
+    info = open_scene(write_tif(background(100, 130, seed=5)))
+    cfg = PredictConfig(tile_size=32, overlap=16, batch_size=3)
+    whole = list(iter_predictions(info, conv_bundle, cfg))
+    monkeypatch.setattr(firemap.tiling, "RELEASE_BYTES", 4 * 4 * 130 * 3)  # 3 rows of 4 channels
+    thin = list(iter_predictions(info, conv_bundle, cfg))
+    assert max(b.probs.shape[1] for b in thin) == 3 < max(b.probs.shape[1] for b in whole)
+    ends = np.cumsum([b.probs.shape[1] for b in thin])
+    assert [b.row_off for b in thin] == [0, *ends[:-1]] and ends[-1] == 100
+    np.testing.assert_array_equal(np.concatenate([b.probs for b in thin], 1),
+                                  np.concatenate([b.probs for b in whole], 1))

@@ -29,7 +29,7 @@ from firemap import CLASS_NAMES
 from firemap.bands import THERMAL_BANDS, BandSource, model_sources, resolve_bands
 from firemap.config import ModelConfig
 from firemap.errors import ConfigError, InputFileError, MissingBandsError
-from firemap.raster import read_window
+from firemap.raster import check_same_grid, open_scene, read_window
 from firemap.train.config import AugmentConfig, DataConfig, SceneSource, SimulatorSource
 from firemap.train.losses import IGNORE
 
@@ -107,7 +107,40 @@ def find_pairs(src: SceneSource) -> list[ScenePair]:
             raise InputFileError(f"source {src.label!r}: no mask {mask} for image {image}; masks must have the "
                                  "image's file name in the masks folder (or <stem>.labels.tif beside it)")
         pairs.append(ScenePair(image, mask))
+        check_mask(pairs[-1], src)
     return pairs
+
+
+def check_mask(pair: ScenePair, src: SceneSource) -> None:
+    """Require a mask on its image's grid (size, CRS, transform) holding only declared values.
+
+    Declared: 0 (background), the ``mask_values`` of the classes (``values`` format) or 1 (``bands`` format),
+    ``ignore_values`` and the mask's nodata. A mask without any georeferencing is accepted on size alone.
+
+    Raises:
+        GridMismatchError: the mask is on another grid or CRS.
+        ConfigError: the mask holds values that were not declared (they would silently count as negatives).
+    """
+    image, mask = open_scene(pair.image, allow_no_crs=True), open_scene(pair.mask, allow_no_crs=True)
+    georeferenced = mask.grid.crs is not None or not mask.grid.transform.is_identity
+    same_size = (mask.grid.width, mask.grid.height) == (image.grid.width, image.grid.height)
+    if georeferenced or not same_size:
+        check_same_grid(image, mask, what=f"mask {pair.mask}")
+    positive = [v for vs in src.mask_values.values() for v in vs] if src.mask_format == "values" else [1]
+    declared = {0, *positive, *src.ignore_values, *([] if mask.nodata is None else [mask.nodata])}
+    found: set[float] = set()
+    with rasterio.open(pair.mask) as msk:
+        for r0 in range(0, msk.height, 1024):
+            window = Window(0, r0, msk.width, min(1024, msk.height - r0))
+            found.update(np.unique(msk.read(window=window)).tolist())
+    undeclared = sorted(v for v in found if v not in declared and v == v)  # NaN: float nodata
+    if undeclared:
+        how = ("add them to mask_values (--mask-value CLASS=V,...) or ignore_values" if src.mask_format == "values"
+               else "bands masks hold 0/1 and ignore values only")
+        raise ConfigError(
+            f"mask {pair.mask} holds value(s) {undeclared[:10]} that are not declared (declared: "
+            f"{sorted(declared)}); they would silently count as background: {how}"
+        )
 
 
 def decode_mask(
@@ -265,7 +298,7 @@ def check_sources(data: DataConfig, mc: ModelConfig) -> dict[str, list[str]]:
 def _band_sources(
     path: Path, src: rasterio.io.DatasetReader, mc: ModelConfig, sensor: str | None, spec: str | None
 ) -> tuple[list[BandSource | None], tuple[str, ...], bool]:
-    bandmap = resolve_bands(src.descriptions, src.count, sensor, spec, src.tags())
+    bandmap = resolve_bands(src.descriptions, src.count, sensor, spec, src.tags(), src.scales, src.offsets)
     sources, zero_fill = model_sources(bandmap, mc.bands, mc.optional_bands, str(path))
     present = tuple(b for b, s in zip(mc.bands, sources, strict=True) if s is not None)
     return sources, present, zero_fill

@@ -262,7 +262,7 @@ def _nbr_histogram(info: SceneInfo, pair: ScenePair, src: SceneSource, classes: 
                    cfg: PredictConfig) -> np.ndarray | None:
     if "burn_scar" not in src.labelled_classes or "burn_scar" not in classes:
         return None
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags)
+    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
     if not {"nir", "swir2"} <= set(bandmap.sources):
         return None
     sources = [bandmap.sources["nir"], bandmap.sources["swir2"]]

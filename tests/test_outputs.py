@@ -1,0 +1,233 @@
+"""Outputs appear together or not at all: interrupts, full disks, killed runs, concurrent runs, sparse scenes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+import firemap.predict
+import firemap.raster
+import firemap.style
+import firemap.vectorize
+from firemap.config import PredictConfig
+from firemap.errors import OutputExistsError, OutputLockedError, OutputWriteError
+from firemap.models import Bundle
+from firemap.predict import iter_predictions, predict_scene
+from firemap.raster import claimed_outputs, open_scene, output_stem
+from tests.conftest import background
+
+CFG = PredictConfig(tile_size=64, overlap=16, save_probs=True)
+FINALS = ["scene.classes.qml", "scene.classes.tif", "scene.geojson", "scene.probs.tif", "scene.qml"]
+
+
+def _scene(write_tif, height: int = 96, width: int = 96) -> Path:
+    data = background(height, width)
+    data[5, 40:50, 60:70] = 0.9  # fire
+    return write_tif(data)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _raise(exc: BaseException):
+    def stage(*args: object, **kwargs: object) -> None:
+        raise exc
+
+    return stage
+
+
+STAGES = {
+    "network": lambda mp, exc: mp.setattr(firemap.predict, "forward_probs", _raise(exc)),
+    "class COG": lambda mp, exc: mp.setattr(firemap.raster.TiledWriter, "close", _raise(exc)),
+    "polygons": lambda mp, exc: mp.setattr(firemap.vectorize.PolygonCollector, "finish", _raise(exc)),
+    "styles": lambda mp, exc: mp.setattr(firemap.style, "raster_qml", _raise(exc)),
+    "vectors": lambda mp, exc: mp.setattr(firemap.vectorize, "write_vector_file", _raise(exc)),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("kind", ["interrupt", "disk full"])
+def test_failure_at_any_stage_leaves_nothing_and_rerun_works(
+    stage: str, kind: str, write_tif, threshold_bundle: Bundle, tmp_path: Path, monkeypatch
+) -> None:
+    scene, out = _scene(write_tif), tmp_path / "o"
+    exc = KeyboardInterrupt() if kind == "interrupt" else OSError(errno.ENOSPC, "No space left on device")
+    with monkeypatch.context() as mp:
+        STAGES[stage](mp, exc)
+        expected = KeyboardInterrupt if kind == "interrupt" else OutputWriteError
+        with pytest.raises(expected, match=None if kind == "interrupt" else "disk full"):
+            predict_scene(scene, out, threshold_bundle, CFG)
+    assert _listing(out) == []  # no final name, no temporary, no lock
+    predict_scene(scene, out, threshold_bundle, CFG)  # the rerun needs no --overwrite
+    assert _listing(out) == FINALS
+
+
+def test_publishing_is_all_or_nothing(write_tif, threshold_bundle, tmp_path, monkeypatch) -> None:
+    """A failure while renaming the temporaries removes the outputs already renamed."""
+    scene, out = _scene(write_tif), tmp_path / "o"
+    real, calls = os.link, []
+
+    def link(src: str, dst: str) -> None:
+        calls.append(dst)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(OutputWriteError, match="disk full"):
+        predict_scene(scene, out, threshold_bundle, CFG)
+    assert len(calls) == 3 and _listing(out) == []
+
+
+def test_a_file_appearing_meanwhile_is_never_replaced(write_tif, threshold_bundle, tmp_path, monkeypatch) -> None:
+    scene, out = _scene(write_tif), tmp_path / "o"
+    real = firemap.vectorize.write_vector_file
+
+    def write_and_race(gdf, path, *args, **kwargs):  # another program writes a final name during the run
+        (out / "scene.geojson").write_text("theirs")
+        return real(gdf, path, *args, **kwargs)
+
+    monkeypatch.setattr(firemap.vectorize, "write_vector_file", write_and_race)
+    with pytest.raises(OutputExistsError, match="appeared while this run was writing"):
+        predict_scene(scene, out, threshold_bundle, CFG)
+    assert _listing(out) == ["scene.geojson"] and (out / "scene.geojson").read_text() == "theirs"
+
+
+def test_concurrent_run_fails_fast_before_any_work(write_tif, threshold_bundle, tmp_path) -> None:
+    scene, out = _scene(write_tif), tmp_path / "o"
+    with claimed_outputs([out / "scene.geojson"]):  # run A holds the claim
+        with pytest.raises(OutputLockedError, match="another firemap run"):
+            predict_scene(scene, out, threshold_bundle, CFG)
+        assert threshold_bundle.model.tiles == 0  # run B stopped before the network
+        assert _listing(out) == [".scene.geojson.firemap-lock"]
+    assert _listing(out) == []
+
+
+def test_stale_lock_and_temporaries_of_a_killed_run_are_cleaned(write_tif, threshold_bundle, tmp_path) -> None:
+    scene, out = _scene(write_tif), tmp_path / "o"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".scene.classes.tif.firemap-lock").write_text(f"{dead.pid}@{socket.gethostname()}\n")
+    (out / ".scene.classes.tif.0badf00d.partial.tif").write_bytes(b"half a COG")
+    (out / ".scene.classes.tif.0badf00d.partial.tif.scratch.tif").write_bytes(b"scratch")
+    predict_scene(scene, out, threshold_bundle, CFG)
+    assert _listing(out) == FINALS
+
+
+def test_sigterm_unwinds_like_ctrl_c(tmp_path, smp_bundle_path, write_tif) -> None:
+    scene = write_tif(background(512, 512))
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "firemap", "predict", str(scene), "--out", str(out), "--model",
+           str(smp_bundle_path), "--batch-size", "1", "--save-probs", "-q"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*partial*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until the run is writing its temporaries
+    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "terminated" in err and "Traceback" not in err
+    assert _listing(out) == []
+
+
+def test_sparse_scene_streams_with_bounded_tiles_in_flight(write_tif, threshold_bundle, monkeypatch) -> None:
+    """A tall scene with data only in its last rows: the old loop held every empty tile until 8 tiles with data
+    arrived (nothing released until the end); now at most 4 batches of tiles are in flight and rows are
+    released while the scene is still being read."""
+    data = np.full((6, 1000, 64), -9999, np.float32)
+    data[:, -30:] = background(30, 64)
+    info = open_scene(write_tif(data, nodata=-9999))
+    reads, seen_at_first_block, in_flight = [], [], []
+    real = firemap.predict.read_window
+
+    def counting(*args, **kwargs):
+        reads.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(firemap.predict, "read_window", counting)
+    cfg = PredictConfig(tile_size=64, overlap=16, batch_size=2)
+    blocks = []
+    for block in iter_predictions(info, threshold_bundle, cfg, in_flight.append):
+        if not blocks:
+            seen_at_first_block.append(len(reads))
+        blocks.append(block)
+    chunks = len(reads)
+    assert max(in_flight) <= firemap.predict.MAX_QUEUED_BATCHES * cfg.batch_size
+    assert chunks >= 20 and seen_at_first_block[0] <= 6  # first rows left after ~4 tile rows, not at the end
+    assert sum(b.probs.shape[1] for b in blocks) == 1000
+    valid = np.concatenate([b.valid for b in blocks])
+    assert not valid[:-30].any() and valid[-30:].all()
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [
+        ("HLS.L30.T10SEG.2020250T184921.v2.0.tif", "HLS.L30.T10SEG.2020250T184921.v2.0"),
+        ("scene.tif", "scene"),
+        ("LC08_L1TP_044034_20200830.TIF", "LC08_L1TP_044034_20200830"),
+        ("mosaic.tif.vrt", "mosaic"),
+        ("x.classes.tif", "x.classes"),
+        ("S2A_MSIL2A.SAFE.jp2", "S2A_MSIL2A.SAFE"),
+    ],
+)
+def test_output_stem_drops_only_raster_extensions(name: str, stem: str) -> None:
+    assert output_stem(Path("/data") / name) == stem
+
+
+def test_hls_granules_keep_distinct_names(write_tif, threshold_bundle, tmp_path) -> None:
+    names = ["HLS.L30.T10SEG.2020250T184921.v2.0.tif", "HLS.S30.T10SEG.2020251T184919.v2.0.tif"]
+    scenes = [write_tif(background(64, 64), name=n) for n in names]
+    for s in scenes:
+        predict_scene(s, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    tifs = sorted(p.name for p in (tmp_path / "o").glob("*.classes.tif"))
+    assert tifs == [n.replace(".tif", ".classes.tif") for n in names]
+
+
+def test_crs_without_geotransform_with_allow_no_crs_is_pixel_space(tmp_path, threshold_bundle) -> None:
+    from firemap.errors import MissingCRSError
+    from tests.conftest import BANDS, UTM
+
+    path = tmp_path / "nogt.tif"
+    with rasterio.open(path, "w", driver="GTiff", count=6, height=64, width=64, dtype="float32", crs=UTM) as dst:
+        dst.write(background(64, 64))
+        dst.descriptions = BANDS
+    with pytest.raises(MissingCRSError, match="no geotransform"):
+        open_scene(path)
+    info = open_scene(path, allow_no_crs=True)
+    assert info.grid.crs is None  # pixel coordinates, not metres at the CRS origin
+    predict_scene(info, tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    with rasterio.open(tmp_path / "o" / "nogt.classes.tif") as ds:
+        assert ds.crs is None
+
+
+def test_bundle_with_nan_weights_or_stats_is_refused(smp_bundle_path, tmp_path) -> None:
+    from firemap.errors import BundleError
+    from firemap.models import load_bundle
+
+    payload = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)
+    key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
+    payload["state_dict"][key][0] = float("nan")
+    torch.save(payload, tmp_path / "nan.firemap.pt")
+    with pytest.raises(BundleError, match=f"weight '{key}' holds NaN"):
+        load_bundle(tmp_path / "nan.firemap.pt")
+    payload = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)
+    payload["config"]["std"][2] = float("inf")
+    torch.save(payload, tmp_path / "inf.firemap.pt")
+    with pytest.raises(BundleError, match="normalization std"):
+        load_bundle(tmp_path / "inf.firemap.pt")
+
