@@ -291,10 +291,15 @@ def _real_calfire() -> dict[int, np.ndarray]:
     return {c: np.concatenate(v, axis=1) for c, v in pooled.items()}
 
 
+CALIFORNIA = ("forest", "mediterranean", "savanna", "agricultural", "arid")
+"""The landscapes of the Californian crops (the others are for other biomes)."""
+
+
 def _simulated_calfire(seeds: range) -> dict[int, np.ndarray]:
     pooled: dict[int, list[np.ndarray]] = {0: [], 1: []}
     for seed in seeds:
-        scene = _scene("sentinel2", size=160, seed=seed, fire=False, smoke=False, clouds="none")
+        scene = _scene("sentinel2", size=160, seed=seed, fire=False, smoke=False, clouds="none",
+                       landscape=CALIFORNIA[seed % len(CALIFORNIA)])
         index = [scene.bands.index(b) for b in ("red", "nir", "swir2")]
         for c in (0, 1):
             pooled[c].append(scene.physical[index][:, scene.labels[2] == c])

@@ -164,9 +164,9 @@ def _check(height: int, width: int, landscape: str | None) -> None:
         raise ConfigError(f"unknown landscape {landscape!r}; choose one of: {', '.join(LANDSCAPES)} (or none = random)")
 
 
-BYTES_PER_PIXEL = 330
-"""Peak memory of :func:`simulate_scene` per scene pixel (measured with ``scripts/bench_simulate.py``: peak
-resident memory of 1024^2 .. 4096^2 scenes, all sensors, rounded up); a fixed ~0.3 GB comes on top."""
+BYTES_PER_PIXEL = 480
+"""Peak memory of :func:`simulate_scene` per scene pixel: the growth of the peak resident memory from 1024^2 to
+2048^2 pixels (Landsat-8, 10 bands, ``scripts/bench_simulate.py``: 453 B/px), rounded up; ~0.3 GB comes on top."""
 
 
 def estimate_memory(height: int, width: int) -> int:

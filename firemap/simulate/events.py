@@ -168,7 +168,7 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     for i in range(count):
         burning = fire and (i == 0 or bool(rng.random() < 0.4))
         one = _one_scar(rng, land, wind + (0.0 if i == 0 else rng.normal(0, 20)),
-                        rng.uniform(0.16, 0.4) if i == 0 else rng.uniform(0.06, 0.2), burning, burned, burn_scar)
+                        rng.uniform(0.16, 0.5) if i == 0 else rng.uniform(0.06, 0.2), burning, burned, burn_scar)
         stages.append(one.pop("stage"))
         mask = one.pop("burned")
         for key, value in one.pop("fields").items():
@@ -420,8 +420,8 @@ def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     from wildfire by context (a lava channel on dark basalt; a hot roof in an industrial district). A user
     who wants every thermal anomaly can run the classic rules (``firemap label``), which flag them too.
 
-    Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-1.8, -0.6)``,
-    ``T ~ U(750, 1150) K`` (basaltic lava surfaces, Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
+    Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-2.7, -1.5)``,
+    ``T ~ U(750, 1100) K`` (basaltic lava surfaces, Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
     Industry (``== 2``, with 0-1 neighbours): steel works, kilns and gas flares, ``log10 p ~ U(-3, -1.5)``,
     ``T ~ U(1000, 1800) K`` (flares 1500-2000 K: Elvidge et al. 2013, Remote Sensing 5:4423).
 
@@ -435,7 +435,7 @@ def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     if industry.any():
         grown = ndimage.binary_dilation(industry) & (rng.random(shape) < 0.3)
         industry = industry | (grown & (land.cover != MATERIAL_ID["water"]))
-    for mask, lp, tk in ((land.hot_sites == 1, (-1.8, -0.6), (750.0, 1150.0)), (industry, (-3.0, -1.5),
+    for mask, lp, tk in ((land.hot_sites == 1, (-2.7, -1.5), (750.0, 1100.0)), (industry, (-3.0, -1.5),
                                                                                (1000.0, 1800.0))):
         idx = np.flatnonzero(mask.ravel())
         fraction.ravel()[idx] = 10 ** rng.uniform(*lp, idx.size)
@@ -454,11 +454,12 @@ def smoke_tau(rng: np.random.Generator, fires: Fires | None, wind: float, shape:
     """Smoke optical depth at 550 nm, ``(rows, cols)`` float32: emitted along the fire fronts, advected downwind.
 
     Sources are the fire pixels weighted by ``sqrt(p T^4)`` (so the whole front smokes, not only its hottest
-    pixel), on a grid 4x coarser and rotated so the wind blows along its columns. Marching downwind, each step
+    pixel), on a grid 4x coarser and rotated so the wind blows along its columns, moved 2-5 coarse pixels
+    downwind (the smoke rises before it spreads, so it is thin over the front). Marching downwind, each step
     adds the sources, diffuses the column laterally (Gaussian, ``sigma = U(0.5, 1.2)`` coarse px per step: plume
     width grows as the square root of the distance, so ``tau`` falls downwind), dilutes it (e-folding 0.4-1.5
     canvas lengths) and drifts it sideways by a slowly varying amount (wind shear: curved plumes). The result
-    is scaled to a core optical depth ``U(0.8, 3)`` and multiplied by lognormal turbulence (sigma 0.4-0.6; half
+    is scaled to a core optical depth ``U(0.5, 2.5)`` and multiplied by lognormal turbulence (sigma 0.4-0.6; half
     of it stretched 3x along the wind, half puffs of ~10% of the canvas), plus a finer texture. Without a fire
     (``fires`` None or empty), a plume 4-12% of the scene wide drifts in from upwind (core optical depth
     ``U(0.7, 2)``).
@@ -476,12 +477,14 @@ def smoke_tau(rng: np.random.Generator, fires: Fires | None, wind: float, shape:
         power = np.sqrt(fires.fraction * (fires.temperature.astype(np.float32) / 1000.0) ** 4)
         src = cv2.resize(power, (small[1], small[0]), interpolation=cv2.INTER_AREA)
         rotated = cv2.warpAffine(src, to_src, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        tau0 = rng.uniform(0.8, 3.0)
+        tau0 = rng.uniform(0.5, 2.5)
     else:
         rotated = np.zeros((side, side), np.float32)
         across = np.arange(side) - side / 2 - rng.normal(0, 0.15) * min(small)
         rotated[:, 0] = np.exp(-0.5 * (across / (rng.uniform(0.04, 0.12) * min(small))) ** 2)
         tau0 = rng.uniform(0.7, 2.0)
+    lag = int(rng.integers(2, 6))  # smoke rises before it spreads: thin over the front itself
+    rotated = np.concatenate([np.zeros((side, lag), np.float32), rotated[:, :-lag]], axis=1)
     column = _advect(rng, cv2.GaussianBlur(rotated, (0, 0), 1.0))
     stretched = cv2.resize(fbm(rng, (side, max(8, side // 3)), 2.6), (side, side), interpolation=cv2.INTER_LINEAR)
     puffs = fbm(rng, (side, side), 2.4, 0.1 * side)
@@ -535,17 +538,24 @@ class Clouds:
 
 
 def make_clouds(rng: np.random.Generator, shape: tuple[int, int], cover: float) -> Clouds:
-    """Cumulus fields covering about ``cover`` of the scene (fractal edges), sometimes with thin cirrus."""
+    """Cumulus covering about ``cover`` of the scene, sometimes with thin cirrus.
+
+    Clouds are the top ``cover`` of a field = large-scale cloud regions + rounded cells of 12-40 px (cumulus of
+    ~0.4-1.2 km at 30 m; 30% of scenes get popcorn cumulus: cells of 6-14 px weighted more) + fine fractal edges.
+    Inside, the optical thickness rises from the edge (``^1.3``: thin soft borders) to ``U(10, 40)`` with lognormal
+    turret texture (sigma 0.45), so clouds are lumpy, not flat white discs.
+    """
     zeros = np.zeros(shape, np.float32)
     if cover <= 0:
         return Clouds(zeros, zeros.copy(), 1000.0)
+    popcorn = bool(rng.random() < 0.3)
     field = smooth_field(rng, shape, 3.0, rng.uniform(0.15, 0.5) * min(shape), factor=4)
-    field += rng.uniform(0.3, 1.0) * smooth_field(rng, shape, 2.4, 0.03 * min(shape) + 3, factor=2)
-    field += 0.08 * fine_noise(rng, shape, 1.5)
+    cells = smooth_field(rng, shape, 3.2, rng.uniform(6.0, 14.0) if popcorn else rng.uniform(12.0, 40.0), factor=2)
+    field += (rng.uniform(0.8, 1.2) if popcorn else rng.uniform(0.35, 0.6)) * cells
+    field += 0.03 * fine_noise(rng, shape, 1.5)
     thr = np.quantile(field[::2, ::2], 1.0 - min(0.95, cover * 1.25))
-    tau = rng.uniform(10.0, 40.0) * np.clip((field - thr) / (field.max() - thr + 1e-6), 0.0, 1.0) ** 0.8
-    # internal texture: cumulus turrets and thin wisps (lognormal, rough spectrum), thin fibrous edges
-    texture = smooth_field(rng, shape, 2.2, 0.02 * min(shape) + 4, factor=2) + 0.4 * fine_noise(rng, shape, 1.0)
+    tau = rng.uniform(10.0, 40.0) * np.clip((field - thr) / (field.max() - thr + 1e-6), 0.0, 1.0) ** 1.3
+    texture = smooth_field(rng, shape, 2.2, 6.0, factor=2) + 0.3 * fine_noise(rng, shape, 1.0)
     tau *= np.exp(0.45 * texture - 0.1)
     cirrus = zeros.copy()
     if rng.random() < 0.3:

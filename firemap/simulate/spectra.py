@@ -44,7 +44,7 @@ C2 = 1.4387752e4  # um K
 MATERIALS: dict[str, tuple[float, ...]] = {
     #             coastal blue   green  red    nir    swir1  swir2  cirrus(surface)
     "conifer":    (0.020, 0.025, 0.050, 0.030, 0.260, 0.120, 0.050, 0.060),
-    "broadleaf":  (0.025, 0.030, 0.070, 0.035, 0.400, 0.200, 0.090, 0.100),
+    "broadleaf":  (0.020, 0.024, 0.060, 0.032, 0.400, 0.200, 0.090, 0.100),
     "shrub":      (0.030, 0.038, 0.060, 0.052, 0.290, 0.300, 0.190, 0.130),
     "grass":      (0.035, 0.045, 0.090, 0.060, 0.350, 0.250, 0.130, 0.120),
     "dry_grass":  (0.050, 0.065, 0.100, 0.140, 0.280, 0.380, 0.290, 0.200),
@@ -52,24 +52,24 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     "soil":       (0.100, 0.130, 0.200, 0.270, 0.320, 0.420, 0.380, 0.380),
     "dark_soil":  (0.040, 0.050, 0.070, 0.090, 0.130, 0.190, 0.170, 0.170),
     "rock":       (0.160, 0.180, 0.220, 0.260, 0.300, 0.360, 0.320, 0.330),
-    "water":      (0.060, 0.055, 0.050, 0.030, 0.012, 0.006, 0.004, 0.005),
+    "water":      (0.050, 0.045, 0.040, 0.020, 0.009, 0.005, 0.004, 0.004),
     "urban":      (0.090, 0.100, 0.120, 0.140, 0.190, 0.230, 0.210, 0.210),
-    "roof":       (0.250, 0.280, 0.320, 0.350, 0.400, 0.470, 0.430, 0.440),
+    "roof":       (0.270, 0.290, 0.320, 0.340, 0.370, 0.420, 0.380, 0.400),
     "tile_roof":  (0.060, 0.070, 0.100, 0.200, 0.280, 0.380, 0.350, 0.330),
     "char":       (0.030, 0.033, 0.038, 0.043, 0.070, 0.130, 0.155, 0.110),
     "ash":        (0.150, 0.170, 0.210, 0.240, 0.270, 0.300, 0.280, 0.290),
     "npv":        (0.050, 0.065, 0.100, 0.140, 0.250, 0.330, 0.260, 0.240),
     # --- wider landscape library (appended: the ids above stay stable) ---
-    "wet_grass":  (0.030, 0.035, 0.070, 0.045, 0.300, 0.170, 0.075, 0.090),
+    "wet_grass":  (0.032, 0.038, 0.072, 0.055, 0.260, 0.175, 0.085, 0.090),
     "black_char": (0.028, 0.030, 0.035, 0.040, 0.065, 0.072, 0.060, 0.060),
     "white_ash":  (0.260, 0.290, 0.330, 0.360, 0.400, 0.430, 0.380, 0.400),
-    "laterite":   (0.050, 0.060, 0.100, 0.200, 0.260, 0.340, 0.300, 0.300),
-    "tailings":   (0.230, 0.270, 0.340, 0.420, 0.500, 0.580, 0.520, 0.520),
-    "reg":        (0.090, 0.110, 0.160, 0.230, 0.270, 0.340, 0.320, 0.320),
+    "laterite":   (0.040, 0.055, 0.090, 0.170, 0.210, 0.280, 0.240, 0.240),
+    "tailings":   (0.230, 0.270, 0.340, 0.420, 0.550, 0.560, 0.440, 0.480),
+    "reg":        (0.090, 0.110, 0.160, 0.230, 0.270, 0.320, 0.290, 0.300),
     "sand":       (0.130, 0.160, 0.240, 0.340, 0.400, 0.490, 0.460, 0.450),
     "salt":       (0.450, 0.500, 0.540, 0.560, 0.570, 0.520, 0.440, 0.500),
-    "basalt":     (0.045, 0.048, 0.052, 0.058, 0.068, 0.080, 0.075, 0.075),
-    "tephra":     (0.070, 0.080, 0.090, 0.100, 0.120, 0.140, 0.130, 0.130),
+    "basalt":     (0.045, 0.047, 0.050, 0.055, 0.062, 0.058, 0.050, 0.055),
+    "tephra":     (0.055, 0.060, 0.065, 0.070, 0.080, 0.078, 0.068, 0.070),
     "metal_roof": (0.300, 0.330, 0.360, 0.370, 0.380, 0.360, 0.300, 0.330),
     "beach":      (0.180, 0.210, 0.270, 0.320, 0.360, 0.420, 0.380, 0.380),
     "wet_soil":   (0.030, 0.035, 0.050, 0.065, 0.095, 0.110, 0.080, 0.080),
@@ -92,14 +92,16 @@ The wider library (tropical savanna, wetland, laterite, desert, volcanic, coasta
   Corumba scars (nir 0.11, swir2 0.09, NBR 0.0-0.2, measured by ``scripts/sim_vs_real.py``).
 * ``laterite``: red lateritic soil / oxisol (USGS splib07 and ECOSTRESS soil spectra of hematite/goethite-rich
   soils: a steep rise from blue to red, the ferric-iron band near 0.9 um flattening NIR, high SWIR).
-* ``tailings``: bright iron-ore mine tailings and mud (Brumadinho Landsat-8 L2 2019-01-30: red 0.27-0.58,
-  nir 0.41-0.68, swir2 0.31-0.56, 10-90%; the per-scene randomisation reaches swir2 ~0.7).
+* ``tailings``: bright iron-ore mine tailings and mud (Brumadinho Landsat-8 L2 2019-01-30, pixels with
+  swir2 > 0.3: red 0.27-0.58, nir 0.41-0.68, swir2 0.31-0.56, 10-90%, maximum 0.70; with the per-scene and
+  per-pixel randomisation the simulated ones reach swir2 ~0.7).
 * ``reg``: desert pavement with rock varnish; ``sand``: quartz dune sand with iron-oxide coatings (USGS splib07
   / ECOSTRESS "sand" spectra; the Sahara Sentinel-2 tile 29RKH: red 0.34, nir 0.39, swir1 0.48, swir2 0.46);
   ``salt``: halite/gypsum salt pan (ECOSTRESS evaporites: very bright in the visible, gypsum/water bands lower
   the SWIR).
-* ``basalt``: fresh basaltic lava and dark rock (USGS splib07 / ECOSTRESS basalt: 0.04-0.08, flat);
-  ``tephra``: dark volcanic ash and scoria fields (a little brighter).
+* ``basalt``: fresh basaltic lava and dark rock (USGS splib07 / ECOSTRESS basalt: 0.04-0.08, nearly flat,
+  lower in the SWIR; Momotombo Landsat-8 2015: nir 0.07, swir1 0.06, swir2 0.05); ``tephra``: dark volcanic
+  ash and scoria fields (a little brighter).
 * ``metal_roof``: industrial roofs (ECOSTRESS man-made galvanized/painted metal: bright, flat, dropping in SWIR2);
   ``beach``: beach sand (USGS splib07 "beach sand"); ``wet_soil``: wet organic floodplain soil (soil moisture
   darkens every band and the SWIR most: Lobell & Asner 2002, SSSAJ 66:722).
