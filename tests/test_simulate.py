@@ -380,3 +380,200 @@ def test_predict_reads_simulated_scenes_like_real_ones(tmp_path: Path, threshold
     assert np.array_equal(classes == 255, ~scene.valid)
     fire = scene.labels[0] == 1
     assert (classes[fire] == 1).mean() > 0.5  # saturated-SWIR fire pixels read as reflectance > 0.5
+
+
+# ------------------------------------------------------------------------ fronts, scar ages, landscapes, memory
+
+
+@pytest.mark.parametrize(("landscape", "seed"), [("savanna", 0), ("wetland", 2), ("forest", 0), ("mediterranean", 1)])
+def test_fire_fronts_are_continuous_lines_on_the_downwind_side(landscape: str, seed: int) -> None:
+    from scipy import ndimage
+
+    scene = _scene("sentinel2", size=256, seed=seed, landscape=landscape, clouds="none", smoke=False)
+    fire = scene.labels[0] == 1
+    parts, count = ndimage.label(fire, np.ones((3, 3)))
+    sizes = np.bincount(parts.ravel())[1:]
+    ys, xs = np.nonzero(parts == 1 + int(np.argmax(sizes)))
+    assert count >= 1 and sizes.max() >= 100, (count, sizes.max())  # one long connected line, not dots
+    assert max(np.ptp(ys), np.ptp(xs)) >= 28  # spans > 10% of the scene
+    assert len(sizes[sizes >= 20]) <= 12  # a few segments, not a scatter of dots
+    wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
+    rows, cols = np.indices(fire.shape)
+    downwind = -rows * np.cos(wind) + cols * np.sin(wind)
+    assert downwind[fire].mean() > downwind[scene.labels[2] == 1].mean()  # the head burns downwind
+
+
+def test_flaming_zone_has_sub_pixel_fractions_and_smouldering_behind() -> None:
+    scene = _scene("sentinel2", size=256, seed=0, landscape="savanna", clouds="none", smoke=False)
+    t = scene.truth
+    flaming, smouldering = t.fire_temperature >= 800, (t.fire_temperature > 0) & (t.fire_temperature < 800)
+    assert flaming.sum() > 100 and smouldering.sum() > 0
+    p = t.fire_fraction[flaming]
+    assert p.min() > 1e-4 and p.max() <= 0.2 and np.percentile(p, 90) / np.percentile(p, 10) > 3
+
+
+def _fresh_char(scene: SimulatedScene) -> np.ndarray:
+    t = scene.truth
+    return t.burned & (t.age_days <= 16) & (t.fire_fraction == 0) & (t.smoke_tau < 0.1) & (t.cloud_tau == 0)
+
+
+def test_fresh_char_is_dark_in_every_band_with_nbr_near_zero_like_corumba() -> None:
+    """Real Corumba 2019-08-25 fresh char (scripts/sim_vs_real.py): TOA nir 0.105 (0.09-0.12), swir2 0.093
+    (0.08-0.11), NBR 0.06 (0.01-0.10); the simulated wetland fire's fresh char must fall in those bands."""
+    scenes = [_scene("landsat8", size=256, seed=seed, landscape="wetland", clouds="none", smoke=False)
+              for seed in range(3)]
+    chars = [_fresh_char(scene) for scene in scenes]
+    assert sum(int(c.sum()) for c in chars) > 2000
+
+    def pooled(values: list[np.ndarray]) -> float:
+        return float(np.median(np.concatenate([v[c] for v, c in zip(values, chars, strict=True)])))
+
+    nir, swir2 = pooled([s.band("nir") for s in scenes]), pooled([s.band("swir2") for s in scenes])
+    assert 0.085 <= nir <= 0.13 and 0.075 <= swir2 <= 0.12, (nir, swir2)
+    assert 0.0 <= pooled([_nbr(s) for s in scenes]) <= 0.15
+    for band in ("green", "red", "nir", "swir1", "swir2"):
+        assert pooled([s.band(band) for s in scenes]) < 0.14, band
+
+
+REAL_SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_scenes"
+
+
+def _read_reflectance(path: Path) -> dict[str, np.ndarray]:
+    with rasterio.open(path) as src:
+        raw = src.read().astype(np.float32)
+        names = [src.tags(i + 1).get("STANDARD_NAME") for i in range(src.count)]
+        scale, offset = np.array(src.scales)[:, None, None], np.array(src.offsets)[:, None, None]
+    return dict(zip(names, raw * scale + offset, strict=True)) | {"valid": (raw != 0).all(axis=0)}
+
+
+@pytest.mark.skipif(not (REAL_SCENES / "landsat8_corumba_2019").is_dir(), reason="shared real scenes not present")
+def test_simulated_fresh_char_inside_the_real_corumba_char_distribution() -> None:
+    """Real char: dNBR (2019-08-09 -> 08-25) > 0.27 and NBR < 0.2 on 08-25, not burnt before (NBR < 0.1 on 08-09)."""
+    folder = REAL_SCENES / "landsat8_corumba_2019"
+    post = _read_reflectance(next(folder.glob("*20190825*.tif")))
+    pre = _read_reflectance(next(folder.glob("*20190809*.tif")))
+
+    def nbr(x: dict[str, np.ndarray]) -> np.ndarray:
+        return (x["nir"] - x["swir2"]) / (x["nir"] + x["swir2"] + 1e-6)
+
+    char = (nbr(pre) - nbr(post) > 0.27) & (nbr(post) < 0.2) & (nbr(pre) >= 0.1) & post["valid"] & pre["valid"]
+    scenes = [_scene("landsat8", size=256, seed=seed, landscape="wetland", clouds="none", smoke=False)
+              for seed in range(3)]
+    for band in ("nir", "swir1", "swir2"):
+        low, high = np.percentile(post[band][char], [10, 90])
+        sim = np.median(np.concatenate([s.band(band)[_fresh_char(s)] for s in scenes]))
+        assert low - 0.01 <= sim <= high + 0.01, (band, low, sim, high)
+
+
+def test_scar_ages_fresh_black_white_ash_brown_and_regrowth() -> None:
+    from firemap.simulate.events import burned_reflectance
+    from firemap.simulate.spectra import MATERIAL_ID, SPECTRA
+
+    grass, soil = SPECTRA[MATERIAL_ID["grass"]][:, None], SPECTRA[MATERIAL_ID["soil"]][:, None]
+    shrub = SPECTRA[MATERIAL_ID["shrub"]][:, None]
+
+    def nbr(r: np.ndarray) -> float:
+        return float((r[4, 0] - r[6, 0]) / (r[4, 0] + r[6, 0]))
+
+    one, yes, no = np.array([0.95]), np.array([True]), np.array([False])
+    fresh = burned_reflectance(grass, soil, one, np.array([2.0]), yes, black=0.95)
+    assert (fresh[1:7, 0] < 0.13).all() and -0.1 <= nbr(fresh) <= 0.2  # black char: dark everywhere
+    ash = burned_reflectance(shrub, soil, one, np.array([2.0]), no, black=0.2, ash=0.6)
+    assert (ash[1:4, 0] > shrub[1:4, 0] + 0.05).all()  # white ash: brighter than the vegetation in the visible
+    brown = burned_reflectance(shrub, soil, np.array([0.8]), np.array([60.0]), no)
+    assert nbr(brown) < -0.05  # older brown scar: NBR negative
+    regrown = burned_reflectance(shrub, soil, np.array([0.8]), np.array([400.0]), no)
+    assert regrown[4, 0] > brown[4, 0] + 0.03 and nbr(regrown) > nbr(brown) + 0.1
+
+
+LANDSCAPE_CHECKS = {  # material: (band, low, high) of the median surface reflectance (Sentinel-2 L2A, clear sky)
+    "tropical_savanna": {"laterite": ("red", 0.1, 0.3)},
+    "wetland": {"wet_grass": ("nir", 0.18, 0.4), "water": ("nir", 0.0, 0.03)},
+    "laterite": {"tailings": ("swir2", 0.3, 0.7), "laterite": ("swir2", 0.15, 0.35)},
+    "desert": {"sand": ("swir2", 0.35, 0.6), "salt": ("blue", 0.35, 0.7), "reg": ("swir2", 0.2, 0.4)},
+    "volcanic": {"basalt": ("nir", 0.02, 0.1), "tephra": ("swir2", 0.03, 0.12)},
+    "coastal_city": {"roof": ("blue", 0.2, 0.45), "beach": ("swir2", 0.25, 0.5), "water": ("red", 0.0, 0.04)},
+}
+
+
+@pytest.mark.parametrize("landscape", sorted(LANDSCAPE_CHECKS))
+def test_landscape_spectra_within_their_ranges_and_randomised_per_scene(landscape: str) -> None:
+    medians = []
+    for seed in (0, 1):
+        scene = _scene("sentinel2", size=192, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                       burn_scar=False, haze=False)
+        assert scene.tags["LANDSCAPE"] == landscape
+        seen = {}
+        for material, (band, low, high) in LANDSCAPE_CHECKS[landscape].items():
+            where = scene.truth.material(material)
+            assert where.sum() >= 10, (landscape, material, seed)
+            seen[material] = float(np.median(scene.band(band)[where]))
+            assert low <= seen[material] <= high, (landscape, material, band, seen[material])
+        medians.append(seen)
+    assert medians[0] != medians[1]  # spectra are drawn per scene
+
+
+def test_tailings_reach_bright_swir2_like_brumadinho() -> None:
+    """Real Brumadinho L2SP: bright tailings/mud swir2 0.31-0.56 (10-90%), maximum 0.70."""
+    values = []
+    for seed in range(4):
+        scene = _scene("hls", size=192, seed=seed, landscape="laterite", clouds="none", fire=False, smoke=False,
+                       burn_scar=False)
+        values.append(scene.band("swir2")[scene.truth.material("tailings")])
+    swir2 = np.concatenate(values)
+    assert 0.55 <= np.percentile(swir2, 99) <= 0.8 and np.median(swir2) > 0.3
+
+
+@pytest.mark.parametrize(("landscape", "code"), [("volcanic", 1), ("coastal_city", 2)])
+def test_lava_and_industrial_hot_spots_are_rendered_but_never_labelled_fire(landscape: str, code: int) -> None:
+    for seed in range(6):
+        scene = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                       burn_scar=False)
+        hot = scene.truth.hotspot_fraction > 0
+        if hot.any():
+            break
+    assert hot.any(), "no hot spot in 6 seeds"
+    assert not scene.labels[0].any()  # not fire
+    swir2 = scene.band("swir2")
+    assert swir2[hot].max() > 0.3 and swir2[hot].max() > np.percentile(swir2[~hot], 99.9)
+    cold = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                  burn_scar=False, hotspots=False)
+    assert not cold.truth.hotspot_fraction.any() and np.array_equal(cold.truth.cover, scene.truth.cover)
+    del code
+
+
+def test_smoke_is_emitted_at_the_front_and_drifts_downwind() -> None:
+    scene = _scene("landsat8", size=256, seed=4, landscape="savanna", clouds="none")
+    t = scene.truth
+    wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
+    rows, cols = np.indices(t.smoke_tau.shape)
+    downwind = -rows * np.cos(wind) + cols * np.sin(wind)
+    fire = scene.labels[0] == 1
+    plume = t.smoke_tau >= 0.3
+    assert plume.sum() > 200
+    assert np.average(downwind, weights=t.smoke_tau) > downwind[fire].mean()
+    assert np.median(t.smoke_tau[fire]) < np.percentile(t.smoke_tau, 99)  # thin over the front, thick downwind
+    texture = t.smoke_tau[plume] / np.median(t.smoke_tau[plume])
+    assert 0.15 < texture.std() < 2.0  # turbulent, not a smooth band
+
+
+def test_memory_is_checked_up_front_with_the_size_that_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import firemap.simulate as sim
+
+    with pytest.raises(ConfigError, match=r"8192 x 8192 .* GB .*--size \d+"):
+        sim.check_memory(8192, 8192, available=int(23e9))
+    sim.check_memory(1024, 1024, available=int(23e9))
+    assert sim.estimate_memory(8192, 8192) > 23e9 > sim.estimate_memory(4096, 4096)
+    monkeypatch.setattr(sim, "available_memory", lambda: int(0.2e9))
+    with pytest.raises(ConfigError, match="GB"):
+        simulate_scene("landsat8", 64, 64)
+    result = runner.invoke(app, ["simulate", "/nonexistent/x.tif", "--size", "64"])
+    assert result.exit_code == 1 and "GB" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("landscape", ["wetland", "volcanic", "coastal_city", "desert"])
+def test_new_landscapes_reproducible_by_seed(landscape: str) -> None:
+    a, b = (_scene("landsat8", size=96, seed=9, landscape=landscape) for _ in range(2))
+    assert np.array_equal(a.raw, b.raw) and np.array_equal(a.labels, b.labels)
+    c = _scene("landsat8", size=96, seed=10, landscape=landscape)
+    assert not np.array_equal(a.raw, c.raw)
