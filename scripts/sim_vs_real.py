@@ -309,6 +309,11 @@ def figure(pair: Pair, real: Stack, scene: object, path: Path, zoom: tuple[int, 
     fig.tight_layout()
     fig.savefig(path, dpi=64)
     plt.close(fig)
+    from PIL import Image
+
+    with Image.open(path) as image:  # 256-colour palette: a quarter of the size, no visible loss at this scale
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
     return path
 
 

@@ -260,7 +260,7 @@ def _front(rng: np.random.Generator, inside: np.ndarray, burnable: np.ndarray, u
     depth = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
     head = (1.0 / (1.0 + np.exp(np.clip((rng.uniform(-0.35, 0.3) - u) / 0.08, -50, 50)))).astype(np.float32)
     gate = smooth_field(rng, shape, 2.4, 0.06 * min(shape) + 8, factor=2) > rng.uniform(-2.2, -1.0)
-    width = rng.uniform(1.0, 3.0)
+    width = rng.uniform(1.0, 3.0) ** 0.5 * rng.uniform(1.0, 1.75)  # 1-3 px, mostly 1-2
     flaming = burnable & (depth > 0) & (depth <= width + 0.5) & (head > 0.3) & gate
     behind = burnable & (depth > width + 0.5) & (depth <= width + rng.uniform(3.0, 12.0)) & (head > 0.3)
     smoulder = behind & (rng.random(shape) < rng.uniform(0.02, 0.1))

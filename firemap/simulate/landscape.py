@@ -296,12 +296,12 @@ def _lava_path(rng: np.random.Generator, shape: tuple[int, int], start: tuple[fl
 
 def _volcano(rng: np.random.Generator, cover: np.ndarray, elevation: np.ndarray, hot_sites: np.ndarray,
              warp: np.ndarray) -> np.ndarray:
-    """A volcano: a cone (Gaussian, radius R = 10-25% of the scene), tephra around the summit, 3-8 basalt
-    lava flows running outwards (dilated random walks), and with probability 0.7 an active flow whose path is
-    a lava hot-spot site (``hot_sites = 1``; in place). Returns the elevation with the cone."""
+    """A volcano: a cone (Gaussian, radius R = 15-30% of the scene), tephra around the summit, 3-8 basalt
+    lava flows running outwards (random walks dilated by 2-6% of R), and with probability 0.7 an active flow
+    whose path is a lava hot-spot site (``hot_sites = 1``; in place). Returns the elevation with the cone."""
     rows, cols = cover.shape
     centre = (rng.uniform(0.25, 0.75) * rows, rng.uniform(0.25, 0.75) * cols)
-    radius = rng.uniform(0.1, 0.25) * min(rows, cols)
+    radius = rng.uniform(0.15, 0.3) * min(rows, cols)
     y, x = np.indices(cover.shape, dtype=np.float32)
     r2 = ((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / radius**2
     elevation = elevation + rng.uniform(300.0, 1200.0) * np.exp(-0.5 * r2) * min(1.0, radius / 100.0)
@@ -310,7 +310,7 @@ def _volcano(rng: np.random.Generator, cover: np.ndarray, elevation: np.ndarray,
     flows = [_lava_path(rng, cover.shape, centre, rng.uniform(0, 2 * np.pi), int(rng.uniform(0.6, 2.0) * radius))
              for _ in range(int(rng.integers(3, 9)))]
     for path in flows:
-        wide = ndimage.binary_dilation(path, iterations=int(rng.integers(3, 10)))
+        wide = ndimage.binary_dilation(path, iterations=max(2, int(rng.uniform(0.02, 0.06) * radius)))
         cover[wide & (cover != MATERIAL_ID["water"])] = MATERIAL_ID["basalt"]
     if rng.random() < 0.7:
         active = flows[0] & (rng.random(cover.shape) < rng.uniform(0.3, 0.9))
