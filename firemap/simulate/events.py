@@ -164,20 +164,20 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
     acc = {k: np.zeros(shape, np.float32) for k in ("severity", "age", "black", "ash", "depth", "head")}
     burned, front, smoulder, spots = (np.zeros(shape, bool) for _ in range(4))
     stages = []
-    count = 1 + min(2, int(rng.poisson(0.6)))
-    for i in range(count):
+    for i in range(1 + min(2, int(rng.poisson(0.6)))):
         burning = fire and (i == 0 or bool(rng.random() < 0.4))
-        one = _one_scar(rng, land, wind + (0.0 if i == 0 else rng.normal(0, 20)),
-                        rng.uniform(0.16, 0.5) if i == 0 else rng.uniform(0.06, 0.2), burning, burned, burn_scar)
-        stages.append(one.pop("stage"))
-        mask = one.pop("burned")
-        for key, value in one.pop("fields").items():
-            acc[key] = np.where(mask, value, acc[key])
-        burned |= mask
-        for key, target in (("front", front), ("smoulder", smoulder), ("spots", spots)):
-            target |= one[key]
-        acc["depth"] = np.where(one["front"], one["depth"], acc["depth"])
-        acc["head"] = np.where(one["front"], one["head"], acc["head"])
+        scar = _one_scar(rng, land, wind + (0.0 if i == 0 else rng.normal(0, 20)),
+                         rng.uniform(0.16, 0.5) if i == 0 else rng.uniform(0.06, 0.2), burning, burned, burn_scar)
+        stages.append(scar.stage)
+        for key, value in scar.fields.items():
+            acc[key] = np.where(scar.burned, value, acc[key])
+        burned |= scar.burned
+        if scar.front is not None:
+            front |= scar.front.flaming
+            smoulder |= scar.front.smoulder
+            spots |= scar.front.spots
+            acc["depth"] = np.where(scar.front.flaming, scar.front.depth, acc["depth"])
+            acc["head"] = np.where(scar.front.flaming, scar.front.head, acc["head"])
     burned |= spots
     acc["age"][spots] = 0.0
     acc["severity"][spots] = 0.7
@@ -191,8 +191,29 @@ def make_scars(rng: np.random.Generator, land: Landscape, wind: float, burn_scar
                  spots, tuple(stages))
 
 
+@dataclass
+class _Front:
+    """One scar's burning edge, ``(rows, cols)`` each (see :func:`_front`)."""
+
+    flaming: np.ndarray
+    smoulder: np.ndarray
+    spots: np.ndarray
+    depth: np.ndarray
+    head: np.ndarray
+
+
+@dataclass
+class _Scar:
+    """One of this season's scars: its age stage, footprint, per-pixel fields where burned, and its front."""
+
+    stage: str
+    burned: np.ndarray
+    fields: dict[str, np.ndarray]
+    front: _Front | None
+
+
 def _one_scar(rng: np.random.Generator, land: Landscape, wind: float, scale: float, burning: bool,
-              taken: np.ndarray, burn_scar: bool) -> dict:
+              taken: np.ndarray, burn_scar: bool) -> _Scar:
     """Footprint, severity, age and char of one scar, and its front when ``burning``."""
     shape = land.cover.shape
     d, u, fuel = _perimeter(rng, land, wind, scale)
@@ -208,15 +229,10 @@ def _one_scar(rng: np.random.Generator, land: Landscape, wind: float, scale: flo
     stage, base, black, ash = _stage(rng, land.kind, burning)
     severity = np.clip(severity + 0.25 * black, 0.0, 1.0)  # black-char burns are near-complete (grass, litter)
     age = base + rng.uniform(0.5, 8.0) * (1.0 - progress)
-    out: dict = {"stage": stage, "burned": burned,
-                 "fields": {"severity": severity.astype(np.float32), "age": age.astype(np.float32),
-                            "black": np.float32(black), "ash": np.float32(ash)}}
-    zeros = np.zeros(shape, bool)
-    out.update(front=zeros, smoulder=zeros, spots=zeros, depth=np.zeros(shape, np.float32),
-               head=np.zeros(shape, np.float32))
-    if burning:
-        out.update(_front(rng, inside, burned if burn_scar else inside & fuel, u, fuel & ~inside, wind))
-    return out
+    fields = {"severity": severity.astype(np.float32), "age": age.astype(np.float32),
+              "black": np.asarray(black, np.float32), "ash": np.asarray(ash, np.float32)}
+    front = _front(rng, inside, burned if burn_scar else inside & fuel, u, fuel & ~inside, wind) if burning else None
+    return _Scar(stage, burned, fields, front)
 
 
 def _main_body(mask: np.ndarray) -> np.ndarray:
@@ -247,7 +263,7 @@ def _stage(rng: np.random.Generator, kind: str, burning: bool) -> tuple[str, flo
 
 
 def _front(rng: np.random.Generator, inside: np.ndarray, burnable: np.ndarray, u: np.ndarray,
-           unburned_fuel: np.ndarray, wind: float) -> dict:
+           unburned_fuel: np.ndarray, wind: float) -> _Front:
     """The burning edge of one scar as continuous lines and arcs.
 
     Flaming zone: the pixels within ``w`` = 1-3 px of the perimeter (distance transform of the footprint) where
@@ -273,8 +289,7 @@ def _front(rng: np.random.Generator, inside: np.ndarray, burnable: np.ndarray, u
         if 0 <= r < shape[0] and 0 <= c < shape[1] and unburned_fuel[r, c]:
             spots[max(0, r - 1): r + int(rng.integers(1, 3)), max(0, c - 1): c + int(rng.integers(1, 3))] = True
     spots &= unburned_fuel
-    return {"front": flaming, "smoulder": smoulder, "spots": spots, "depth": np.where(flaming, depth, 0.0),
-            "head": np.where(flaming, head, 0.0)}
+    return _Front(flaming, smoulder, spots, np.where(flaming, depth, 0.0), np.where(flaming, head, 0.0))
 
 
 def _old_scars(rng: np.random.Generator, land: Landscape, wind: float, taken: np.ndarray) -> tuple[np.ndarray, ...]:
