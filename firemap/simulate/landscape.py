@@ -297,7 +297,7 @@ def _lava_path(rng: np.random.Generator, shape: tuple[int, int], start: tuple[fl
 def _volcano(rng: np.random.Generator, cover: np.ndarray, elevation: np.ndarray, hot_sites: np.ndarray,
              warp: np.ndarray) -> np.ndarray:
     """A volcano: a cone (Gaussian, radius R = 15-30% of the scene), tephra around the summit, 3-8 basalt
-    lava flows running outwards (random walks dilated by 2-6% of R), and with probability 0.7 an active flow
+    lava flows running outwards (random walks dilated by 4-12% of R), and with probability 0.7 an active flow
     whose path is a lava hot-spot site (``hot_sites = 1``; in place). Returns the elevation with the cone."""
     rows, cols = cover.shape
     centre = (rng.uniform(0.25, 0.75) * rows, rng.uniform(0.25, 0.75) * cols)
@@ -307,10 +307,10 @@ def _volcano(rng: np.random.Generator, cover: np.ndarray, elevation: np.ndarray,
     elevation = elevation + rng.uniform(300.0, 1200.0) * np.exp(-0.5 * r2) * min(1.0, radius / 100.0)
     summit = (r2 + 0.15 * warp[0] / 4.0) < rng.uniform(0.05, 0.25)
     cover[summit & (cover != MATERIAL_ID["water"])] = MATERIAL_ID["tephra"]
-    flows = [_lava_path(rng, cover.shape, centre, rng.uniform(0, 2 * np.pi), int(rng.uniform(0.6, 2.0) * radius))
+    flows = [_lava_path(rng, cover.shape, centre, rng.uniform(0, 2 * np.pi), int(rng.uniform(0.5, 1.5) * radius))
              for _ in range(int(rng.integers(3, 9)))]
     for path in flows:
-        wide = ndimage.binary_dilation(path, iterations=max(2, int(rng.uniform(0.02, 0.06) * radius)))
+        wide = ndimage.binary_dilation(path, iterations=max(2, int(rng.uniform(0.04, 0.12) * radius)))
         cover[wide & (cover != MATERIAL_ID["water"])] = MATERIAL_ID["basalt"]
     if rng.random() < 0.7:
         active = flows[0] & (rng.random(cover.shape) < rng.uniform(0.3, 0.9))
