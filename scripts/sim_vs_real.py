@@ -108,12 +108,12 @@ def momotombo_classes() -> tuple[Stack, dict[str, np.ndarray]]:
 
 
 def brumadinho_classes() -> tuple[Stack, dict[str, np.ndarray]]:
-    """Brumadinho 2019-01-30 (L2SP surface). bright tailings/mud: swir2 > 0.3; red soil: red > 0.8 nir and
-    swir2 in 0.1-0.3; forest: NBR > 0.5."""
+    """Brumadinho 2019-01-30 (L2SP surface). tailings/mud: swir2 > 0.2, blue < 0.12 (not cloud), red > green;
+    red soil: red > 0.8 nir, 0.1 < swir2 <= 0.2; forest: NBR > 0.5."""
     x, valid = read_stack(next((REAL / "landsat8_brumadinho_2019").glob("*20190130*.tif")))
-    red_soil = (x["red"] > 0.8 * x["nir"]) & (x["swir2"] > 0.1) & (x["swir2"] <= 0.3) & valid
-    return x, {"bright tailings / mud": (x["swir2"] > 0.3) & valid, "red soil": red_soil,
-               "forest": (nbr(x) > 0.5) & valid}
+    mud = (x["swir2"] > 0.2) & (x["blue"] < 0.12) & (x["red"] > x["green"]) & valid
+    red_soil = (x["red"] > 0.8 * x["nir"]) & (x["swir2"] > 0.1) & (x["swir2"] <= 0.2) & valid
+    return x, {"tailings / mud": mud, "red soil": red_soil, "forest": (nbr(x) > 0.5) & valid}
 
 
 def desert_classes() -> tuple[Stack, dict[str, np.ndarray]]:
@@ -158,7 +158,8 @@ def _clear(scene: object) -> np.ndarray:
 def sim_corumba(scene: object) -> dict[str, np.ndarray]:
     t = scene.truth  # type: ignore[attr-defined]
     fuel = _material(scene, "wet_grass", "grass", "dry_grass", "broadleaf", "shrub")
-    return {"fire": scene.labels[0] == 1,  # type: ignore[attr-defined]
+    unambiguous = schroeder_unambiguous(sim_stack(scene))  # the same reference as on the real scene
+    return {"fire": (scene.labels[0] == 1) & unambiguous,  # type: ignore[attr-defined]
             "fresh char": t.burned & (t.age_days <= 16) & _clear(scene),
             "vegetation": fuel & ~t.burned & ~t.old_burned & _clear(scene)}
 
@@ -168,14 +169,15 @@ def sim_momotombo(scene: object) -> dict[str, np.ndarray]:
     hot = t.hotspot_fraction > 0
     from firemap.simulate.events import Fires
 
-    strong = Fires(t.hotspot_fraction, t.hotspot_temperature).swir2_radiance() >= 3.0
+    strong = (Fires(t.hotspot_fraction, t.hotspot_temperature).swir2_radiance() >= 3.0) \
+        & schroeder_unambiguous(sim_stack(scene))
     dark = _material(scene, "basalt", "tephra") & _clear(scene) & ~hot
     return {"lava hot spot": hot & strong, "dark lava / ash": dark,
             "vegetation": _material(scene, "broadleaf", "grass", "crop") & _clear(scene) & ~t.burned}
 
 
 def sim_brumadinho(scene: object) -> dict[str, np.ndarray]:
-    return {"bright tailings / mud": _material(scene, "tailings") & _clear(scene),
+    return {"tailings / mud": _material(scene, "tailings") & _clear(scene),
             "red soil": _material(scene, "laterite") & _clear(scene),
             "forest": _material(scene, "broadleaf") & _clear(scene) & ~scene.truth.burned}  # type: ignore[attr-defined]
 

@@ -392,7 +392,8 @@ def make_fires(rng: np.random.Generator, scars: Scars, fuel: np.ndarray) -> Fire
     """Active fires: continuous flaming fronts, smouldering behind them and spot fires ahead.
 
     Along each front the flaming area fraction and temperature vary smoothly (a random field of ~15 px):
-    ``log10 p`` between ``U(-2.9, -2.3)`` and that plus ``U(0.8, 1.7)``, ``T`` 850-1350 K (Dozier 1981; Giglio &
+    ``log10 p`` between ``U(-3.0, -2.5)`` and that plus ``U(0.5, 1.3)`` (Corumba's fronts read SWIR2 0.6-1.5
+    TOA, mostly below saturation), ``T`` 850-1350 K (Dozier 1981; Giglio &
     Kendall 2001); ``p`` is scaled by the head weight (flanks burn weaker) and falls off with depth into the
     flaming zone (e-folding 0.6-1.5 px), ``T`` by 100 K per pixel. Smouldering: ``log10 p ~ U(-2.4, -1.3)``,
     ``T ~ U(550, 800) K``. Spot fires: ``log10 p ~ U(-2.6, -1.4)``, ``T ~ U(850, 1150) K``. Landsat fire fractions
@@ -410,7 +411,7 @@ def make_fires(rng: np.random.Generator, scars: Scars, fuel: np.ndarray) -> Fire
         front = rng.choice(candidates if candidates.size else np.arange(fraction.size), size=1)
         depth, head = np.ones(fraction.size, np.float32), np.ones(fraction.size, np.float32)
     line = np.clip(0.5 + 0.35 * smooth_field(rng, shape, 2.6, 15.0, factor=2), 0.0, 1.0).ravel()[front]
-    lo, span, fall = rng.uniform(-2.9, -2.3), rng.uniform(0.8, 1.7), rng.uniform(0.6, 1.5)
+    lo, span, fall = rng.uniform(-3.0, -2.5), rng.uniform(0.5, 1.3), rng.uniform(0.6, 1.5)
     t_lo, t_span = rng.uniform(850.0, 1000.0), rng.uniform(150.0, 350.0)
     inner = np.maximum(depth[front] - 1.0, 0.0)
     fraction.ravel()[front] = 10 ** (lo + span * line) * np.clip(head[front], 0.3, 1.0) * np.exp(-inner / fall)

@@ -59,8 +59,8 @@ RELIEF_M = {"forest": 900.0, "mediterranean": 700.0, "savanna": 250.0, "agricult
 VEGETATION = ("conifer", "broadleaf", "shrub", "grass", "dry_grass", "crop", "wet_grass")
 FUELS = frozenset(MATERIAL_ID[m] for m in VEGETATION)
 """Cover ids that burn."""
-_CANOPY = np.array([{"conifer": 0.9, "broadleaf": 0.95, "shrub": 0.75, "grass": 0.8, "dry_grass": 0.8,
-                     "crop": 0.85, "wet_grass": 0.9}.get(m, 10.0) for m in MATERIAL_NAMES], dtype=np.float32)
+_CANOPY = np.array([{"conifer": 0.85, "broadleaf": 0.92, "shrub": 0.72, "grass": 0.78, "dry_grass": 0.78,
+                     "crop": 0.82, "wet_grass": 0.88}.get(m, 10.0) for m in MATERIAL_NAMES], dtype=np.float32)
 """Mean fractional canopy cover of each vegetated cover type (the rest is the local soil); 10 = not vegetated
 (clipped to 1)."""
 BARE = frozenset(MATERIAL_ID[m] for m in ("soil", "dark_soil", "laterite"))
@@ -328,10 +328,12 @@ def _industry(rng: np.random.Generator, cover: np.ndarray, hot_sites: np.ndarray
 
 
 def _scene_spectra(rng: np.random.Generator) -> np.ndarray:
-    """Per-scene variants of the material spectra: +-12% overall, +-5% per band (domain randomisation)."""
-    overall = 1.0 + 0.12 * rng.standard_normal((SPECTRA.shape[0], 1))
+    """Per-scene variants of the material spectra: +-12% overall (tailings x U(0.8, 1.8)), +-5% per band
+    (domain randomisation)."""
+    overall = np.clip(1.0 + 0.12 * rng.standard_normal((SPECTRA.shape[0], 1)), 0.7, 1.3)
+    overall[MATERIAL_ID["tailings"]] = rng.uniform(0.8, 1.8)  # wet mud ... dry tailings
     per_band = 1.0 + 0.05 * rng.standard_normal(SPECTRA.shape)
-    return (SPECTRA * np.clip(overall, 0.7, 1.3) * per_band).astype(np.float32)
+    return (SPECTRA * overall * per_band).astype(np.float32)
 
 
 _SOILS = {"laterite": ("laterite", "dark_soil"), "tropical_savanna": ("laterite", "dark_soil"),

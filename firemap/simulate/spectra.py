@@ -64,7 +64,7 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     "black_char": (0.028, 0.030, 0.035, 0.040, 0.065, 0.072, 0.060, 0.060),
     "white_ash":  (0.260, 0.290, 0.330, 0.360, 0.400, 0.430, 0.380, 0.400),
     "laterite":   (0.040, 0.055, 0.090, 0.170, 0.210, 0.280, 0.240, 0.240),
-    "tailings":   (0.230, 0.270, 0.340, 0.420, 0.550, 0.560, 0.440, 0.480),
+    "tailings":   (0.055, 0.065, 0.115, 0.175, 0.300, 0.390, 0.270, 0.300),
     "reg":        (0.090, 0.110, 0.160, 0.230, 0.270, 0.320, 0.290, 0.300),
     "sand":       (0.130, 0.160, 0.240, 0.340, 0.400, 0.490, 0.460, 0.450),
     "salt":       (0.450, 0.500, 0.540, 0.560, 0.570, 0.520, 0.440, 0.500),
@@ -92,9 +92,11 @@ The wider library (tropical savanna, wetland, laterite, desert, volcanic, coasta
   Corumba scars (nir 0.11, swir2 0.09, NBR 0.0-0.2, measured by ``scripts/sim_vs_real.py``).
 * ``laterite``: red lateritic soil / oxisol (USGS splib07 and ECOSTRESS soil spectra of hematite/goethite-rich
   soils: a steep rise from blue to red, the ferric-iron band near 0.9 um flattening NIR, high SWIR).
-* ``tailings``: bright iron-ore mine tailings and mud (Brumadinho Landsat-8 L2 2019-01-30, pixels with
-  swir2 > 0.3: red 0.27-0.58, nir 0.41-0.68, swir2 0.31-0.56, 10-90%, maximum 0.70; with the per-scene and
-  per-pixel randomisation the simulated ones reach swir2 ~0.7).
+* ``tailings``: iron-ore mine tailings and mud, reddish brown, bright in SWIR1 (Brumadinho Landsat-8 L2SP
+  2019-01-30, mud pixels swir2 > 0.2, blue < 0.12, red > green: blue 0.06, red 0.15, nir 0.29, swir1 0.33,
+  swir2 0.22 median). Each scene scales them by U(0.8, 1.8) (dry tailings are brighter than wet mud: Lobell &
+  Asner 2002), so swir2 reaches ~0.5-0.7 in some scenes. (The Brumadinho pixels with swir2 up to 0.7 are
+  clouds: blue > 0.25; its brightest cloud-free soil reads swir2 0.40-0.49.)
 * ``reg``: desert pavement with rock varnish; ``sand``: quartz dune sand with iron-oxide coatings (USGS splib07
   / ECOSTRESS "sand" spectra; the Sahara Sentinel-2 tile 29RKH: red 0.34, nir 0.39, swir1 0.48, swir2 0.46);
   ``salt``: halite/gypsum salt pan (ECOSTRESS evaporites: very bright in the visible, gypsum/water bands lower
