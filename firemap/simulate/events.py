@@ -392,8 +392,8 @@ def make_fires(rng: np.random.Generator, scars: Scars, fuel: np.ndarray) -> Fire
     """Active fires: continuous flaming fronts, smouldering behind them and spot fires ahead.
 
     Along each front the flaming area fraction and temperature vary smoothly (a random field of ~15 px):
-    ``log10 p`` between ``U(-3.0, -2.5)`` and that plus ``U(0.5, 1.3)`` (Corumba's fronts read SWIR2 0.6-1.5
-    TOA, mostly below saturation), ``T`` 850-1350 K (Dozier 1981; Giglio &
+    ``log10 p`` between ``U(-2.9, -2.4)`` and that plus ``U(0.3, 0.9)`` (Corumba's fronts read SWIR2 0.6-1.5
+    TOA, mostly below saturation), ``T`` 880-1200 K (Dozier 1981; Giglio &
     Kendall 2001); ``p`` is scaled by the head weight (flanks burn weaker) and falls off with depth into the
     flaming zone (e-folding 0.6-1.5 px), ``T`` by 100 K per pixel. Smouldering: ``log10 p ~ U(-2.4, -1.3)``,
     ``T ~ U(550, 800) K``. Spot fires: ``log10 p ~ U(-2.6, -1.4)``, ``T ~ U(850, 1150) K``. Landsat fire fractions
@@ -411,8 +411,8 @@ def make_fires(rng: np.random.Generator, scars: Scars, fuel: np.ndarray) -> Fire
         front = rng.choice(candidates if candidates.size else np.arange(fraction.size), size=1)
         depth, head = np.ones(fraction.size, np.float32), np.ones(fraction.size, np.float32)
     line = np.clip(0.5 + 0.35 * smooth_field(rng, shape, 2.6, 15.0, factor=2), 0.0, 1.0).ravel()[front]
-    lo, span, fall = rng.uniform(-3.0, -2.5), rng.uniform(0.5, 1.3), rng.uniform(0.6, 1.5)
-    t_lo, t_span = rng.uniform(850.0, 1000.0), rng.uniform(150.0, 350.0)
+    lo, span, fall = rng.uniform(-2.9, -2.4), rng.uniform(0.3, 0.9), rng.uniform(0.6, 1.5)
+    t_lo, t_span = rng.uniform(880.0, 980.0), rng.uniform(80.0, 220.0)
     inner = np.maximum(depth[front] - 1.0, 0.0)
     fraction.ravel()[front] = 10 ** (lo + span * line) * np.clip(head[front], 0.3, 1.0) * np.exp(-inner / fall)
     temperature.ravel()[front] = t_lo + t_span * line - 100.0 * inner
@@ -436,8 +436,8 @@ def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     from wildfire by context (a lava channel on dark basalt; a hot roof in an industrial district). A user
     who wants every thermal anomaly can run the classic rules (``firemap label``), which flag them too.
 
-    Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-2.7, -1.5)``,
-    ``T ~ U(750, 1100) K`` (basaltic lava surfaces, Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
+    Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-2.4, -1.6)``,
+    ``T ~ U(750, 950) K`` (Momotombo 2015: SWIR2 0.5-1.1, SWIR2/SWIR1 ~4, i.e. ~800-900 K) (basaltic lava surfaces, Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
     Industry (``== 2``, with 0-1 neighbours): steel works, kilns and gas flares, ``log10 p ~ U(-3, -1.5)``,
     ``T ~ U(1000, 1800) K`` (flares 1500-2000 K: Elvidge et al. 2013, Remote Sensing 5:4423).
 
@@ -451,7 +451,7 @@ def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     if industry.any():
         grown = ndimage.binary_dilation(industry) & (rng.random(shape) < 0.3)
         industry = industry | (grown & (land.cover != MATERIAL_ID["water"]))
-    for mask, lp, tk in ((land.hot_sites == 1, (-2.7, -1.5), (750.0, 1100.0)), (industry, (-3.0, -1.5),
+    for mask, lp, tk in ((land.hot_sites == 1, (-2.4, -1.6), (750.0, 950.0)), (industry, (-3.0, -1.5),
                                                                                (1000.0, 1800.0))):
         idx = np.flatnonzero(mask.ravel())
         fraction.ravel()[idx] = 10 ** rng.uniform(*lp, idx.size)
