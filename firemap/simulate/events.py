@@ -437,7 +437,8 @@ def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     who wants every thermal anomaly can run the classic rules (``firemap label``), which flag them too.
 
     Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-2.4, -1.6)``,
-    ``T ~ U(750, 950) K`` (Momotombo 2015: SWIR2 0.5-1.1, SWIR2/SWIR1 ~4, i.e. ~800-900 K) (basaltic lava surfaces, Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
+    ``T ~ U(750, 950) K`` (Momotombo 2015: SWIR2 0.5-1.1, SWIR2/SWIR1 ~4, i.e. ~800-900 K; basaltic lava
+    surfaces: Flynn et al. 2001, RSE 78:180; Wright et al. 2004).
     Industry (``== 2``, with 0-1 neighbours): steel works, kilns and gas flares, ``log10 p ~ U(-3, -1.5)``,
     ``T ~ U(1000, 1800) K`` (flares 1500-2000 K: Elvidge et al. 2013, Remote Sensing 5:4423).
 
