@@ -329,7 +329,12 @@ def _truth(cover: np.ndarray, scars: Scars, fires: Fires, atmos: Atmosphere) -> 
 
 
 def make_labels(truth: Truth, valid: np.ndarray) -> np.ndarray:
-    """``(3, rows, cols)`` uint8 labels fire / smoke / burn_scar from the physical fields (see module doc)."""
+    """``(3, rows, cols)`` uint8 labels fire / smoke / burn_scar from the physical fields (see module doc).
+
+    Fire is wildfire only: ``truth.fire_*`` (flaming fronts, smouldering, spot fires) at least
+    :data:`FIRE_LABEL_RADIANCE` at 2.2 um. Lava and industrial hot spots (``truth.hotspot_*``) are thermal
+    anomalies but **not fire**: they are 0 in every band (hard negatives).
+    """
     seen = truth.cloud_tau < OPAQUE_CLOUD_TAU
     fires = Fires(truth.fire_fraction, truth.fire_temperature)
     labels = np.stack([
