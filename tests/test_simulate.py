@@ -387,22 +387,28 @@ def test_predict_reads_simulated_scenes_like_real_ones(tmp_path: Path, threshold
 # ------------------------------------------------------------------------ fronts, scar ages, landscapes, memory
 
 
-@pytest.mark.parametrize(("landscape", "seed"), [("savanna", 0), ("wetland", 2), ("forest", 0), ("mediterranean", 1)])
-def test_fire_fronts_are_continuous_lines_on_the_downwind_side(landscape: str, seed: int) -> None:
+@pytest.mark.parametrize("landscape", ["savanna", "mediterranean"])
+def test_fire_fronts_are_continuous_lines_on_the_downwind_side(landscape: str) -> None:
+    """Pooled over 4 scenes: >= 75% of the flaming labelled pixels lie in 8-connected lines of >= 30 px (dots
+    and short dashes would not), the longest spans >= 60 px, and fronts burn downwind of their scar."""
     from scipy import ndimage
 
-    scene = _scene("sentinel2", size=256, seed=seed, landscape=landscape, clouds="none", smoke=False)
-    fire = scene.labels[0] == 1
-    parts, count = ndimage.label(fire, np.ones((3, 3)))
-    sizes = np.bincount(parts.ravel())[1:]
-    ys, xs = np.nonzero(parts == 1 + int(np.argmax(sizes)))
-    assert count >= 1 and sizes.max() >= 100, (count, sizes.max())  # one long connected line, not dots
-    assert max(np.ptp(ys), np.ptp(xs)) >= 28  # spans > 10% of the scene
-    assert len(sizes[sizes >= 20]) <= 12  # a few segments, not a scatter of dots
-    wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
-    rows, cols = np.indices(fire.shape)
-    downwind = -rows * np.cos(wind) + cols * np.sin(wind)
-    assert downwind[fire].mean() > downwind[scene.labels[2] == 1].mean()  # the head burns downwind
+    in_lines, total, longest = 0, 0, 0
+    for seed in range(4):
+        scene = _scene("sentinel2", size=256, seed=seed, landscape=landscape, clouds="none", smoke=False)
+        flaming = (scene.labels[0] == 1) & (scene.truth.fire_temperature >= 800)
+        parts, _ = ndimage.label(flaming, np.ones((3, 3)))
+        sizes = np.bincount(parts.ravel())[1:]
+        in_lines, total = in_lines + int(sizes[sizes >= 30].sum()), total + int(flaming.sum())
+        for index in np.flatnonzero(sizes >= 30):
+            ys, xs = np.nonzero(parts == index + 1)
+            longest = max(longest, int(max(np.ptp(ys), np.ptp(xs))))
+        wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
+        rows, cols = np.indices(flaming.shape)
+        downwind = -rows * np.cos(wind) + cols * np.sin(wind)
+        assert downwind[flaming].mean() > downwind[scene.labels[2] == 1].mean()  # the head burns downwind
+    assert total > 200 and in_lines / total >= 0.75, (in_lines, total)
+    assert longest >= 60
 
 
 def test_flaming_zone_has_sub_pixel_fractions_and_smouldering_behind() -> None:

@@ -218,6 +218,7 @@ def _one_scar(rng: np.random.Generator, land: Landscape, wind: float, scale: flo
     shape = land.cover.shape
     d, u, fuel = _perimeter(rng, land, wind, scale)
     inside = _main_body((d < 1.0) & ~taken)
+    inside, stopped = _fire_break(rng, inside, wind)
     islands = smooth_field(rng, shape, 2.8, 0.03 * min(shape) + 2, factor=2) > rng.uniform(1.3, 2.2)
     sparse = np.isin(land.cover, _SPARSE)  # bare soils carry sparse grass: they burn, lightly
     burned = inside & (fuel | sparse) & ~islands
@@ -231,8 +232,26 @@ def _one_scar(rng: np.random.Generator, land: Landscape, wind: float, scale: flo
     age = base + rng.uniform(0.5, 8.0) * (1.0 - progress)
     fields = {"severity": severity.astype(np.float32), "age": age.astype(np.float32),
               "black": np.asarray(black, np.float32), "ash": np.asarray(ash, np.float32)}
-    front = _front(rng, inside, burned if burn_scar else inside & fuel, u, fuel & ~inside, wind) if burning else None
+    burnable = (burned if burn_scar else inside & fuel) & ~stopped  # no flames along a fire break
+    front = _front(rng, inside, burnable, u, fuel & ~inside, wind) if burning else None
     return _Scar(stage, burned, fields, front)
+
+
+def _fire_break(rng: np.random.Generator, inside: np.ndarray, wind: float) -> tuple[np.ndarray, np.ndarray]:
+    """With probability 0.4, a road or fire break stopped one flank of the fire: a straight line through the
+    footprint within 30 deg of the wind direction; the scar keeps the larger side, with a straight edge as on
+    real Pantanal and savanna scars. Returns the footprint and the pixels within 2 px of the break (where no
+    front burns)."""
+    ys, xs = np.nonzero(inside[::4, ::4])
+    if ys.size < 10 or rng.random() >= 0.4:
+        return inside, np.zeros(inside.shape, bool)
+    k = int(rng.integers(ys.size))
+    dr, dc = _unit(wind)
+    angle = float(np.arctan2(dc, -dr)) + np.radians(rng.uniform(-30.0, 30.0))  # normal across the wind
+    rows, cols = np.ogrid[: inside.shape[0], : inside.shape[1]]
+    signed = ((cols - 4.0 * xs[k]) * np.float32(np.cos(angle)) + (rows - 4.0 * ys[k]) * np.float32(np.sin(angle)))
+    keep = signed < 0 if (inside & (signed < 0)).sum() >= (inside & (signed >= 0)).sum() else signed >= 0
+    return inside & keep, np.abs(signed) <= 2.0
 
 
 def _main_body(mask: np.ndarray) -> np.ndarray:
@@ -248,7 +267,7 @@ def _main_body(mask: np.ndarray) -> np.ndarray:
 def _stage(rng: np.random.Generator, kind: str, burning: bool) -> tuple[str, float, float, float]:
     """(stage, age in days at the ignition end, black-char share, white-ash cover) of one scar."""
     if burning:
-        black = rng.uniform(0.75, 1.0) if kind in _BLACK_FIRE_LANDSCAPES else rng.uniform(0.3, 0.8)
+        black = rng.uniform(0.85, 1.0) if kind in _BLACK_FIRE_LANDSCAPES else rng.uniform(0.3, 0.8)
         return "fresh", 0.0, black, rng.uniform(0.0, 0.08)
     stage = str(rng.choice(STAGES, p=_STAGE_WEIGHTS.get(kind, _DEFAULT_STAGE_WEIGHTS)))
     if stage == "fresh":
@@ -306,7 +325,7 @@ def _old_scars(rng: np.random.Generator, land: Landscape, wind: float, taken: np
     return old, sev, age
 
 
-BLACK_CHAR_DAYS = 20.0
+BLACK_CHAR_DAYS = 40.0
 """E-folding time (days) of the black look of fresh char: wind and rain remove the fine black char and mix it
 with ash and soil within weeks (Trigg & Flasse 2000; Roy et al. 2010, RSE 114:2626)."""
 
