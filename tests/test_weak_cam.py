@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import pytest
 import torch
 
 from firemap.weak.affinity import UNSURE, affinity_loss, confident_labels, pair_offsets
@@ -27,7 +30,16 @@ def _sample(x: np.ndarray, target: float) -> WindowSample:
     return WindowSample(x, ones, ones, np.array([target], np.float32), label)
 
 
-def test_toy_classifier_cam_localises_a_planted_blob() -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: on a shared 2-core machine oversubscribed threads make training several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_toy_classifier_cam_localises_a_planted_blob(one_thread: None) -> None:
     rng = np.random.default_rng(0)
     samples = []
     for i in range(48):
