@@ -112,12 +112,11 @@ def seg_config(name: str, images: list[str], masks: Path, bands_format: bool, ou
     if bands_format:
         source |= {"mask_format": "bands", "mask_bands": ["fire", "smoke", "burn_scar"]}
     return {"name": name, "model": {"arch": "unet", "encoder": "mobilenet_v2", "decoder_channels": 64,
-                                    "bands": ["blue", "green", "red", "nir", "swir1", "swir2"],
-                                    "optional_bands": ["swir1"], "band_presence": True, "tile_size": 64,
-                                    "overlap": 16},
+                                    "bands": ["blue", "green", "red", "nir", "swir2"],  # the crops have no swir1
+                                    "tile_size": 64, "overlap": 16},
             "data": {"train": [source], "val": [], "tile_size": 64, "batch_size": 8,
                      "oversample": {"burn_scar": 0.2}, "stats_tiles": 16},
-            "augment": {"saturate_visible": 0.3, "band_dropout": 0.3},
+            "augment": {"saturate_visible": 0.3, "band_dropout": 0.0},
             "optim": {"lr": 2e-3, "warmup_steps": 5}, "epochs": args.seg_epochs, "steps_per_epoch": args.seg_steps,
             "seed": args.seed, "device": "cpu", "threads": 1, "out": str(out), "overwrite": True}
 

@@ -74,12 +74,14 @@ def random_walk(values: np.ndarray, weights: np.ndarray, offsets: Offsets, itera
     w = torch.from_numpy(weights)
     inv_degree = 1.0 / (1.0 + w.sum(0))
     v = torch.from_numpy(np.ascontiguousarray(values, np.float32))
+    h, wd = v.shape[-2:]
     with torch.inference_mode():
         for _ in range(iterations):
+            vp = F.pad(v, (pad, pad, pad, pad))
             acc = v.clone()
             for k, (dy, dx) in enumerate(offsets):
-                acc += w[k] * shifted(v, dy, dx, pad)
-            v = acc * inv_degree
+                acc.addcmul_(w[k], vp[:, pad + dy : pad + dy + h, pad + dx : pad + dx + wd])
+            v = acc.mul_(inv_degree)
     return v.numpy()
 
 
@@ -142,11 +144,14 @@ def walk_block(x: np.ndarray, valid: np.ndarray, cam: np.ndarray, features: Feat
     return _upsample(walked, nodes_ok, cfg.walk_stride)
 
 
-def _outer(block: Block) -> Window:
-    o = block.outer
-    h = -(-int(o.height) // FEATURE_STRIDE) * FEATURE_STRIDE
-    w = -(-int(o.width) // FEATURE_STRIDE) * FEATURE_STRIDE
-    return Window(int(o.col_off), int(o.row_off), w, h)
+def _outer(block: Block, height: int, width: int) -> Window:
+    """The block's halo window, clipped to the scene (outside it every node is nodata: nothing to walk) on the
+    8-pixel grid, its size rounded up to a multiple of 8."""
+    o, f = block.outer, FEATURE_STRIDE
+    r0, c0 = max(int(o.row_off), 0), max(int(o.col_off), 0)
+    r1 = min(int(o.row_off + o.height), -(-height // f) * f)
+    c1 = min(int(o.col_off + o.width), -(-width // f) * f)
+    return Window(c0, r0, -(-(c1 - c0) // f) * f, -(-(r1 - r0) // f) * f)
 
 
 def walk_tiles(
@@ -159,7 +164,7 @@ def walk_tiles(
         scores (background first) and the normalized CAMs of the block's own pixels.
     """
     for block in blocks(height, width, cfg.block_size, cfg.halo):
-        outer = _outer(block)
+        outer = _outer(block, height, width)
         x, valid, cam = read(outer)
         walked = walk_block(x, valid, cam, features, cfg)
         rows, cols = Block(outer, block.inner).inner_slices
