@@ -6,7 +6,7 @@
 2. train the multi-label classifier and compute CAMs (:mod:`firemap.weak.cam`);
 3. train AffinityNet on the confident parts of the CAMs (:mod:`firemap.weak.affinity`);
 4. per scene, stream the raw CAMs over overlapping tiles into a scratch raster (:class:`firemap.tiling.RowStitcher`,
-   memory = one row of tiles), then walk them block by block with a halo (:mod:`firemap.walk`), and write
+   memory = one row of tiles), then walk them block by block with a halo (:mod:`firemap.weak.walk`), and write
    ``<stem>.labels.tif`` on the scene grid: the multi-label mask format of ``firemap label`` (bands fire, smoke,
    burn_scar; 1 class, 0 not the class, 255 not labelled / unsure / nodata), usable by ``firemap train`` as it is.
 
