@@ -414,10 +414,19 @@ def main() -> None:
     p.add_argument("--skip-landsat", action="store_true")
     p.add_argument("--seg-cam", action="store_true", help="also train a U-Net on the CAM pseudo masks")
     p.add_argument("--doc-only", action="store_true", help="rewrite the doc from OUT/results.json")
+    p.add_argument("--from-log", type=Path, help="rebuild OUT/results.json from a run's log (finished jobs only)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     t0 = time.perf_counter()
     saved = args.out / "results.json"
+    if args.from_log:  # results of the jobs that finished, from the log lines of an interrupted run
+        found = [json.loads(line[line.index("{"):]) for line in args.from_log.read_text().splitlines()
+                 if " weak_supervision fold " in line or " weak_supervision corumba: " in line]
+        data = {"folds": [f for f in found if "held" in f],
+                "corumba": next((f for f in found if "agreement" in f), None), "seconds": float("nan")}
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(data))
+        args.doc_only = True
     if args.doc_only:  # rewrite the doc from an earlier run's results
         data = json.loads(saved.read_text())
         command = data.get("command") or [a for a in sys.argv[1:] if a != "--doc-only"]
