@@ -252,7 +252,9 @@ def write_doc(folds: list[dict[str, Any]], cor: dict[str, Any] | None, args: arg
     lines = [
         "# Weak supervision: masks from image-level labels (CAM + AffinityNet random walk)", "",
         "Made by `python scripts/weak_supervision.py " + " ".join(command) + "`"
-        f" in {seconds / 60:.1f} min wall time on a 2-core {platform.machine()} CPU ({args.workers} jobs x 1 torch "
+        + (f" in {seconds / 60:.1f} min wall time" if seconds == seconds else
+           " (rebuilt from the log of the measurement run, whose unfinished jobs are missing)")
+        + f" on a 2-core {platform.machine()} CPU ({args.workers} jobs x 1 torch "
         f"thread), shared with other jobs (15-min load average {load:.1f} at the end). The task's CPU budget was about "
         "35 minutes of wall time for all measurements, hence the small step counts below.", "",
     ]
@@ -279,7 +281,7 @@ def findings(folds: list[dict[str, Any]], cor: dict[str, Any] | None) -> list[st
                "the random walk makes the CAM pseudo masks worse" if delta < -0.02 else
                "the random walk changes the CAM pseudo masks little")
     lines = ["## Findings", "",
-             f"* Sentinel-2, pseudo-mask burn-scar IoU against the perimeters (mean over the 5 held-out scenes): "
+             f"* Sentinel-2, pseudo-mask burn-scar IoU vs the perimeters (mean over {len(folds)} held-out scenes): "
              f"CAM alone {cam_h:.3f}, CAM + random walk {walk_h:.3f}: {verdict} here ({delta:+.3f}); on the "
              f"training scenes {cam_t:.3f} vs {walk_t:.3f}. Ahn & Kwak report +10 to +20 mIoU points from the walk on "
              "PASCAL VOC; see the limits below for why this setting is harder.",
@@ -346,7 +348,9 @@ def method_section(args: argparse.Namespace) -> list[str]:
 def s2_section(folds: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     lines = ["## Sentinel-2 burn scars, leave-one-scene-out", "",
              f"{args.tile} px tiles labelled from the perimeter masks (present >= 5 % burnt, absent 0 %, else "
-             "unknown). Pseudo-mask IoU counts unsure/unlabelled pixels as not burnt; coverage = labelled fraction.",
+             "unknown). Pseudo-mask IoU counts unsure/unlabelled pixels as not burnt; coverage = labelled fraction."
+             + ("" if len(folds) == len(S2) else f" **Only {len(folds)} of the {len(S2)} folds finished within the "
+                "session's time** (the others are missing, not failed): means are over the finished folds."),
              "", "| held-out scene | CAM IoU (held) | walk IoU (held) | CAM IoU (4 train scenes) | "
              "walk IoU (4 train scenes) | U-Net on true masks | on walk masks |"
              + (" on CAM masks |" if args.seg_cam else ""),
