@@ -393,7 +393,9 @@ def corumba_section(cor: dict[str, Any]) -> list[str]:
              f"unsure); fire present in {lab['fire']['present']} (the two visible fire fronts), absent in "
              f"{lab['fire']['absent']}. Smoke was not labelled: the whole scene is hazy. Reference: `firemap label` "
              "with `--pre-fire` 2019-08-09 (dNBR >= 0.1 for scars; Landsat fire-rule vote). Agreement = IoU of the "
-             "two masks over pixels both label.", "",
+             "two masks over pixels both label. The two do not measure the same thing: dNBR finds only what burnt "
+             "between the two dates, while a glance at one image also ticks older scars, so part of the "
+             "disagreement is the reference's.", "",
              "| method | class | IoU vs firemap label | pseudo px | label px | coverage |", "|---|---|---|---|---|---|"]
     for key, v in cor["agreement"].items():
         method, name = key.split("/")
