@@ -313,6 +313,9 @@ def limits_section() -> list[str]:
             "an unknown label (0-5 % burnt) are labelled from the CAM with the global scale.",
             "* Windows with an unknown class are not used to train AffinityNet (their confident background is not "
             "trustworthy).",
+            "* Blocks equal the whole-scene walk exactly only with a halo of t x gamma x stride = 256 x 5 x 4 = "
+            "5120 px (tested on toy graphs in tests/test_weak_walk.py); the default 128 px halo keeps memory "
+            "bounded and gives the small differences measured above.",
             "* The Landsat labels were given by eye by the author of this script from a quicklook (35 ticks); the "
             "reference (`firemap label`) is itself a rule, not ground truth.", ""]
 
