@@ -675,3 +675,53 @@ def demo(
     lines.append("mapped: " + ", ".join(f"{c} {result.area_ha[c]:.1f} ha in {result.polygons[c]} polygons"
                                         for c in result.area_ha))
     Console().print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+# --- weak supervision (pseudolabel) command ---
+
+
+@app.command()
+@handle_errors
+def pseudolabel(
+    labels: Path = typer.Argument(..., help="CSV or YAML of image-level labels: scene, optional window "
+                                  "(col,row,width,height), fire/smoke/burn_scar = present|absent|unknown."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    method: str = typer.Option("walk", help="walk (CAM + AffinityNet random walk) | cam (CAM alone)."),
+    encoder: str | None = typer.Option(None, help="smp encoder of both networks (default resnet18)."),
+    cam_steps: int | None = typer.Option(None, help="Classifier training steps (default 300)."),
+    aff_steps: int | None = typer.Option(None, help="AffinityNet training steps (default 300)."),
+    radius: int | None = typer.Option(None, help="Affinity radius gamma in walk nodes (default 5)."),
+    beta: float | None = typer.Option(None, help="Affinity power beta (default 8)."),
+    iterations: int | None = typer.Option(None, help="Random-walk iterations t (default 256)."),
+    walk_stride: int | None = typer.Option(None, help="Pixels per walk node: 1, 2, 4 or 8 (default 4)."),
+    margin: float | None = typer.Option(None, help="Unsure (255) when the best score leads by less (default 0.05)."),
+    label_outside: bool = typer.Option(False, "--label-outside", help="Also label pixels outside the windows."),
+    save_cam: bool = typer.Option(False, "--save-cam", help="Also write <stem>.cam.tif (normalized CAMs)."),
+    save_walk: bool = typer.Option(False, "--save-walk", help="Also write <stem>.walk.tif (walked scores)."),
+    block_size: int | None = typer.Option(None, help="Walk block edge, pixels, multiple of 8 (default 512)."),
+    halo: int | None = typer.Option(None, help="Walk block halo, pixels, multiple of 8 (default 128)."),
+    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
+    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    seed: int | None = typer.Option(None, help="Random seed (default 0)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default torch's)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+) -> None:
+    """Pseudo masks from image-level labels: CAMs + AffinityNet random walk (Ahn & Kwak 2018), for firemap train."""
+    from firemap.config import validate
+    from firemap.weak.config import WeakConfig
+    from firemap.weak.pseudolabel import pseudolabel as run_pseudolabel
+
+    setup_logging(verbose, quiet)
+    cfg = validate(WeakConfig, {k: v for k, v in {
+        "method": method, "encoder": encoder, "cam_steps": cam_steps, "aff_steps": aff_steps, "radius": radius,
+        "beta": beta, "iterations": iterations, "walk_stride": walk_stride, "margin": margin,
+        "label_outside": label_outside, "save_cam": save_cam, "save_walk": save_walk, "block_size": block_size,
+        "halo": halo, "sensor": sensor, "band_spec": bands, "seed": seed, "threads": threads, "overwrite": overwrite,
+    }.items() if v is not None}, "command line")
+    with _progress(quiet) as factory:
+        results = run_pseudolabel(labels, out, cfg, factory)
+    if not quiet:
+        Console().print("\n".join(f"{r.scene.name}: " + ", ".join(f"{k} {v} px" for k, v in r.pixels.items() if v)
+                                  + f" -> {r.outputs['labels']}" for r in results), highlight=False, soft_wrap=True)
