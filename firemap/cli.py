@@ -700,13 +700,13 @@ def pseudolabel(
     save_walk: bool = typer.Option(False, "--save-walk", help="Also write <stem>.walk.tif (walked scores)."),
     block_size: int | None = typer.Option(None, help="Walk block edge, pixels, multiple of 8 (default 512)."),
     halo: int | None = typer.Option(None, help="Walk block halo, pixels, multiple of 8 (default 128)."),
-    sensor: str | None = typer.Option(None, help=_SENSOR_HELP),
-    bands: str | None = typer.Option(None, help=_BANDS_HELP),
+    sensor: Sensor = None,
+    bands: Bands = None,
     seed: int | None = typer.Option(None, help="Random seed (default 0)."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default torch's)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Pseudo masks from image-level labels: CAMs + AffinityNet random walk (Ahn & Kwak 2018), for firemap train."""
     from firemap.config import validate
@@ -720,8 +720,8 @@ def pseudolabel(
         "label_outside": label_outside, "save_cam": save_cam, "save_walk": save_walk, "block_size": block_size,
         "halo": halo, "sensor": sensor, "band_spec": bands, "seed": seed, "threads": threads, "overwrite": overwrite,
     }.items() if v is not None}, "command line")
-    with _progress(quiet) as factory:
+    with _progress(is_quiet(quiet)) as factory:
         results = run_pseudolabel(labels, out, cfg, factory)
-    if not quiet:
+    if not is_quiet(quiet):
         Console().print("\n".join(f"{r.scene.name}: " + ", ".join(f"{k} {v} px" for k, v in r.pixels.items() if v)
                                   + f" -> {r.outputs['labels']}" for r in results), highlight=False, soft_wrap=True)

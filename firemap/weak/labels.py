@@ -31,7 +31,7 @@ import yaml
 from rasterio.windows import Window
 
 from firemap.config import DEFAULT_CLASSES
-from firemap.errors import ConfigError, InputFileError
+from firemap.errors import InputFileError, LabelFileError
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ _PRESENT = {"1", "yes", "y", "true", "present"}
 _ABSENT = {"0", "no", "n", "false", "absent"}
 _UNKNOWN = {"", "?", "unknown", "na", "none"}
 _WINDOW_KEYS = ("col", "row", "width", "height")
-
-
-class LabelFileError(ConfigError):
-    """An image-level label file cannot be read or holds an invalid entry."""
 
 
 @dataclass(frozen=True)
