@@ -31,9 +31,11 @@ installed) and prints the mean held-out burn-scar IoU next to that of NBR < -0.0
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,9 @@ from firemap.train.config import SceneSource, SimulatorSource, train_config_from
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
 from firemap.train.loop import fit  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import real_data  # noqa: E402
 
 log = logging.getLogger("train_default")
 
@@ -233,6 +238,55 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
     return target
 
 
+def git_bundle(recipe: dict[str, Any], out: Path) -> Path:
+    """The recipe's ``init`` bundle, extracted from git history (the shipped v2 model: stages 1-2)."""
+    spec = recipe["init"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blob = subprocess.run(["git", "-C", str(REPO), "show", f"{spec['git_commit']}:{spec['path']}"], check=True,
+                          capture_output=True).stdout
+    out.write_bytes(blob)
+    return out
+
+
+def real_sources(recipe: dict[str, Any], work: Path, data: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Training sources on real scenes, built under ``work``: crops (VRT windows) and their labels.
+
+    Returns:
+        ``(sources, provenance)``: TrainConfig source dicts and which scene trained what (rows).
+    """
+    weights, cor = recipe["finetune"]["real"], recipe["corumba"]
+    folder = work / "real_train"
+    all_scenes = real_data.scenes(recipe, work)
+    rows = real_data.train_rows(all_scenes[0], recipe)
+    assert rows is not None
+    post = real_data.crop_vrt(real_data.data_path(recipe, cor["post"]), folder / "corumba_north.vrt", rows)
+    pre = real_data.crop_vrt(real_data.data_path(recipe, cor["pre"]), folder / "pre" / "corumba_north.vrt", rows)
+    real_data.corumba_labels(recipe, folder, post, pre, cor["train_labels"])
+    sources = [{"kind": "scenes", "name": "corumba_north", "images": [str(post)], "mask_format": "bands",
+                "labelled": ["fire", "burn_scar"], "sensor": cor["sensor"], "weight": weights["corumba"]}]
+    trained: dict[str, Any] = {"corumba_20190825": f"rows {rows[0]}-{rows[1] - 1} (partial labels)"}
+    negatives = [(sc, r) for sc in all_scenes[1:] if (r := real_data.train_rows(sc, recipe)) is not None]
+    for scene, r in negatives:
+        crop = real_data.crop_vrt(scene.path, folder / f"{scene.name}.vrt", r)
+        real_data.negative_labels(scene, crop, folder)
+        sources.append({"kind": "scenes", "name": scene.name, "images": [str(crop)], "mask_format": "bands",
+                        "labelled": ["fire", "burn_scar"], "sensor": scene.sensor, "bands": scene.bands,
+                        "weight": weights["fire_free"] / len(negatives)})
+        trained[scene.name] = f"rows {r[0]}-{r[1] - 1} of {scene.height} (negatives)"
+    s2 = weights["s2_calfire"]
+    sources.append({**_real(s2["holdout"], data, s2["weight"], tuple(s2.get("exclude", ())))})
+    trained["s2_calfire"] = f"all crops except {s2['holdout']} (held out) and {', '.join(s2.get('exclude', []))}"
+    return sources, trained
+
+
+def finetune_config(recipe: dict[str, Any], init: Path, out: Path, real: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage 3 TrainConfig dict: the recipe's ``finetune.config`` with model, init, out and real sources."""
+    cfg = copy.deepcopy(recipe["finetune"]["config"])
+    cfg["data"]["train"] = real + cfg["data"]["train"]
+    cfg.update({"model": MODEL, "init": str(init), "out": str(out)})
+    return cfg
+
+
 def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
     """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU."""
     results = {}
@@ -273,6 +327,11 @@ def parse() -> argparse.Namespace:
                    help=f"train and cross-validate on {', '.join(UNRELIABLE)} too (see UNRELIABLE)")
     p.add_argument("--install", action="store_true", help="write firemap/assets/default.firemap.pt")
     p.add_argument("--cv", action="store_true", help="leave-one-scene-out fine-tuning report instead")
+    p.add_argument("--recipe", type=Path, default=real_data.RECIPE, help="YAML recipe of the real-scene stage")
+    p.add_argument("--legacy", action="store_true",
+                   help="the v2 recipe (stages 1-2 only: simulator pretraining + California fine-tuning)")
+    p.add_argument("--reuse-stage3", type=Path, default=None,
+                   help="skip stage-3 training: calibrate, evaluate (and --install) this bundle")
     return p.parse_args()
 
 
@@ -282,6 +341,8 @@ def main() -> None:
     if not (args.data / "images").is_dir():
         sys.exit(f"real data not found at {args.data}; pass --data")
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.legacy and not args.cv:
+        return run_recipe(args)
     t0 = time.perf_counter()
     stage1 = args.reuse_stage1 or args.reuse_stage2 or fit(train_config_from_dict(stage1_config(args))).last
     log.info("stage 1 done after %.0f s: %s", time.perf_counter() - t0, stage1)
@@ -305,6 +366,32 @@ def main() -> None:
     if args.install:
         install(final, metrics, args, seconds)
         shutil.copy(args.out / "metrics.json", args.out / "installed_metrics.json")
+
+
+def run_recipe(args: argparse.Namespace) -> None:
+    """Stage 3 from the YAML recipe on top of the v2 bundle, then calibration, metrics and install."""
+    recipe = real_data.load_recipe(args.recipe)
+    init = git_bundle(recipe, args.out / "v2.firemap.pt")
+    real, trained = real_sources(recipe, args.out, args.data)
+    (args.out / "trained_on.json").write_text(json.dumps(trained, indent=2))
+    t0 = time.perf_counter()
+    if args.reuse_stage3:
+        last, seconds = args.reuse_stage3, args.training_seconds
+    else:
+        cfg = finetune_config(recipe, init, args.out / "stage3", real)
+        (args.out / "stage3_config.json").write_text(json.dumps(cfg, indent=2))
+        last = fit(train_config_from_dict(cfg)).last
+        seconds = time.perf_counter() - t0
+        log.info("stage 3 done after %.0f s", seconds)
+    fire_threshold, calibration = calibrate_fire_threshold(last, args)
+    final = with_thresholds(last, {"fire": fire_threshold}, args.out / "final.firemap.pt")
+    metrics = final_metrics(final, args)
+    metrics["calibration"] = calibration
+    metrics["trained_on"] = trained
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    if args.install:
+        install(final, metrics, args, seconds)
 
 
 if __name__ == "__main__":
