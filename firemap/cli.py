@@ -331,7 +331,8 @@ def simulate(
     smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="A smoke plume."),
     burn_scar: bool = typer.Option(True, "--burn-scar/--no-burn-scar", help="This season's burn scar."),
     clouds: str = typer.Option("few", help="Cloud cover: none | few | some | many, or a fraction 0-0.9."),
-    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid "
+    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid | "
+                                         "tropical_savanna | wetland | laterite | desert | volcanic | coastal_city "
                                          "[default: random]."),
     swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),

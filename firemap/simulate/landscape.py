@@ -32,20 +32,43 @@ LANDSCAPES: dict[str, dict[str, float]] = {
     "agricultural": {"crop": 0.3, "dry_grass": 0.15, "soil": 0.15, "dark_soil": 0.14, "broadleaf": 0.08,
                      "urban": 0.08, "grass": 0.1},
     "arid": {"soil": 0.32, "rock": 0.22, "dark_soil": 0.1, "dry_grass": 0.18, "shrub": 0.13, "urban": 0.05},
+    "tropical_savanna": {"grass": 0.18, "dry_grass": 0.22, "broadleaf": 0.2, "shrub": 0.15, "laterite": 0.12,
+                         "dark_soil": 0.05, "soil": 0.04, "crop": 0.02, "urban": 0.02},
+    "wetland": {"wet_grass": 0.4, "grass": 0.15, "dry_grass": 0.12, "broadleaf": 0.2, "shrub": 0.08,
+                "dark_soil": 0.03, "urban": 0.01},
+    "laterite": {"broadleaf": 0.32, "grass": 0.18, "laterite": 0.2, "tailings": 0.07, "shrub": 0.1, "crop": 0.06,
+                 "urban": 0.05, "dry_grass": 0.02},
+    "desert": {"reg": 0.32, "sand": 0.3, "rock": 0.12, "salt": 0.06, "basalt": 0.06, "dark_soil": 0.05,
+               "shrub": 0.05, "dry_grass": 0.04},
+    "volcanic": {"basalt": 0.24, "tephra": 0.12, "broadleaf": 0.22, "grass": 0.14, "crop": 0.1, "shrub": 0.1,
+                 "dry_grass": 0.05, "urban": 0.03},
+    "coastal_city": {"urban": 0.4, "grass": 0.12, "broadleaf": 0.1, "crop": 0.1, "dry_grass": 0.08, "soil": 0.08,
+                     "metal_roof": 0.06, "shrub": 0.06},
 }
-"""Landscape -> cover-type shares (water is added from the terrain)."""
+"""Landscape -> cover-type shares (water is added from the terrain; ``coastal_city`` also gets a sea and a
+beach). Each scene multiplies the shares by lognormal factors (sigma 0.35), so no two scenes of a landscape
+have the same mix. ``volcanic`` scenes may carry an active lava flow and ``coastal_city`` scenes industrial
+hot spots (real thermal anomalies that are *not* labelled fire, see :func:`firemap.simulate.events.make_hotspots`)."""
 
-LAKE_SHARE = {"forest": 0.05, "mediterranean": 0.02, "savanna": 0.03, "agricultural": 0.04, "arid": 0.01}
-RELIEF_M = {"forest": 900.0, "mediterranean": 700.0, "savanna": 250.0, "agricultural": 80.0, "arid": 500.0}
-VEGETATION = ("conifer", "broadleaf", "shrub", "grass", "dry_grass", "crop")
+LAKE_SHARE = {"forest": 0.05, "mediterranean": 0.02, "savanna": 0.03, "agricultural": 0.04, "arid": 0.01,
+              "tropical_savanna": 0.03, "wetland": 0.14, "laterite": 0.03, "desert": 0.0, "volcanic": 0.05,
+              "coastal_city": 0.01}
+RELIEF_M = {"forest": 900.0, "mediterranean": 700.0, "savanna": 250.0, "agricultural": 80.0, "arid": 500.0,
+            "tropical_savanna": 200.0, "wetland": 20.0, "laterite": 800.0, "desert": 300.0, "volcanic": 1200.0,
+            "coastal_city": 60.0}
+VEGETATION = ("conifer", "broadleaf", "shrub", "grass", "dry_grass", "crop", "wet_grass")
 FUELS = frozenset(MATERIAL_ID[m] for m in VEGETATION)
 """Cover ids that burn."""
+BARE = frozenset(MATERIAL_ID[m] for m in ("soil", "dark_soil", "laterite"))
+"""Bare soils: mixed with the local soil, and they burn lightly (sparse grass)."""
 
 # Surface temperature offsets from the air temperature, K (daytime, sunlit; water and dense canopy are cool,
 # dry and dark bare surfaces warm). Order: MATERIAL_NAMES.
 _SURFACE_DT = {"conifer": -2, "broadleaf": -3, "shrub": 2, "grass": 0, "dry_grass": 7, "crop": -3, "soil": 9,
                "dark_soil": 13, "rock": 8, "water": -8, "urban": 8, "roof": 6, "tile_roof": 10, "char": 16,
-               "ash": 10, "npv": 7}
+               "ash": 10, "npv": 7, "wet_grass": -4, "black_char": 18, "white_ash": 8, "laterite": 11,
+               "tailings": 6, "reg": 12, "sand": 9, "salt": 2, "basalt": 16, "tephra": 14, "metal_roof": 8,
+               "beach": 7, "wet_soil": 2}
 
 
 def fbm(
@@ -106,6 +129,8 @@ class Landscape:
         veg_fraction: ``(rows, cols)`` float32 canopy cover of vegetated pixels (1 elsewhere).
         elevation: ``(rows, cols)`` float32 metres.
         warp: ``(2, rows, cols)`` float32 small displacement field (pixels) reused to roughen shapes.
+        hot_sites: ``(rows, cols)`` uint8 where non-wildfire hot spots may burn: 1 active lava flow,
+            2 industrial site (see :func:`firemap.simulate.events.make_hotspots`), 0 elsewhere.
     """
 
     kind: str
@@ -115,6 +140,7 @@ class Landscape:
     veg_fraction: np.ndarray
     elevation: np.ndarray
     warp: np.ndarray
+    hot_sites: np.ndarray
 
 
 def _cover_blobs(rng: np.random.Generator, shape: tuple[int, int], shares: dict[str, float],
@@ -145,15 +171,19 @@ def _parcels(rng: np.random.Generator, shape: tuple[int, int], shares: dict[str,
     return grid[rows[:, None], cols[None, :]].astype(np.uint8)
 
 
-def _urban_texture(rng: np.random.Generator, cover: np.ndarray) -> np.ndarray:
-    """Inside urban cover: blocks of 2-3 pixels of asphalt/concrete, bright roofs, tile roofs and gardens."""
+def _urban_texture(rng: np.random.Generator, cover: np.ndarray, dense: bool = False) -> np.ndarray:
+    """Inside urban cover: blocks of 2-3 pixels of asphalt/concrete, bright roofs, tile roofs and gardens; a
+    ``dense`` city has more bright roofs (the false alarms of real coastal towns) and some industrial roofs."""
     town = cover == MATERIAL_ID["urban"]
     if not town.any():
         return cover
     block = int(rng.integers(2, 4))
     small = (cover.shape[0] // block + 1, cover.shape[1] // block + 1)
-    kinds = [MATERIAL_ID[k] for k in ("urban", "roof", "tile_roof", "grass", "broadleaf")]
-    grid = rng.choice(kinds, p=[0.45, 0.2, 0.15, 0.1, 0.1], size=small).astype(np.uint8)
+    kinds = [MATERIAL_ID[k] for k in ("urban", "roof", "tile_roof", "grass", "broadleaf", "metal_roof")]
+    weights = np.array([0.45, 0.2, 0.15, 0.1, 0.1, 0.0])
+    if dense:
+        weights = np.array([0.35, rng.uniform(0.2, 0.4), 0.15, 0.06, 0.06, 0.04])
+    grid = rng.choice(kinds, p=weights / weights.sum(), size=small).astype(np.uint8)
     texture = np.repeat(np.repeat(grid, block, 0), block, 1)[: cover.shape[0], : cover.shape[1]]
     return np.where(town, texture, cover)
 
@@ -192,21 +222,65 @@ def make_landscape(rng: np.random.Generator, shape: tuple[int, int], kind: str, 
     Returns:
         The :class:`Landscape` (surface reflectance before fire, topography and atmosphere).
     """
-    shares = LANDSCAPES[kind]
+    shares = _scene_shares(rng, LANDSCAPES[kind])
     warp = np.stack([smooth_field(rng, shape, 2.4, 12, factor=2) for _ in range(2)]) * rng.uniform(1.5, 4.0)
     cover = _cover_blobs(rng, shape, shares, warp)
     if kind == "agricultural":
         farmed = smooth_field(rng, shape, 3.0) > -0.6
         cover = np.where(farmed, _parcels(rng, shape, shares), cover)
-    cover = _urban_texture(rng, cover)
+    cover = _urban_texture(rng, cover, dense=kind == "coastal_city")
     extent = max(shape) * pixel_m / 30000.0
     elevation, basins = _terrain(rng, shape, RELIEF_M[kind] * rng.uniform(0.4, 1.5) * extent**0.7)
     cover[_water(rng, basins, LAKE_SHARE[kind] * rng.uniform(0, 2))] = MATERIAL_ID["water"]
-    soil = _soil(rng, shape)
+    if kind == "coastal_city":
+        _coast(rng, cover, warp)
+    hot_sites = _hot_sites(rng, cover, kind)
+    soil = _soil(rng, shape, kind)
     veg_fraction = np.clip(0.82 + 0.14 * smooth_field(rng, shape, 2.8, 40), 0.35, 1.0).astype(np.float32)
     veg_fraction[~np.isin(cover, list(FUELS))] = 1.0
     reflectance = _surface(rng, cover, soil, veg_fraction)
-    return Landscape(kind, cover, reflectance, soil, veg_fraction, elevation, warp.astype(np.float32))
+    return Landscape(kind, cover, reflectance, soil, veg_fraction, elevation, warp.astype(np.float32), hot_sites)
+
+
+def _scene_shares(rng: np.random.Generator, shares: dict[str, float]) -> dict[str, float]:
+    """Per-scene cover shares: each share times a lognormal factor (sigma 0.35)."""
+    return {name: share * float(np.exp(rng.normal(0.0, 0.35))) for name, share in shares.items()}
+
+
+def _coast(rng: np.random.Generator, cover: np.ndarray, warp: np.ndarray) -> None:
+    """Sea on one side (15-40% of the scene, a rough coastline) and a 1-4 px beach along it (in place)."""
+    rows, cols = cover.shape
+    angle = rng.uniform(0, 2 * np.pi)
+    y, x = np.indices(cover.shape, dtype=np.float32)
+    plane = (np.cos(angle) * (y - rows / 2) + np.sin(angle) * (x - cols / 2)) / max(rows, cols)
+    plane += 0.06 * smooth_field(rng, cover.shape, 2.6, 0.2 * max(rows, cols)) + 0.01 * warp[0]
+    sea = plane > np.quantile(plane[::4, ::4], 1.0 - rng.uniform(0.15, 0.4))
+    land_distance = ndimage.distance_transform_edt(~sea) if sea.any() else np.full(cover.shape, 1e9)
+    cover[(land_distance > 0) & (land_distance <= rng.uniform(1.0, 4.0))] = MATERIAL_ID["beach"]
+    cover[sea] = MATERIAL_ID["water"]
+
+
+def _hot_sites(rng: np.random.Generator, cover: np.ndarray, kind: str) -> np.ndarray:
+    """Where lava (1) or industrial (2) hot spots may burn; a lava flow also lays basalt along its path."""
+    sites = np.zeros(cover.shape, np.uint8)
+    if kind == "volcanic" and rng.random() < 0.7:
+        rows, cols = cover.shape
+        length = int(rng.uniform(0.15, 0.45) * max(rows, cols))
+        heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.08, length))
+        y = rng.uniform(0.2, 0.8) * rows + np.cumsum(np.cos(heading))
+        x = rng.uniform(0.2, 0.8) * cols + np.cumsum(np.sin(heading))
+        keep = (y >= 0) & (y < rows) & (x >= 0) & (x < cols)
+        path = np.zeros(cover.shape, bool)
+        path[y[keep].astype(int), x[keep].astype(int)] = True
+        field = ndimage.binary_dilation(path, iterations=int(rng.integers(2, 6)))
+        cover[field] = MATERIAL_ID["basalt"]
+        sites[path & (rng.random(cover.shape) < rng.uniform(0.3, 0.9))] = 1
+    if kind == "coastal_city":
+        industry = np.flatnonzero((cover == MATERIAL_ID["metal_roof"]).ravel())
+        if industry.size:
+            picks = rng.choice(industry, size=min(industry.size, int(rng.integers(1, 6))), replace=False)
+            sites.ravel()[picks] = 2
+    return sites
 
 
 def _scene_spectra(rng: np.random.Generator) -> np.ndarray:
@@ -216,10 +290,16 @@ def _scene_spectra(rng: np.random.Generator) -> np.ndarray:
     return (SPECTRA * np.clip(overall, 0.7, 1.3) * per_band).astype(np.float32)
 
 
-def _soil(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Local bare soil: a smooth mix of bright and dark soil."""
+_SOILS = {"laterite": ("laterite", "dark_soil"), "tropical_savanna": ("laterite", "dark_soil"),
+          "desert": ("sand", "reg"), "volcanic": ("tephra", "dark_soil"), "wetland": ("dark_soil", "wet_soil")}
+"""Bright and dark soil endmembers by landscape (default: soil and dark_soil)."""
+
+
+def _soil(rng: np.random.Generator, shape: tuple[int, int], kind: str = "forest") -> np.ndarray:
+    """Local bare soil: a smooth mix of the landscape's bright and dark soil."""
+    bright_name, dark_name = _SOILS.get(kind, ("soil", "dark_soil"))
     mix = 1.0 / (1.0 + np.exp(-1.5 * smooth_field(rng, shape, 3.0) - rng.normal(0.0, 0.8)))
-    bright, dark = SPECTRA[MATERIAL_ID["soil"]], SPECTRA[MATERIAL_ID["dark_soil"]]
+    bright, dark = SPECTRA[MATERIAL_ID[bright_name]], SPECTRA[MATERIAL_ID[dark_name]]
     return (bright[:, None, None] * mix + dark[:, None, None] * (1.0 - mix)).astype(np.float32)
 
 
@@ -227,7 +307,7 @@ def _surface(rng: np.random.Generator, cover: np.ndarray, soil: np.ndarray, veg_
     spectra = _scene_spectra(rng)
     rho = spectra.T[:, cover]  # (8, rows, cols)
     rho = veg_fraction * rho + (1.0 - veg_fraction) * soil
-    bare = np.isin(cover, [MATERIAL_ID["soil"], MATERIAL_ID["dark_soil"]])
+    bare = np.isin(cover, list(BARE))
     rho = np.where(bare, 0.5 * rho + 0.5 * soil, rho)
     texture = 1.0 + 0.07 * fine_noise(rng, cover.shape, 0.7) + 0.06 * smooth_field(rng, cover.shape, 2.5, 25)
     return np.clip(rho * texture, 0.001, 1.0).astype(np.float32)

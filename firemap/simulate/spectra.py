@@ -59,12 +59,53 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     "char":       (0.030, 0.033, 0.038, 0.043, 0.070, 0.130, 0.155, 0.110),
     "ash":        (0.150, 0.170, 0.210, 0.240, 0.270, 0.300, 0.280, 0.290),
     "npv":        (0.050, 0.065, 0.100, 0.140, 0.250, 0.330, 0.260, 0.240),
+    # --- wider landscape library (appended: the ids above stay stable) ---
+    "wet_grass":  (0.030, 0.035, 0.070, 0.045, 0.300, 0.170, 0.075, 0.090),
+    "black_char": (0.028, 0.030, 0.035, 0.040, 0.065, 0.072, 0.060, 0.060),
+    "white_ash":  (0.260, 0.290, 0.330, 0.360, 0.400, 0.430, 0.380, 0.400),
+    "laterite":   (0.050, 0.060, 0.100, 0.200, 0.260, 0.340, 0.300, 0.300),
+    "tailings":   (0.230, 0.270, 0.340, 0.420, 0.500, 0.580, 0.520, 0.520),
+    "reg":        (0.090, 0.110, 0.160, 0.230, 0.270, 0.340, 0.320, 0.320),
+    "sand":       (0.130, 0.160, 0.240, 0.340, 0.400, 0.490, 0.460, 0.450),
+    "salt":       (0.450, 0.500, 0.540, 0.560, 0.570, 0.520, 0.440, 0.500),
+    "basalt":     (0.045, 0.048, 0.052, 0.058, 0.068, 0.080, 0.075, 0.075),
+    "tephra":     (0.070, 0.080, 0.090, 0.100, 0.120, 0.140, 0.130, 0.130),
+    "metal_roof": (0.300, 0.330, 0.360, 0.370, 0.380, 0.360, 0.300, 0.330),
+    "beach":      (0.180, 0.210, 0.270, 0.320, 0.360, 0.420, 0.380, 0.380),
+    "wet_soil":   (0.030, 0.035, 0.050, 0.065, 0.095, 0.110, 0.080, 0.080),
 }
 """Surface reflectance spectra (bands of :data:`REFLECTIVE`). ``npv``: scorched foliage and dead wood; ``char``:
 the fresh burned surface (black carbon with grey ash on mineral soil): darkest in the visible and rising towards
 the SWIR (pure charcoal reaches only ~0.08 at 2.2 um, but burned ground in Landsat/Sentinel-2 scenes reads
 0.1-0.2 in SWIR2: Pereira et al. 1999, in *Remote Sensing of Large Wildfires*; Smith et al. 2010); ``ash``:
-white ash of complete combustion."""
+white ash of complete combustion (grey ash on soil; ``white_ash`` is the pure white ash of very complete
+combustion, Smith & Hudak 2005: brighter than the unburned surface in every band).
+
+The wider library (tropical savanna, wetland, laterite, desert, volcanic, coastal city landscapes):
+
+* ``wet_grass``: green flooded/wetland grass (ECOSTRESS vegetation "grass" spectra with water-saturated
+  background: high NIR, low SWIR); checked against the unburned vegetation of the Corumba (Pantanal) Landsat-8
+  scene of 2019-08-25 (TOA nir 0.24, swir1 0.18, swir2 0.09).
+* ``black_char``: fresh black char of a complete grass/savanna burn, dark and nearly flat in every band
+  (Trigg & Flasse 2000: savanna char below 0.1 from the visible to 2.2 um, rising slowly with wavelength;
+  Smith & Hudak 2005: black char < 0.1). Mixed with the few percent of unburned cover it reproduces the fresh
+  Corumba scars (nir 0.11, swir2 0.09, NBR 0.0-0.2, measured by ``scripts/sim_vs_real.py``).
+* ``laterite``: red lateritic soil / oxisol (USGS splib07 and ECOSTRESS soil spectra of hematite/goethite-rich
+  soils: a steep rise from blue to red, the ferric-iron band near 0.9 um flattening NIR, high SWIR).
+* ``tailings``: bright iron-ore mine tailings and mud (Brumadinho Landsat-8 L2 2019-01-30: red 0.27-0.58,
+  nir 0.41-0.68, swir2 0.31-0.56, 10-90%; the per-scene randomisation reaches swir2 ~0.7).
+* ``reg``: desert pavement with rock varnish; ``sand``: quartz dune sand with iron-oxide coatings (USGS splib07
+  / ECOSTRESS "sand" spectra; the Sahara Sentinel-2 tile 29RKH: red 0.34, nir 0.39, swir1 0.48, swir2 0.46);
+  ``salt``: halite/gypsum salt pan (ECOSTRESS evaporites: very bright in the visible, gypsum/water bands lower
+  the SWIR).
+* ``basalt``: fresh basaltic lava and dark rock (USGS splib07 / ECOSTRESS basalt: 0.04-0.08, flat);
+  ``tephra``: dark volcanic ash and scoria fields (a little brighter).
+* ``metal_roof``: industrial roofs (ECOSTRESS man-made galvanized/painted metal: bright, flat, dropping in SWIR2);
+  ``beach``: beach sand (USGS splib07 "beach sand"); ``wet_soil``: wet organic floodplain soil (soil moisture
+  darkens every band and the SWIR most: Lobell & Asner 2002, SSSAJ 66:722).
+
+All values are rounded band-centre readings of representative spectra, not a specific sample; each scene
+randomises them (see :mod:`firemap.simulate.landscape`)."""
 
 MATERIAL_NAMES: tuple[str, ...] = tuple(MATERIALS)
 MATERIAL_ID: dict[str, int] = {name: i for i, name in enumerate(MATERIAL_NAMES)}
