@@ -55,8 +55,8 @@ class Scene:
         height: rows.
         width: columns.
         note: what is in it.
-        lava: True where hot pixels are lava (a thermal anomaly, not a wildfire: fire 255 in training, and fire
-            polygons over them are counted apart).
+        lava: True where hot pixels are lava (a thermal anomaly, not a wildfire: fire 0 if trained on, as in the
+            simulator; fire polygons over them are counted apart in validation).
     """
 
     name: str
@@ -163,8 +163,8 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
     """Labels of a fire-free scene: fire 0 and burn_scar 0 on valid pixels, smoke 255 (not labelled).
 
     Pixels that pass an unambiguous fire test or Schroeder's loose candidate test, and their 2-pixel surroundings,
-    are fire 255: on a lava scene they are lava (a thermal anomaly, not a wildfire), elsewhere a rule's false alarm
-    or an unknown hot spot, neither taught as fire nor as "no fire".
+    are fire 255 (a rule's false alarm or an unknown hot spot: neither taught as fire nor as "no fire"), except on
+    lava scenes: lava is a thermal anomaly that is not a wildfire, fire 0 as the simulator labels it.
     """
     cfg = label_config(sensor=scene.sensor, bands=scene.bands, fire_tests="unambiguous", combine="union",
                        rules=("schroeder", "murphy"), smoke=False, overwrite=True)
@@ -173,6 +173,8 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
         labels, profile = src.read(), src.profile
     valid = labels[2] != CLASS_NODATA  # burn_scar: NBR labelled wherever nir/swir2 are valid
     hot = ndimage.binary_dilation((labels[0] != 0) & valid, iterations=2) & valid
+    if scene.lava:  # lava is a thermal anomaly but not a wildfire: "not fire", as in the simulator
+        hot[:] = False
     out = np.full_like(labels, CLASS_NODATA)
     out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
     out[2] = np.where(valid, 0, CLASS_NODATA)
