@@ -66,18 +66,23 @@ class Arrays:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def predict_masks(bundle: Bundle, scene: real_data.Scene) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Model class masks ``(rows, cols)`` bool per class, with the bundle's thresholds, and validity."""
+def predict_probs(bundle: Bundle, scene: real_data.Scene) -> tuple[np.ndarray, np.ndarray]:
+    """Stitched probabilities ``(classes, rows, cols)`` float32 and validity ``(rows, cols)`` bool of a scene."""
     info = open_scene(scene.path)
     cfg = PredictConfig(device="cpu", sensor=scene.sensor, bands=scene.bands)
-    classes = bundle.config.classes
-    thresholds = bundle.config.class_thresholds(cfg.thresholds)
-    masks = np.zeros((len(classes), scene.height, scene.width), bool)
-    valid = np.zeros((scene.height, scene.width), bool)
+    probs = np.zeros((len(bundle.config.classes), info.grid.height, info.grid.width), np.float32)
+    valid = np.zeros(probs.shape[1:], bool)
     for block in iter_predictions(info, bundle, cfg):
-        m, _ = classify(block.probs, block.valid, classes, thresholds)
-        rows = slice(block.row_off, block.row_off + m.shape[1])
-        masks[:, rows], valid[rows] = m, block.valid
+        rows = slice(block.row_off, block.row_off + block.probs.shape[1])
+        probs[:, rows], valid[rows] = block.probs, block.valid
+    return probs, valid
+
+
+def predict_masks(bundle: Bundle, scene: real_data.Scene) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Model class masks ``(rows, cols)`` bool per class, with the bundle's thresholds, and validity."""
+    probs, valid = predict_probs(bundle, scene)
+    classes = bundle.config.classes
+    masks, _ = classify(probs, valid, classes, bundle.config.class_thresholds({}))
     return {c.name: masks[k] for k, c in enumerate(classes)}, valid
 
 

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import rasterio
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,7 @@ from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
 from firemap.train.loop import fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_real  # noqa: E402
 import real_data  # noqa: E402
 
 log = logging.getLogger("train_default")
@@ -287,6 +289,55 @@ def finetune_config(recipe: dict[str, Any], init: Path, out: Path, real: list[di
     return cfg
 
 
+SCAR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+"""Candidate burn-scar probability thresholds for :func:`calibrate_scar_threshold`."""
+MAX_FALSE_SCAR_PCT = 0.5
+"""Calibration limit: % of fire-free land called burn scar on every fire-free training crop."""
+
+
+def _crop_scene(folder: Path, scene: real_data.Scene, name: str) -> real_data.Scene:
+    with rasterio.open(folder / f"{name}.vrt") as src:
+        shape = src.height, src.width
+    return real_data.Scene(name, folder / f"{name}.vrt", scene.sensor, scene.bands, scene.split, scene.role, *shape)
+
+
+def calibrate_scar_threshold(bundle_path: Path, recipe: dict[str, Any], work: Path) -> tuple[float, dict[str, Any]]:
+    """Pick the burn-scar threshold on the training crops only (never on held-out rows).
+
+    Rule: the best burn-scar IoU on the Corumba training rows (against their partial labels) among the candidates
+    that call at most :data:`MAX_FALSE_SCAR_PCT` % of land burn scar on every fire-free training crop; the highest
+    candidate if none does.
+    """
+    bundle = load_bundle(bundle_path)
+    k = [c.name for c in bundle.config.classes].index("burn_scar")
+    folder = work / "real_train"
+    all_scenes = real_data.scenes(recipe, work)
+    cor = _crop_scene(folder, all_scenes[0], "corumba_north")
+    probs, valid = eval_real.predict_probs(bundle, cor)
+    with rasterio.open(folder / "corumba_north.labels.tif") as src:
+        ref = src.read(3)
+    negatives = []
+    for scene in all_scenes[1:]:
+        if real_data.train_rows(scene, recipe) is None:
+            continue
+        crop = _crop_scene(folder, scene, scene.name)
+        p, v = eval_real.predict_probs(bundle, crop)
+        bands, _ = eval_real.read_bands(crop, ("green", "nir"))
+        negatives.append((scene.name, p[k], v & ~eval_real.water_mask(bands)))
+    table: dict[str, Any] = {}
+    for t in SCAR_THRESHOLDS:
+        iou = eval_real.binary_scores((probs[k] >= t) & valid, ref, valid)["iou"]
+        pct = {n: 100 * float(((p >= t) & land).sum()) / max(int(land.sum()), 1) for n, p, land in negatives}
+        table[f"{t:g}"] = {"corumba_train_iou": round(iou, 4), "max_false_pct": round(max(pct.values()), 3),
+                           "worst": max(pct, key=lambda n: pct[n])}
+        log.info("calibration burn_scar threshold %.2f: %s", t, table[f"{t:g}"])
+    quiet = [float(t) for t, v in table.items() if v["max_false_pct"] <= MAX_FALSE_SCAR_PCT]
+    chosen = max(quiet, key=lambda t: table[f"{t:g}"]["corumba_train_iou"]) if quiet else max(SCAR_THRESHOLDS)
+    log.info("calibrated burn_scar threshold: %.2f", chosen)
+    return chosen, {"burn_scar_threshold": chosen, "candidates": table, "max_false_pct": MAX_FALSE_SCAR_PCT,
+                    "data": "training crops only: Corumba rows < 536 (partial labels), fire-free training crops"}
+
+
 def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
     """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU."""
     results = {}
@@ -383,10 +434,18 @@ def run_recipe(args: argparse.Namespace) -> None:
         last = fit(train_config_from_dict(cfg)).last
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
-    fire_threshold, calibration = calibrate_fire_threshold(last, args)
-    final = with_thresholds(last, {"fire": fire_threshold}, args.out / "final.firemap.pt")
+    previous = args.out / "metrics.json"
+    if args.reuse_stage3 and previous.exists() and "calibration" in json.loads(previous.read_text()):
+        calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
+        fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
+    else:
+        fire_threshold, calibration = calibrate_fire_threshold(last, args)
+    scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out)
+    final = with_thresholds(last, {"fire": fire_threshold, "burn_scar": scar_threshold},
+                            args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
+    metrics["calibration_burn_scar"] = scar_calibration
     metrics["trained_on"] = trained
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
