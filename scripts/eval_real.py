@@ -225,7 +225,7 @@ def quicklook(scene: real_data.Scene, a: Arrays, rows: tuple[int, int] | None, p
     for mask, colour in colours:
         rgb[mask] = colour
     if rows is not None and rows[0] > 0:
-        rgb[rows[0], ::2] = (1.0, 0.0, 1.0)
+        rgb[rows[0] - 1 : rows[0] + 1, (np.arange(rgb.shape[1]) // 4) % 2 == 0] = (1.0, 0.0, 1.0)
     img = Image.fromarray((rgb * 255).astype(np.uint8))
     scale = max(1, 700 // max(img.size))
     if scale > 1:

@@ -217,7 +217,8 @@ def final_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]
     return out
 
 
-def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float | None) -> Path:
+def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float | None,
+            extra: dict[str, Any] | None = None) -> Path:
     """Write the final bundle with its provenance and metrics into firemap/assets."""
     bundle = load_bundle(bundle_path)
     provenance = dict(bundle.provenance)
@@ -229,9 +230,11 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
         "real_data": "shared/data/s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
                      "Runan-Duan/Wildfire_Detection data_example)",
         "real_scenes_left_out": {k: UNRELIABLE[k] for k in unreliable(args)},
+        **(extra or {}),
     })
     # record data paths relative to the repository, not this machine's absolute paths
     text = json.dumps(provenance).replace(str(args.data.resolve()), "../shared/data/s2_calfire")
+    text = text.replace(str((REPO.parent / "shared" / "data").resolve()), "../shared/data")
     provenance = json.loads(text.replace(str(REPO), "."))
     target = REPO / "firemap" / "assets" / "default.firemap.pt"
     target.parent.mkdir(exist_ok=True)
@@ -419,9 +422,34 @@ def main() -> None:
         shutil.copy(args.out / "metrics.json", args.out / "installed_metrics.json")
 
 
+def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The held-out real-scene numbers of ``scripts/eval_real.py`` (Corumba rows >= 600, fire-free held-out land)."""
+    _, results = eval_real.evaluate(str(bundle_path), args.recipe, args.out / "eval_real", None)
+    (args.out / "eval_real.json").write_text(json.dumps(results, indent=2, default=str))
+    held = results["corumba_20190825"]["heldout"]
+    out: dict[str, Any] = {
+        "corumba_heldout_rows": held["rows"], "burn_scar_iou": held["scar"]["iou"],
+        "burn_scar_precision": held["scar"]["precision"], "burn_scar_recall": held["scar"]["recall"],
+        "baseline_nbr_0.1_burn_scar_iou": held["scar_nbr"]["iou"], "fire_f1": held["fire"]["f1"],
+        "fire_precision": held["fire"]["precision"], "fire_recall": held["fire"]["recall"],
+        "baseline_rules_fire_f1": held["fire_rules"]["f1"],
+    }
+    free = {n: r["heldout"] for n, r in results.items() if not n.startswith("_") and n != "corumba_20190825"
+            and "heldout" in r}
+    out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())
+    out["fire_free_fire_polygons_outside_lava"] = sum(r["fire_clusters"][0] for r in free.values())
+    out["fire_free_fire_polygons_on_lava"] = sum(r["fire_clusters"][1] for r in free.values())
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def run_recipe(args: argparse.Namespace) -> None:
     """Stage 3 from the YAML recipe on top of the v2 bundle, then calibration, metrics and install."""
     recipe = real_data.load_recipe(args.recipe)
+    done = args.out / "metrics.json"
+    if args.install and args.reuse_stage3 and done.exists() and "real_scenes" in json.loads(done.read_text()):
+        install(args.out / "final.firemap.pt", json.loads(done.read_text()), args, args.training_seconds,
+                _recipe_provenance(recipe, args))  # everything measured already: install only
+        return
     init = git_bundle(recipe, args.out / "v2.firemap.pt")
     real, trained = real_sources(recipe, args.out, args.data)
     (args.out / "trained_on.json").write_text(json.dumps(trained, indent=2))
@@ -446,11 +474,27 @@ def run_recipe(args: argparse.Namespace) -> None:
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
     metrics["calibration_burn_scar"] = scar_calibration
+    metrics["real_scenes"] = real_scene_metrics(final, args)
     metrics["trained_on"] = trained
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
     if args.install:
-        install(final, metrics, args, seconds)
+        install(final, metrics, args, seconds, _recipe_provenance(recipe, args))
+
+
+def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "recipe": "configs/default_model.yaml",
+        "reproduce": f"python scripts/train_default.py --out runs/v3 --install  (recipe {args.recipe.name})",
+        "stages": "1-2: the shipped v2 model (simulator pretraining 12 x 80 steps, California Sentinel-2 fine-tuning "
+                  f"6 x 60 steps; git {recipe['init']['git_commit']}), not rerun; 3: real-scene fine-tuning "
+                  f"{recipe['finetune']['config']['epochs']} x {recipe['finetune']['config']['steps_per_epoch']} "
+                  "steps (Corumba rows < 536 partial labels, fire-free training crops, California crops, simulator "
+                  "with the new landscapes)",
+        "real_data": "../shared/data: s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
+                     "Runan-Duan/Wildfire_Detection data_example); real_scenes (Landsat-8/Sentinel-2 scenes, see "
+                     "configs/default_model.yaml for which rows trained)",
+    }
 
 
 if __name__ == "__main__":
