@@ -311,19 +311,25 @@ def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None) -> tup
     results: dict[str, Any] = {"_work": str(work)}
     for scene in real_data.scenes(recipe, work):
         t0 = time.perf_counter()
-        a = scene_arrays(bundle, scene, recipe, work)
-        held, trained = real_data.eval_rows(scene, recipe), real_data.train_rows(scene, recipe)
-        r: dict[str, Any] = {"rules": a.extra["rules"], "skipped": a.extra["skipped"]}
-        if held is not None:
-            r["heldout"] = score(scene, a, held)
-        if trained is not None:
-            r["train" if held is not None else "all"] = score(scene, a, trained)
-        results[scene.name] = r
-        if img is not None:
-            quicklook(scene, a, held if scene.role == "fire" else None, img / f"real_{scene.name}.png")
+        results[scene.name] = r = evaluate_scene(bundle, scene, recipe, work, img)
         log.info("%s (%.0f s): %s", scene.name, time.perf_counter() - t0,
                  json.dumps(r.get("heldout") or r.get("all"), default=str))
     return bundle, results
+
+
+def evaluate_scene(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any], work: Path,
+                   img: Path | None = None) -> dict[str, Any]:
+    """Scores of one scene: ``heldout`` (its scored rows), ``train`` / ``all`` (rows the default trained on)."""
+    a = scene_arrays(bundle, scene, recipe, work)
+    held, trained = real_data.eval_rows(scene, recipe), real_data.train_rows(scene, recipe)
+    r: dict[str, Any] = {"rules": a.extra["rules"], "skipped": a.extra["skipped"]}
+    if held is not None:
+        r["heldout"] = score(scene, a, held)
+    if trained is not None:
+        r["train" if held is not None else "all"] = score(scene, a, trained)
+    if img is not None:
+        quicklook(scene, a, held if scene.role == "fire" else None, img / f"real_{scene.name}.png")
+    return r
 
 
 def main() -> None:

@@ -424,8 +424,12 @@ def main() -> None:
 
 def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The held-out real-scene numbers of ``scripts/eval_real.py`` (Corumba rows >= 600, fire-free held-out land)."""
-    _, results = eval_real.evaluate(str(bundle_path), args.recipe, args.out / "eval_real", None)
+    t0 = time.perf_counter()
+    bundle, results = eval_real.evaluate(str(bundle_path), args.recipe, args.out / "eval_real", args.out / "img")
     (args.out / "eval_real.json").write_text(json.dumps(results, indent=2, default=str))
+    command = f"python scripts/eval_real.py --model {bundle_path}"
+    (args.out / "real_scenes.md").write_text(eval_real.report(str(bundle_path), bundle, results, real_data.load_recipe(
+        args.recipe), time.perf_counter() - t0, command))
     held = results["corumba_20190825"]["heldout"]
     out: dict[str, Any] = {
         "corumba_heldout_rows": held["rows"], "burn_scar_iou": held["scar"]["iou"],
