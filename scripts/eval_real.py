@@ -231,7 +231,7 @@ def quicklook(scene: real_data.Scene, a: Arrays, rows: tuple[int, int] | None, p
     if scale > 1:
         img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path, optimize=True)
+    img.convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(path, optimize=True)
     return path
 
 
@@ -271,7 +271,7 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         s = cor.get(key)
         if s is None:
             continue
-        label = f"**{s['rows']} (held out)**" if key == "heldout" else f"{s['rows']} (trained on by the default)"
+        label = f"**{s['rows']} (held out)**" if key == "heldout" else f"{s['rows']} (the recipe's training rows)"
         lines.append(f"| {label} | **{_f(s['scar']['iou'])}** ({_f(s['scar']['precision'])} / "
                      f"{_f(s['scar']['recall'])}) | {_f(s['scar_nbr']['iou'])} | **{_fire_cell(s['fire'])}** | "
                      f"{_fire_cell(s['fire_rules'])} |")
@@ -282,8 +282,9 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         "## Fire-free scenes: false alarms on held-out land", "",
         "Land = valid pixels that are not open water (NDWI > 0). Fire polygons = 8-connected clusters of fire pixels; "
         "on the lava scenes, clusters touching the lava zone (pixels passing any fire test, and 3 px around) are "
-        "counted apart. Lava is a thermal anomaly, not a wildfire: its hot pixels are not labelled in training (see "
-        "docs/training.md).", "",
+        "counted apart. Lava is a thermal anomaly, not a wildfire (the simulator labels lava and industrial hot spots "
+        "not fire; see docs/training.md). \"trained on\": the rows `configs/default_model.yaml` gives the default "
+        "model's training.", "",
         "| scene | held-out rows | trained on | burn scar % land: model | NBR < 0.1 | fire polygons: model "
         "(+ on lava) | rules (+ on lava) | smoke % |", "|---|---|---|---|---|---|---|---|",
     ]
