@@ -384,6 +384,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--recipe", type=Path, default=real_data.RECIPE, help="YAML recipe of the real-scene stage")
     p.add_argument("--legacy", action="store_true",
                    help="the v2 recipe (stages 1-2 only: simulator pretraining + California fine-tuning)")
+    p.add_argument("--fire-threshold", type=float, default=None,
+                   help="use this fire threshold instead of calibrating one (recipe path)")
     p.add_argument("--reuse-stage3", type=Path, default=None,
                    help="skip stage-3 training: calibrate, evaluate (and --install) this bundle")
     return p.parse_args()
@@ -467,7 +469,10 @@ def run_recipe(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
     previous = args.out / "metrics.json"
-    if args.reuse_stage3 and previous.exists() and "calibration" in json.loads(previous.read_text()):
+    if args.fire_threshold is not None:  # given (e.g. the init bundle's calibrated value): not recalibrated
+        fire_threshold = args.fire_threshold
+        calibration = {"fire_threshold": fire_threshold, "note": "given with --fire-threshold, not recalibrated"}
+    elif args.reuse_stage3 and previous.exists() and "calibration" in json.loads(previous.read_text()):
         calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
         fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
     else:
