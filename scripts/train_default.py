@@ -17,10 +17,17 @@ After training, the fire probability threshold is calibrated on fresh simulated 
 scenes, see :func:`calibrate_fire_threshold`) and stored in the bundle's config; ``--threshold fire=P`` still
 overrides it at predict time.
 
+Stage 3 (the default, without ``--legacy``) reads ``configs/default_model.yaml``: it fine-tunes the v2 bundle
+(stages 1-2, taken from git) on real scenes - Corumba's northern rows with partial labels from ``firemap label``,
+fire-free crops, the California crops - mixed with the simulator, calibrates the burn-scar threshold on the training
+crops only, and measures the held-out real scenes with ``scripts/eval_real.py`` (see docs/training.md).
+
 Usage (from the repository root)::
 
-    .venv/bin/python scripts/train_default.py --out runs/default --install      # ~40 min on 2 CPU cores
-    .venv/bin/python scripts/train_default.py --out runs/default --install \
+    .venv/bin/python scripts/train_default.py --out runs/v3 [--install]          # stage 3 from the YAML recipe
+    .venv/bin/python scripts/train_default.py --out runs/v3 --reuse-stage3 runs/v3/stage3/last.firemap.pt
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install      # v2: ~40 min on 2 cores
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install \
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
 

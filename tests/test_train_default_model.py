@@ -58,34 +58,3 @@ def test_real_heldout_scene_without_swir1_beats_nbr(default: Bundle) -> None:
     s = evaluate_source(default, src, PredictConfig(device="cpu")).summary()
     assert s["burn_scar_iou"] > s["baseline_best_nbr_iou_pooled"] + 0.05
     assert s["burn_scar_iou"] > 0.7
-
-
-def test_real_scene_metrics_in_provenance(default: Bundle) -> None:
-    """The shipped model's held-out real-scene numbers (scripts/eval_real.py, stored at install)."""
-    real = default.provenance["metrics"]["real_scenes"]
-    assert real["corumba_heldout_rows"] == "600-900"
-    assert real["burn_scar_iou"] > real["baseline_nbr_0.1_burn_scar_iou"]
-    assert real["fire_free_fire_polygons_outside_lava"] == 0
-    assert default.provenance["recipe"] == "configs/default_model.yaml"
-    trained = default.provenance["metrics"]["trained_on"]
-    assert trained["corumba_20190825"].startswith("rows 0-535")
-    assert "momotombo_20151205_l1" not in trained and "FRENCH_20240704 (held out)" in trained["s2_calfire"]
-
-
-@pytest.mark.slow
-def test_corumba_heldout_rows_recomputed(default: Bundle, tmp_path: Path) -> None:
-    """Re-measure the held-out Corumba rows through scripts/eval_real.py and compare with the provenance."""
-    import sys
-
-    requires_shared("real_scenes", "landsat8_corumba_2019")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import eval_real
-    import real_data
-
-    recipe = real_data.load_recipe()
-    scene = real_data.scenes(recipe, tmp_path)[0]
-    held = eval_real.evaluate_scene(default, scene, recipe, tmp_path)["heldout"]
-    real = default.provenance["metrics"]["real_scenes"]
-    assert held["scar"]["iou"] == pytest.approx(real["burn_scar_iou"], abs=2e-3)
-    assert held["fire"]["f1"] == pytest.approx(real["fire_f1"], abs=2e-3)
-    assert held["scar"]["iou"] > held["scar_nbr"]["iou"]
