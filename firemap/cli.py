@@ -350,9 +350,16 @@ def label(
         None, help="Fire rules, comma-separated: schroeder, murphy, kumar-roy, sentinel2. Default by sensor: "
         "Landsat schroeder,murphy,kumar-roy; Sentinel-2 sentinel2; HLS murphy (rules whose bands are absent are "
         "skipped; named rules must fit)."),
+    fire_tests: str | None = typer.Option(
+        None, help="all (default: every test the bands allow; skipped ones are logged and tagged) | unambiguous "
+        "(confident labels: fire = unambiguous tests, 255 around them and on loose candidates)."),
     combine: str | None = typer.Option(None, help="voting (majority: 2 of 3) | intersection | union, default voting"),
     nbr_threshold: float | None = typer.Option(None, help="Single-date burn scar: NBR < this, default -0.05."),
     min_dnbr: float | None = typer.Option(None, help="With --pre-fire: burn scar where dNBR >= this, default 0.1."),
+    unburnt_dnbr: float | None = typer.Option(
+        None, help="With --pre-fire: not burnt (0) only where dNBR < this; 255 between it and --min-dnbr."),
+    pre_burnt_nbr: float | None = typer.Option(
+        None, help="With --pre-fire: 255 (neither burnt nor not) where the pre-fire NBR < this (already burnt)."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Do not label smoke (band 2 is then all 255)."),
     block_size: int | None = typer.Option(None, help="Block edge in pixels, default 512."),
     min_area: MinArea = None,
@@ -372,9 +379,10 @@ def label(
 
     setup_logging(verbose, quiet)
     cfg = label_config(
-        rules=tuple(rules.split(",")) if rules else None, combine=combine, nbr_threshold=nbr_threshold,
-        min_dnbr=min_dnbr, smoke=False if no_smoke else None, block_size=block_size, min_area=min_area,
-        simplify=simplify, vector_format=vector_format, sensor=sensor, bands=bands, overwrite=overwrite or None,
+        rules=tuple(rules.split(",")) if rules else None, fire_tests=fire_tests, combine=combine,
+        nbr_threshold=nbr_threshold, min_dnbr=min_dnbr, unburnt_dnbr=unburnt_dnbr, pre_burnt_nbr=pre_burnt_nbr,
+        smoke=False if no_smoke else None, block_size=block_size, min_area=min_area, simplify=simplify,
+        vector_format=vector_format, sensor=sensor, bands=bands, overwrite=overwrite or None,
         allow_no_crs=allow_no_crs or None,
     )
     result = label_scene(scene, out, cfg, pre_fire)
@@ -386,6 +394,8 @@ def label(
     for name, rule in result.rule_text.items():
         table.add_row(name, rule, str(result.pixels[name]), str(result.polygons[name]), f"{result.area_ha[name]:.2f}")
     Console().print(table)
+    for line in result.skipped:
+        Console().print(f"fire test skipped: {line}", highlight=False, soft_wrap=True)
     Console().print(", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
 
 
