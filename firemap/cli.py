@@ -350,9 +350,16 @@ def label(
         None, help="Fire rules, comma-separated: schroeder, murphy, kumar-roy, sentinel2. Default by sensor: "
         "Landsat schroeder,murphy,kumar-roy; Sentinel-2 sentinel2; HLS murphy (rules whose bands are absent are "
         "skipped; named rules must fit)."),
+    fire_tests: str | None = typer.Option(
+        None, help="all (default: every test the bands allow; skipped ones are logged and tagged) | unambiguous "
+        "(confident labels: fire = unambiguous tests, 255 around them and on loose candidates)."),
     combine: str | None = typer.Option(None, help="voting (majority: 2 of 3) | intersection | union, default voting"),
     nbr_threshold: float | None = typer.Option(None, help="Single-date burn scar: NBR < this, default -0.05."),
     min_dnbr: float | None = typer.Option(None, help="With --pre-fire: burn scar where dNBR >= this, default 0.1."),
+    unburnt_dnbr: float | None = typer.Option(
+        None, help="With --pre-fire: not burnt (0) only where dNBR < this; 255 between it and --min-dnbr."),
+    pre_burnt_nbr: float | None = typer.Option(
+        None, help="With --pre-fire: 255 (neither burnt nor not) where the pre-fire NBR < this (already burnt)."),
     no_smoke: bool = typer.Option(False, "--no-smoke", help="Do not label smoke (band 2 is then all 255)."),
     block_size: int | None = typer.Option(None, help="Block edge in pixels, default 512."),
     min_area: MinArea = None,
@@ -372,9 +379,10 @@ def label(
 
     setup_logging(verbose, quiet)
     cfg = label_config(
-        rules=tuple(rules.split(",")) if rules else None, combine=combine, nbr_threshold=nbr_threshold,
-        min_dnbr=min_dnbr, smoke=False if no_smoke else None, block_size=block_size, min_area=min_area,
-        simplify=simplify, vector_format=vector_format, sensor=sensor, bands=bands, overwrite=overwrite or None,
+        rules=tuple(rules.split(",")) if rules else None, fire_tests=fire_tests, combine=combine,
+        nbr_threshold=nbr_threshold, min_dnbr=min_dnbr, unburnt_dnbr=unburnt_dnbr, pre_burnt_nbr=pre_burnt_nbr,
+        smoke=False if no_smoke else None, block_size=block_size, min_area=min_area, simplify=simplify,
+        vector_format=vector_format, sensor=sensor, bands=bands, overwrite=overwrite or None,
         allow_no_crs=allow_no_crs or None,
     )
     result = label_scene(scene, out, cfg, pre_fire)
@@ -386,6 +394,8 @@ def label(
     for name, rule in result.rule_text.items():
         table.add_row(name, rule, str(result.pixels[name]), str(result.polygons[name]), f"{result.area_ha[name]:.2f}")
     Console().print(table)
+    for line in result.skipped:
+        Console().print(f"fire test skipped: {line}", highlight=False, soft_wrap=True)
     Console().print(", ".join(str(p) for p in result.outputs.values()), highlight=False, soft_wrap=True)
 
 
@@ -433,7 +443,8 @@ def simulate(
     smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="A smoke plume."),
     burn_scar: bool = typer.Option(True, "--burn-scar/--no-burn-scar", help="This season's burn scar."),
     clouds: str = typer.Option("few", help="Cloud cover: none | few | some | many, or a fraction 0-0.9."),
-    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid "
+    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid | "
+                                         "tropical_savanna | wetland | laterite | desert | volcanic | coastal_city "
                                          "[default: random]."),
     swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
     overwrite: Overwrite = False,
@@ -674,3 +685,53 @@ def demo(
     lines.append("mapped: " + ", ".join(f"{c} {result.area_ha[c]:.1f} ha in {result.polygons[c]} polygons"
                                         for c in result.area_ha))
     Console().print("\n".join(lines), highlight=False, soft_wrap=True)
+
+
+# --- weak supervision (pseudolabel) command ---
+
+
+@app.command()
+@handle_errors
+def pseudolabel(
+    labels: Path = typer.Argument(..., help="CSV or YAML of image-level labels: scene, optional window "
+                                  "(col,row,width,height), fire/smoke/burn_scar = present|absent|unknown."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if missing)."),
+    method: str = typer.Option("walk", help="walk (CAM + AffinityNet random walk) | cam (CAM alone)."),
+    encoder: str | None = typer.Option(None, help="smp encoder of both networks (default resnet18)."),
+    cam_steps: int | None = typer.Option(None, help="Classifier training steps (default 300)."),
+    aff_steps: int | None = typer.Option(None, help="AffinityNet training steps (default 300)."),
+    radius: int | None = typer.Option(None, help="Affinity radius gamma in walk nodes (default 5)."),
+    beta: float | None = typer.Option(None, help="Affinity power beta (default 8)."),
+    iterations: int | None = typer.Option(None, help="Random-walk iterations t (default 256)."),
+    walk_stride: int | None = typer.Option(None, help="Pixels per walk node: 1, 2, 4 or 8 (default 4)."),
+    margin: float | None = typer.Option(None, help="Unsure (255) when the best score leads by less (default 0.05)."),
+    label_outside: bool = typer.Option(False, "--label-outside", help="Also label pixels outside the windows."),
+    save_cam: bool = typer.Option(False, "--save-cam", help="Also write <stem>.cam.tif (normalized CAMs)."),
+    save_walk: bool = typer.Option(False, "--save-walk", help="Also write <stem>.walk.tif (walked scores)."),
+    block_size: int | None = typer.Option(None, help="Walk block edge, pixels, multiple of 8 (default 512)."),
+    halo: int | None = typer.Option(None, help="Walk block halo, pixels, multiple of 8 (default 128)."),
+    sensor: Sensor = None,
+    bands: Bands = None,
+    seed: int | None = typer.Option(None, help="Random seed (default 0)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default torch's)."),
+    overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Pseudo masks from image-level labels: CAMs + AffinityNet random walk (Ahn & Kwak 2018), for firemap train."""
+    from firemap.config import validate
+    from firemap.weak.config import WeakConfig
+    from firemap.weak.pseudolabel import pseudolabel as run_pseudolabel
+
+    setup_logging(verbose, quiet)
+    cfg = validate(WeakConfig, {k: v for k, v in {
+        "method": method, "encoder": encoder, "cam_steps": cam_steps, "aff_steps": aff_steps, "radius": radius,
+        "beta": beta, "iterations": iterations, "walk_stride": walk_stride, "margin": margin,
+        "label_outside": label_outside, "save_cam": save_cam, "save_walk": save_walk, "block_size": block_size,
+        "halo": halo, "sensor": sensor, "band_spec": bands, "seed": seed, "threads": threads, "overwrite": overwrite,
+    }.items() if v is not None}, "command line")
+    with _progress(is_quiet(quiet)) as factory:
+        results = run_pseudolabel(labels, out, cfg, factory)
+    if not is_quiet(quiet):
+        Console().print("\n".join(f"{r.scene.name}: " + ", ".join(f"{k} {v} px" for k, v in r.pixels.items() if v)
+                                  + f" -> {r.outputs['labels']}" for r in results), highlight=False, soft_wrap=True)

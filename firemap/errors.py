@@ -144,5 +144,9 @@ def _torch_load_file(exc: BaseException) -> str | None:
             found = str(tb.tb_frame.f_locals.get("f", "?"))
         tb = tb.tb_next
     return found
+class LabelFileError(ConfigError):
+    """An image-level label file (``firemap pseudolabel``) cannot be read or holds an invalid entry."""
+
+
 class ProductError(FiremapError, ValueError):
     """A multi-file product (folder of per-band files, STAC item, MTL) is incomplete or contradicts itself."""

@@ -38,7 +38,19 @@ from firemap.raster import (
     read_window,
     staged_outputs,
 )
-from firemap.rules import RULE_BANDS, RULE_HALO, RULES, Combine, combine, get_rule, saturation_mask
+from firemap.rules import (
+    RULE_HALO,
+    RULE_TESTS,
+    RULES,
+    Combine,
+    FireTest,
+    FireTests,
+    combine,
+    neighbours,
+    plan_tests,
+    run_tests,
+    saturation_mask,
+)
 from firemap.tiling import blocks
 
 log = logging.getLogger(__name__)
@@ -54,7 +66,6 @@ DEFAULT_RULES: dict[str, tuple[str, ...]] = {
 INDEX_NAMES = ("nbr", "nbr2", "ndvi", "dnbr", "smoke")
 """Indices ``firemap indices`` can write."""
 
-_SATURATION_RULES = frozenset({"murphy", "sentinel2"})
 
 
 class LabelConfig(Closed):
@@ -62,10 +73,18 @@ class LabelConfig(Closed):
 
     Attributes:
         rules: fire rules (see :data:`firemap.rules.RULES`); None = :data:`DEFAULT_RULES` of the sensor family,
-            skipping rules whose bands are absent; an explicit list fails on a missing band.
+            each running the tests the bands allow (e.g. Schroeder's Eq. 1 only without a coastal band) and
+            skipping rules none of whose tests fit; an explicit list fails on a missing band.
+        fire_tests: ``all`` tests, or ``unambiguous`` only: confident weak labels, where fire = 1 passes an
+            unambiguous test, 255 (not labelled) its 3x3 neighbours and Schroeder's loose candidates
+            (``R75 > 1.8 and rho7 - rho5 > 0.17``), 0 elsewhere.
         combine: how several rules' masks are merged.
         nbr_threshold: single-date burn-scar rule ``NBR < nbr_threshold`` (no pre-fire scene).
         min_dnbr: bi-temporal burn-scar rule ``dNBR >= min_dnbr`` (0.1 = Key & Benson's low-severity edge).
+        unburnt_dnbr: with a pre-fire scene, burn scar = 0 only where ``dNBR < unburnt_dnbr``; between it and
+            ``min_dnbr`` 255 (not labelled). None = no gap (0 below ``min_dnbr``).
+        pre_burnt_nbr: with a pre-fire scene, pixels whose pre-fire NBR is below this (already burnt before the
+            first date) are 255 in burn_scar: neither positive nor negative. None = off.
         smoke: label smoke with :func:`firemap.indices.smoke_mask` (needs blue, nir, swir2).
         block_size: block edge in pixels.
         min_area: drop polygons smaller than this, m2.
@@ -78,9 +97,12 @@ class LabelConfig(Closed):
     """
 
     rules: tuple[str, ...] | None = None
+    fire_tests: FireTests = "all"
     combine: Combine = "voting"
     nbr_threshold: float = Field(default=-0.05, ge=-1, le=1)
     min_dnbr: float = Field(default=0.1, ge=-2, le=2)
+    unburnt_dnbr: float | None = Field(default=None, ge=-2, le=2)
+    pre_burnt_nbr: float | None = Field(default=None, ge=-1, le=1)
     smoke: bool = True
     block_size: int = Field(default=512, ge=16)
     min_area: float = Field(default=0.0, ge=0)
@@ -123,6 +145,7 @@ class LabelResult:
         rules: fire rules applied (empty = fire not labelled).
         labelled: class name -> whether the class was labelled.
         rule_text: class name -> the rule that labelled it (``none`` = not labelled).
+        skipped: fire tests that did not run, as ``"<rule> <test>: <reason>"``.
         pixels: class name -> labelled pixel count.
         area_ha: class name -> polygon area in hectares (after ``min_area``).
         polygons: class name -> polygon count.
@@ -138,6 +161,7 @@ class LabelResult:
     area_ha: dict[str, float] = field(default_factory=dict)
     polygons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    skipped: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------- planning
@@ -159,10 +183,19 @@ class LabelPlan:
     min_dnbr: float
     pre_sources: tuple[BandSource, ...] = ()
     pre_zero_is_nodata: bool = False
+    tests: Mapping[str, tuple[FireTest, ...]] = field(default_factory=dict)  # rule -> tests run (empty = all)
+    skipped: tuple[str, ...] = ()  # "<rule> <test>: <reason>"
+    fire_tests: FireTests = "all"
+    unburnt_dnbr: float | None = None
+    pre_burnt_nbr: float | None = None
 
     @property
     def halo(self) -> int:
-        return max((RULE_HALO[r] for r in self.rules), default=0)
+        def halo(rule: str) -> int:  # unambiguous tests look at most at the 3x3 neighbourhood
+            contextual = any(not t.unambiguous for t in self.tests.get(rule, ()))
+            return RULE_HALO[rule] if contextual else min(RULE_HALO[rule], 1)
+
+        return max((halo(r) for r in self.rules), default=0)
 
 
 def _bandmap(info: SceneInfo, cfg: LabelConfig) -> BandMap:
@@ -176,19 +209,31 @@ def _missing_error(info: SceneInfo, what: str, missing: Sequence[str], bandmap: 
     )
 
 
-def _choose_rules(info: SceneInfo, bandmap: BandMap, cfg: LabelConfig) -> tuple[str, ...]:
+def _choose_rules(
+    info: SceneInfo, bandmap: BandMap, cfg: LabelConfig
+) -> tuple[dict[str, tuple[FireTest, ...]], list[str]]:
+    """Rules -> the tests that run, and the skipped tests as ``"<rule> <test>: <reason>"``."""
+    present = set(bandmap.sources)
+    plans = {r: plan_tests(r, present, cfg.fire_tests) for r in (cfg.rules or DEFAULT_RULES[_family(bandmap)])}
     if cfg.rules is not None:
-        for rule in cfg.rules:
-            missing = [b for b in RULE_BANDS[rule] if b not in bandmap.sources]
-            if missing:
-                raise _missing_error(info, f"fire rule {rule!r}", missing, bandmap, "pick other --rules")
-        return cfg.rules
-    family = get_sensor(bandmap.sensor).family if bandmap.sensor else "landsat"
-    usable = tuple(r for r in DEFAULT_RULES[family] if all(b in bandmap.sources for b in RULE_BANDS[r]))
-    if not usable:
+        for rule, (run, skipped) in plans.items():
+            need = [b for t, why in skipped if why != "not unambiguous" for b in t.bands if b not in present]
+            if need and (cfg.fire_tests == "all" or not run):  # unambiguous: runs when one of its tests can
+                fix = "pick other --rules" + (" or --fire-tests unambiguous" if run else "")
+                raise _missing_error(info, f"fire rule {rule!r}", list(dict.fromkeys(need)), bandmap, fix)
+    tests = {r: run for r, (run, _) in plans.items() if run}
+    lines = [f"{r} {t.name}: {why}" for r, (_, sk) in plans.items() for t, why in sk]
+    for line in lines:
+        level = logging.INFO if line.endswith("not unambiguous") else logging.WARNING
+        log.log(level, "%s: fire test skipped: %s", info.path.name, line)
+    if not tests:
         log.warning("%s: no fire rule fits the bands present (%s); fire is not labelled (255)",
                     info.path.name, bandmap.offered())
-    return usable
+    return tests, lines
+
+
+def _family(bandmap: BandMap) -> str:
+    return get_sensor(bandmap.sensor).family if bandmap.sensor else "landsat"
 
 
 def _saturation_levels(bandmap: BandMap) -> dict[str, float]:
@@ -221,19 +266,26 @@ def plan_labels(info: SceneInfo, cfg: LabelConfig, pre: SceneInfo | None = None)
         GridMismatchError: the pre-fire scene is on another grid.
     """
     bandmap = _bandmap(info, cfg)
-    rules = _choose_rules(info, bandmap, cfg)
+    tests, skipped = _choose_rules(info, bandmap, cfg)
+    rules = tuple(tests)
     smoke = cfg.smoke and all(b in bandmap.sources for b in ("blue", "nir", "swir2"))
     burn_ok = all(b in bandmap.sources for b in INDEX_BANDS["nbr"])
     if pre is not None and not burn_ok:
         missing = [b for b in INDEX_BANDS["dnbr"] if b not in bandmap.sources]
         raise _missing_error(info, "dNBR", missing, bandmap, "drop --pre-fire")
     burn: Literal["dnbr", "nbr", ""] = ("dnbr" if pre is not None else "nbr") if burn_ok else ""
-    wanted = {b for r in rules for b in RULE_BANDS[r]} | ({"blue", "nir", "swir2"} if smoke else set())
+    wanted = {b for run in tests.values() for t in run for b in t.bands}
+    wanted |= {"blue", "nir", "swir2"} if smoke else set()
     wanted |= set(INDEX_BANDS["nbr"]) if burn else set()
     names = tuple(b for b in bandmap.sources if b in wanted)
     pre_sources, pre_zero = _pre_fire(info, pre, cfg) if pre is not None else ((), False)
+    if "swir1" in bandmap.sources and rules:
+        names += () if "swir1" in names else ("swir1",)  # saturation mask and Schroeder's Eq. 2 read it
+    if "coastal" in bandmap.sources and "schroeder" in rules and "coastal" not in names:
+        names += ("coastal",)
     return LabelPlan(rules, cfg.combine, names, tuple(bandmap.sources[b] for b in names), _zero_fill(bandmap),
-                 _saturation_levels(bandmap), smoke, burn, cfg.nbr_threshold, cfg.min_dnbr, pre_sources, pre_zero)
+                     _saturation_levels(bandmap), smoke, burn, cfg.nbr_threshold, cfg.min_dnbr, pre_sources, pre_zero,
+                     tests, tuple(skipped), cfg.fire_tests, cfg.unburnt_dnbr, cfg.pre_burnt_nbr)
 
 
 _plan = plan_labels  # kept for callers of the earlier private name
@@ -262,19 +314,33 @@ def label_block(
     out = np.full((len(LABEL_CLASSES), *valid.shape), CLASS_NODATA, dtype=np.uint8)
     if plan.rules:
         saturated = saturation_mask(bands, plan.saturation)
-        masks = [get_rule(r)(bands, valid, **({"saturated": saturated} if r in _SATURATION_RULES else {}))
-                 for r in plan.rules]
-        out[0] = np.where(valid, combine(masks, plan.how), CLASS_NODATA)
+        masks = [run_tests(r, plan.tests[r], bands, valid, saturated) for r in plan.rules]
+        fire = combine(masks, plan.how)
+        out[0] = np.where(valid, fire, CLASS_NODATA)
+        if plan.fire_tests == "unambiguous":
+            out[0][valid & ~fire & (neighbours(fire) | _loose_candidates(bands))] = CLASS_NODATA
     if plan.smoke:
         smoke = smoke_mask(bands["blue"], bands["swir2"], bands["nir"], bands.get("coastal"))
         out[1] = np.where(valid, smoke, CLASS_NODATA)
     if plan.burn == "nbr":
         out[2] = np.where(valid, nbr_burn_scar(bands["nir"], bands["swir2"], plan.nbr_threshold), CLASS_NODATA)
     elif plan.burn == "dnbr" and pre is not None:
-        change = dnbr(nbr(pre[0][0], pre[0][1]), nbr(bands["nir"], bands["swir2"]))
+        pre_nbr = nbr(pre[0][0], pre[0][1])
+        change = dnbr(pre_nbr, nbr(bands["nir"], bands["swir2"]))
         ok = valid & pre[1] & np.isfinite(change)
+        if plan.unburnt_dnbr is not None:
+            ok &= (change < plan.unburnt_dnbr) | (change >= plan.min_dnbr)
+        if plan.pre_burnt_nbr is not None:
+            ok &= ~(pre_nbr < plan.pre_burnt_nbr)
         out[2] = np.where(ok, dnbr_burn_scar(change, plan.min_dnbr), CLASS_NODATA)
     return out
+
+
+def _loose_candidates(bands: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Schroeder et al. (2016) Eq. 3 candidates (``R75 > 1.8 and rho7 - rho5 > 0.17``): possible fires."""
+    r5, r7 = bands["nir"], bands["swir2"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray((r7 > 1.8 * r5) & (r7 - r5 > 0.17))
 
 
 def _read(
@@ -312,9 +378,20 @@ def iter_label_rows(
                 yield int(block.inner.row_off), labels, valid
 
 
+def _rule_text(plan: LabelPlan, rule: str) -> str:
+    run = plan.tests.get(rule, ())
+    if len(run) == len(RULE_TESTS[rule]):
+        return rule
+    return f"{rule}[{'; '.join(t.name for t in run)}]"
+
+
 def _describe(plan: LabelPlan) -> dict[str, str]:
-    fire = f"{'+'.join(plan.rules)} ({plan.how})" if plan.rules else "none"
+    fire = f"{'+'.join(_rule_text(plan, r) for r in plan.rules)} ({plan.how})" if plan.rules else "none"
     burn = {"dnbr": f"dNBR >= {plan.min_dnbr}", "nbr": f"NBR < {plan.nbr_threshold}", "": "none"}[plan.burn]
+    if plan.burn == "dnbr" and plan.unburnt_dnbr is not None:
+        burn += f", 0 where dNBR < {plan.unburnt_dnbr}, 255 between"
+    if plan.burn == "dnbr" and plan.pre_burnt_nbr is not None:
+        burn += f", 255 where pre-fire NBR < {plan.pre_burnt_nbr}"
     smoke = "smoke_mask (blue-SWIR2 contrast)" if plan.smoke else "none"
     return {"fire": fire, "smoke": smoke, "burn_scar": burn}
 
@@ -324,6 +401,7 @@ def _labels_writer(tmp: Path, info: SceneInfo, plan: LabelPlan) -> TiledWriter:
     tags = {
         "LABELLER": "firemap label", "VALUES": "1 = class, 0 = not the class, 255 = not labelled / nodata",
         **{f"RULE_{k.upper()}": v for k, v in rules.items()},
+        "FIRE_TESTS": plan.fire_tests, "FIRE_TESTS_SKIPPED": " | ".join(plan.skipped) or "none",
     }
     band_tags = {i + 1: {"CLASS": n, "RULE": rules[n], "LABELLED": "no" if rules[n] == "none" else "yes"}
                  for i, n in enumerate(LABEL_CLASSES)}
@@ -374,7 +452,8 @@ def label_scene(
         gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=model)
         tmp["style"].write_text(vector_qml(DEFAULT_CLASSES), encoding="utf-8")
         write_vector_file(gdf, tmp["vectors"], cfg.vector_format, DEFAULT_CLASSES, layer=paths["vectors"].stem)
-    result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES}, rules)
+    result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES}, rules,
+                         skipped=plan.skipped)
     for name, count in zip(LABEL_CLASSES, pixels, strict=True):
         sel = gdf[gdf["class"] == name]
         result.pixels[name], result.polygons[name] = int(count), len(sel)

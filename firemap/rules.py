@@ -25,7 +25,8 @@ run these rules on blocks with a halo of at least :data:`CONTEXT_HALO` pixels (s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -66,7 +67,80 @@ RULE_BANDS: dict[str, tuple[str, ...]] = {
     "kumar-roy": ("blue", "green", "red", "nir", "swir1", "swir2"),
     "sentinel2": ("nir", "swir1", "swir2"),
 }
-"""Canonical bands each rule reads."""
+"""Canonical bands each rule reads (all of its tests)."""
+
+
+@dataclass(frozen=True)
+class FireTest:
+    """One test (group of equations) of a fire rule, with the bands it reads.
+
+    Attributes:
+        rule: rule name (key of :data:`RULES`).
+        name: the equations, as printed in the paper.
+        bands: canonical bands the test reads.
+        unambiguous: the test alone declares a fire (no background window or neighbourhood needed).
+    """
+
+    rule: str
+    name: str
+    bands: tuple[str, ...]
+    unambiguous: bool
+
+
+RULE_TESTS: dict[str, tuple[FireTest, ...]] = {
+    "schroeder": (
+        FireTest("schroeder", "Eq. 1 (unambiguous)", ("nir", "swir2"), True),
+        FireTest("schroeder", "Eq. 2 (saturated/folded SWIR)", ("coastal", "nir", "swir1", "swir2"), True),
+        FireTest("schroeder", "Eqs. 3-9 (candidates, water mask, 61x61 contextual test)", RULE_BANDS["schroeder"],
+                 False),
+    ),
+    "murphy": (
+        FireTest("murphy", "Eq. 2 (unambiguous)", RULE_BANDS["murphy"], True),
+        FireTest("murphy", "Eq. 3 (hot 3x3 neighbours)", RULE_BANDS["murphy"], False),
+    ),
+    "kumar-roy": (
+        FireTest("kumar-roy", "Eqs. 12-13 (unambiguous)", RULE_BANDS["kumar-roy"], True),
+        FireTest("kumar-roy", "Eqs. 8-9, 14-16 (potential fires, growing-window contextual test)",
+                 RULE_BANDS["kumar-roy"], False),
+    ),
+    "sentinel2": (
+        FireTest("sentinel2", "HOTMAP Eq. 2 (unambiguous)", RULE_BANDS["sentinel2"], True),
+        FireTest("sentinel2", "HOTMAP Eq. 3 (hot 3x3 neighbours)", RULE_BANDS["sentinel2"], False),
+    ),
+}
+"""The tests of each rule. A rule whose bands allow only some of its tests runs those (see :func:`plan_tests`):
+without a coastal band Schroeder et al. keep Eq. 1 and lose Eq. 2 and the contextual test (its water mask,
+Eq. 7, reads the coastal band)."""
+
+FireTests = Literal["all", "unambiguous"]
+"""Which tests to run: every test the bands allow, or only the unambiguous ones (confident weak labels)."""
+
+
+def plan_tests(
+    rule: str, present: Collection[str], which: FireTests = "all"
+) -> tuple[tuple[FireTest, ...], tuple[tuple[FireTest, str], ...]]:
+    """Split a rule's tests into those that run and those skipped (with the reason).
+
+    Args:
+        rule: rule name.
+        present: canonical bands the scene has.
+        which: ``all`` or ``unambiguous`` (the other tests are skipped by choice).
+
+    Returns:
+        ``(run, skipped)``; ``skipped`` pairs each test with ``"needs <bands>"`` or ``"not unambiguous"``.
+        ``run`` is empty when even the rule's first unambiguous test lacks a band.
+    """
+    run: list[FireTest] = []
+    skipped: list[tuple[FireTest, str]] = []
+    for test in RULE_TESTS[rule]:
+        missing = [b for b in test.bands if b not in present]
+        if which == "unambiguous" and not test.unambiguous:
+            skipped.append((test, "not unambiguous"))
+        elif missing:
+            skipped.append((test, f"needs {', '.join(missing)}"))
+        else:
+            run.append(test)
+    return tuple(run), tuple(skipped)
 
 _CHUNK = 256  # candidates whose windows are gathered at once (61x61: ~8 MB per float64 band)
 
@@ -239,6 +313,29 @@ def schroeder_water(bands: Bands) -> np.ndarray:
     return eq7 & (eq8 | eq9)
 
 
+def schroeder_unambiguous(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
+    """Unambiguous fires of Schroeder et al. (2016): Eq. 1, or Eq. 2 when the coastal band is there.
+
+    Eq. 1: ``R75 > 2.5 and rho7 - rho5 > 0.3 and rho7 > 0.5`` (nir, swir2). Eq. 2 (saturated or folded SWIR:
+    ``rho6 > 0.8 and rho1 < 0.2 and (rho5 > 0.4 or rho7 < 0.1)``) also reads coastal and swir1 and is skipped
+    without them.
+
+    Args:
+        bands: canonical name -> ``(rows, cols)`` TOA reflectance; needs nir, swir2 (coastal, swir1 for Eq. 2).
+        valid: ``(rows, cols)`` bool, False = nodata. None = all valid.
+
+    Returns:
+        ``(rows, cols)`` bool.
+    """
+    r5, r7 = arrays = _get(bands, ("nir", "swir2"), "schroeder")
+    ok = _valid(arrays, valid)
+    out = (ratio(r7, r5) > 2.5) & (r7 - r5 > 0.3) & (r7 > 0.5)  # Eq. 1: unambiguous fire
+    if "coastal" in bands and "swir1" in bands:
+        r1, r6 = _get(bands, ("coastal", "swir1"), "schroeder")
+        out |= (r6 > 0.8) & (r1 < 0.2) & ((r5 > 0.4) | (r7 < 0.1))  # Eq. 2: saturated / folded SWIR
+    return out & ok
+
+
 def schroeder2016(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     """Daytime active fire pixels of Schroeder et al. (2016, RSE 185:210-220) for Landsat-8/9 OLI.
 
@@ -258,12 +355,10 @@ def schroeder2016(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     Raises:
         MissingBandsError: a band is missing.
     """
-    r1, _, _, _, r5, r6, r7 = arrays = _get(bands, RULE_BANDS["schroeder"], "schroeder")
+    _, _, _, _, r5, r6, r7 = arrays = _get(bands, RULE_BANDS["schroeder"], "schroeder")
     ok = _valid(arrays, valid)
     r75, r76 = ratio(r7, r5), ratio(r7, r6)
-    eq1 = (r75 > 2.5) & (r7 - r5 > 0.3) & (r7 > 0.5)  # Eq. 1: unambiguous fire
-    eq2 = (r6 > 0.8) & (r1 < 0.2) & ((r5 > 0.4) | (r7 < 0.1))  # Eq. 2: saturated / folded SWIR
-    unambiguous = (eq1 | eq2) & ok
+    unambiguous = schroeder_unambiguous(bands, ok)  # Eqs. 1-2
     water = schroeder_water(bands)  # Eqs. 7-9
     eq3 = (r75 > 1.8) & (r7 - r5 > 0.17)  # Eq. 3: candidate fire
     eq6 = r76 > 1.6  # Eq. 6: candidate must also be bright in band 7 relative to band 6
@@ -278,11 +373,30 @@ def schroeder2016(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _hotmap_unambiguous(nir: np.ndarray, swir1: np.ndarray, swir2: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    return (ratio(swir2, swir1) >= 1.4) & (ratio(swir2, nir) >= 1.4) & (swir2 >= 0.15) & ok  # Eq. 2
+
+
+def murphy_unambiguous(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
+    """Unambiguous hot pixels of HOTMAP (Murphy et al. 2016) Eq. 2, without the Eq. 3 neighbour extension.
+
+    ``rho7/rho6 >= 1.4 and rho7/rho5 >= 1.4 and rho7 >= 0.15``; also the Sentinel-2 analogue on B8A/B11/B12.
+
+    Args:
+        bands: canonical name -> ``(rows, cols)`` reflectance; needs nir, swir1, swir2.
+        valid: ``(rows, cols)`` bool, False = nodata. None = all valid.
+
+    Returns:
+        ``(rows, cols)`` bool.
+    """
+    nir, swir1, swir2 = arrays = _get(bands, RULE_BANDS["murphy"], "murphy")
+    return _hotmap_unambiguous(nir, swir1, swir2, _valid(arrays, valid))
+
+
 def _hotmap(
     nir: np.ndarray, swir1: np.ndarray, swir2: np.ndarray, ok: np.ndarray, saturated: np.ndarray
 ) -> np.ndarray:
-    unambiguous = (ratio(swir2, swir1) >= 1.4) & (ratio(swir2, nir) >= 1.4) & (swir2 >= 0.15)  # Eq. 2
-    unambiguous &= ok
+    unambiguous = _hotmap_unambiguous(nir, swir1, swir2, ok)  # Eq. 2
     hot_neighbour = ((ratio(swir1, nir) >= 2.0) & (swir1 >= 0.5)) | saturated  # Eq. 3 (zero nir -> epsilon)
     return unambiguous | (neighbours(unambiguous) & hot_neighbour & ok)  # Eq. 3 applies in the 3x3 window
 
@@ -359,6 +473,24 @@ def kumar_roy_water(bands: Bands) -> np.ndarray:
     return (r2 > r3) & (r3 > r4) & (r4 > r5)  # Eq. 16
 
 
+def kumar_roy_unambiguous(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
+    """Unambiguous fires of Kumar & Roy (2018): Eq. 12, or Eq. 13 next to an Eq.-12 pixel.
+
+    Args:
+        bands: canonical name -> ``(rows, cols)`` TOA reflectance; needs blue, green, red, nir, swir1, swir2.
+        valid: ``(rows, cols)`` bool, False = nodata. None = all valid.
+
+    Returns:
+        ``(rows, cols)`` bool.
+    """
+    arrays = _get(bands, RULE_BANDS["kumar-roy"], "kumar-roy")
+    _, _, r4, _, r6, r7 = arrays
+    ok = _valid(arrays, valid)
+    eq12 = (r4 <= 0.53 * r7 - 0.214) & ok  # Eq. 12: unambiguous fire
+    eq13 = neighbours(eq12) & (r4 <= 0.35 * r6 - 0.044) & ok  # Eq. 13: unambiguous, next to an Eq.-12 pixel
+    return eq12 | eq13
+
+
 def kumar_roy2018(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     """Daytime active fire pixels of the GOLI algorithm (Kumar & Roy 2018, IJDE 11:154-178).
 
@@ -376,9 +508,7 @@ def kumar_roy2018(bands: Bands, valid: np.ndarray | None = None) -> np.ndarray:
     """
     _, _, r4, r5, r6, r7 = arrays = _get(bands, RULE_BANDS["kumar-roy"], "kumar-roy")
     ok = _valid(arrays, valid)
-    eq12 = (r4 <= 0.53 * r7 - 0.214) & ok  # Eq. 12: unambiguous fire
-    eq13 = neighbours(eq12) & (r4 <= 0.35 * r6 - 0.044) & ok  # Eq. 13: unambiguous, next to an Eq.-12 pixel
-    unambiguous = eq12 | eq13
+    unambiguous = kumar_roy_unambiguous(bands, ok)  # Eqs. 12-13
     eq14 = r4 <= 0.53 * r7 - 0.125  # Eq. 14: potential fire
     eq15 = r6 <= 1.08 * r7 - 0.048  # Eq. 15: potential fire
     potential = (eq14 | eq15) & ok & ~unambiguous
@@ -404,7 +534,40 @@ RULES: dict[str, RuleFunction] = {
 }
 """Fire rules by ``--rules`` name."""
 
+UNAMBIGUOUS: dict[str, RuleFunction] = {
+    "schroeder": schroeder_unambiguous,
+    "murphy": murphy_unambiguous,
+    "kumar-roy": kumar_roy_unambiguous,
+    "sentinel2": murphy_unambiguous,
+}
+"""The unambiguous tests of each rule (the Sentinel-2 analogue shares HOTMAP's Eq. 2)."""
+
 Combine = Literal["voting", "intersection", "union"]
+
+
+def run_tests(
+    rule: str, tests: Sequence[FireTest], bands: Bands, valid: np.ndarray | None = None,
+    saturated: np.ndarray | None = None,
+) -> np.ndarray:
+    """Fire mask of a rule restricted to ``tests`` (from :func:`plan_tests`).
+
+    All of a rule's tests = the rule itself; only unambiguous ones = :data:`UNAMBIGUOUS` (Schroeder's Eq. 2 joins
+    Eq. 1 when its bands are present).
+
+    Returns:
+        ``(rows, cols)`` bool fire mask.
+
+    Raises:
+        ConfigError: no test to run.
+    """
+    if not tests:
+        raise ConfigError(f"rule {rule!r}: no test to run; its bands are missing")
+    if len(tests) == len(RULE_TESTS[rule]):
+        extra = {"saturated": saturated} if rule in ("murphy", "sentinel2") else {}
+        return get_rule(rule)(bands, valid, **extra)
+    if any(not t.unambiguous for t in tests):
+        raise ConfigError(f"rule {rule!r}: its contextual tests cannot run without its unambiguous ones")
+    return UNAMBIGUOUS[rule](bands, valid)
 
 
 def get_rule(name: str) -> RuleFunction:
@@ -458,20 +621,29 @@ __all__ = [
     "RULES",
     "RULE_BANDS",
     "RULE_HALO",
+    "RULE_TESTS",
     "SCHROEDER_RADIUS",
+    "UNAMBIGUOUS",
     "Bands",
     "Combine",
+    "FireTest",
+    "FireTests",
     "combine",
     "contextual_test",
     "get_rule",
     "growing_window_radii",
     "kumar_roy2018",
+    "kumar_roy_unambiguous",
     "kumar_roy_water",
     "murphy2016",
+    "murphy_unambiguous",
     "neighbours",
+    "plan_tests",
     "ratio",
+    "run_tests",
     "saturation_mask",
     "schroeder2016",
+    "schroeder_unambiguous",
     "schroeder_water",
     "sentinel2_fire",
 ]

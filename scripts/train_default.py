@@ -17,10 +17,17 @@ After training, the fire probability threshold is calibrated on fresh simulated 
 scenes, see :func:`calibrate_fire_threshold`) and stored in the bundle's config; ``--threshold fire=P`` still
 overrides it at predict time.
 
+Stage 3 (the default, without ``--legacy``) reads ``configs/default_model.yaml``: it fine-tunes the v2 bundle
+(stages 1-2, taken from git) on real scenes - Corumba's northern rows with partial labels from ``firemap label``,
+fire-free crops, the California crops - mixed with the simulator, calibrates the burn-scar threshold on the training
+crops only, and measures the held-out real scenes with ``scripts/eval_real.py`` (see docs/training.md).
+
 Usage (from the repository root)::
 
-    .venv/bin/python scripts/train_default.py --out runs/default --install      # ~40 min on 2 CPU cores
-    .venv/bin/python scripts/train_default.py --out runs/default --install \
+    .venv/bin/python scripts/train_default.py --out runs/v3 [--install]          # stage 3 from the YAML recipe
+    .venv/bin/python scripts/train_default.py --out runs/v3 --reuse-stage3 runs/v3/stage3/last.firemap.pt
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install      # v2: ~40 min on 2 cores
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install \
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
 
@@ -31,14 +38,17 @@ installed) and prints the mean held-out burn-scar IoU next to that of NBR < -0.0
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import rasterio
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +60,10 @@ from firemap.train.config import SceneSource, SimulatorSource, train_config_from
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
 from firemap.train.loop import fit  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import eval_real  # noqa: E402
+import real_data  # noqa: E402
 
 log = logging.getLogger("train_default")
 
@@ -210,7 +224,8 @@ def final_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]
     return out
 
 
-def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float | None) -> Path:
+def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float | None,
+            extra: dict[str, Any] | None = None) -> Path:
     """Write the final bundle with its provenance and metrics into firemap/assets."""
     bundle = load_bundle(bundle_path)
     provenance = dict(bundle.provenance)
@@ -222,15 +237,115 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
         "real_data": "shared/data/s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
                      "Runan-Duan/Wildfire_Detection data_example)",
         "real_scenes_left_out": {k: UNRELIABLE[k] for k in unreliable(args)},
+        **(extra or {}),
     })
     # record data paths relative to the repository, not this machine's absolute paths
     text = json.dumps(provenance).replace(str(args.data.resolve()), "../shared/data/s2_calfire")
+    text = text.replace(str((REPO.parent / "shared" / "data").resolve()), "../shared/data")
     provenance = json.loads(text.replace(str(REPO), "."))
     target = REPO / "firemap" / "assets" / "default.firemap.pt"
     target.parent.mkdir(exist_ok=True)
     save_bundle(target, bundle.model, bundle.config, provenance, overwrite=True)
     log.info("installed %s (%.1f MB)", target, target.stat().st_size / 1e6)
     return target
+
+
+def git_bundle(recipe: dict[str, Any], out: Path) -> Path:
+    """The recipe's ``init`` bundle, extracted from git history (the shipped v2 model: stages 1-2)."""
+    spec = recipe["init"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blob = subprocess.run(["git", "-C", str(REPO), "show", f"{spec['git_commit']}:{spec['path']}"], check=True,
+                          capture_output=True).stdout
+    out.write_bytes(blob)
+    return out
+
+
+def real_sources(recipe: dict[str, Any], work: Path, data: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Training sources on real scenes, built under ``work``: crops (VRT windows) and their labels.
+
+    Returns:
+        ``(sources, provenance)``: TrainConfig source dicts and which scene trained what (rows).
+    """
+    weights, cor = recipe["finetune"]["real"], recipe["corumba"]
+    folder = work / "real_train"
+    all_scenes = real_data.scenes(recipe, work)
+    rows = real_data.train_rows(all_scenes[0], recipe)
+    assert rows is not None
+    post = real_data.crop_vrt(real_data.data_path(recipe, cor["post"]), folder / "corumba_north.vrt", rows)
+    pre = real_data.crop_vrt(real_data.data_path(recipe, cor["pre"]), folder / "pre" / "corumba_north.vrt", rows)
+    real_data.corumba_labels(recipe, folder, post, pre, cor["train_labels"])
+    sources = [{"kind": "scenes", "name": "corumba_north", "images": [str(post)], "mask_format": "bands",
+                "labelled": ["fire", "burn_scar"], "sensor": cor["sensor"], "weight": weights["corumba"]}]
+    trained: dict[str, Any] = {"corumba_20190825": f"rows {rows[0]}-{rows[1] - 1} (partial labels)"}
+    negatives = [(sc, r) for sc in all_scenes[1:] if (r := real_data.train_rows(sc, recipe)) is not None]
+    for scene, r in negatives:
+        crop = real_data.crop_vrt(scene.path, folder / f"{scene.name}.vrt", r)
+        real_data.negative_labels(scene, crop, folder)
+        sources.append({"kind": "scenes", "name": scene.name, "images": [str(crop)], "mask_format": "bands",
+                        "labelled": ["fire", "burn_scar"], "sensor": scene.sensor, "bands": scene.bands,
+                        "weight": weights["fire_free"] / len(negatives)})
+        trained[scene.name] = f"rows {r[0]}-{r[1] - 1} of {scene.height} (negatives)"
+    s2 = weights["s2_calfire"]
+    sources.append({**_real(s2["holdout"], data, s2["weight"], tuple(s2.get("exclude", ())))})
+    trained["s2_calfire"] = f"all crops except {s2['holdout']} (held out) and {', '.join(s2.get('exclude', []))}"
+    return sources, trained
+
+
+def finetune_config(recipe: dict[str, Any], init: Path, out: Path, real: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stage 3 TrainConfig dict: the recipe's ``finetune.config`` with model, init, out and real sources."""
+    cfg = copy.deepcopy(recipe["finetune"]["config"])
+    cfg["data"]["train"] = real + cfg["data"]["train"]
+    cfg.update({"model": MODEL, "init": str(init), "out": str(out)})
+    return cfg
+
+
+SCAR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+"""Candidate burn-scar probability thresholds for :func:`calibrate_scar_threshold`."""
+MAX_FALSE_SCAR_PCT = 0.5
+"""Calibration limit: % of fire-free land called burn scar on every fire-free training crop."""
+
+
+def _crop_scene(folder: Path, scene: real_data.Scene, name: str) -> real_data.Scene:
+    with rasterio.open(folder / f"{name}.vrt") as src:
+        shape = src.height, src.width
+    return real_data.Scene(name, folder / f"{name}.vrt", scene.sensor, scene.bands, scene.split, scene.role, *shape)
+
+
+def calibrate_scar_threshold(bundle_path: Path, recipe: dict[str, Any], work: Path) -> tuple[float, dict[str, Any]]:
+    """Pick the burn-scar threshold on the training crops only (never on held-out rows).
+
+    Rule: the best burn-scar IoU on the Corumba training rows (against their partial labels) among the candidates
+    that call at most :data:`MAX_FALSE_SCAR_PCT` % of land burn scar on every fire-free training crop; the highest
+    candidate if none does.
+    """
+    bundle = load_bundle(bundle_path)
+    k = [c.name for c in bundle.config.classes].index("burn_scar")
+    folder = work / "real_train"
+    all_scenes = real_data.scenes(recipe, work)
+    cor = _crop_scene(folder, all_scenes[0], "corumba_north")
+    probs, valid = eval_real.predict_probs(bundle, cor)
+    with rasterio.open(folder / "corumba_north.labels.tif") as src:
+        ref = src.read(3)
+    negatives = []
+    for scene in all_scenes[1:]:
+        if real_data.train_rows(scene, recipe) is None:
+            continue
+        crop = _crop_scene(folder, scene, scene.name)
+        p, v = eval_real.predict_probs(bundle, crop)
+        bands, _ = eval_real.read_bands(crop, ("green", "nir"))
+        negatives.append((scene.name, p[k], v & ~eval_real.water_mask(bands)))
+    table: dict[str, Any] = {}
+    for t in SCAR_THRESHOLDS:
+        iou = eval_real.binary_scores((probs[k] >= t) & valid, ref, valid)["iou"]
+        pct = {n: 100 * float(((p >= t) & land).sum()) / max(int(land.sum()), 1) for n, p, land in negatives}
+        table[f"{t:g}"] = {"corumba_train_iou": round(iou, 4), "max_false_pct": round(max(pct.values()), 3),
+                           "worst": max(pct, key=lambda n: pct[n])}
+        log.info("calibration burn_scar threshold %.2f: %s", t, table[f"{t:g}"])
+    quiet = [float(t) for t, v in table.items() if v["max_false_pct"] <= MAX_FALSE_SCAR_PCT]
+    chosen = max(quiet, key=lambda t: table[f"{t:g}"]["corumba_train_iou"]) if quiet else max(SCAR_THRESHOLDS)
+    log.info("calibrated burn_scar threshold: %.2f", chosen)
+    return chosen, {"burn_scar_threshold": chosen, "candidates": table, "max_false_pct": MAX_FALSE_SCAR_PCT,
+                    "data": "training crops only: Corumba rows < 536 (partial labels), fire-free training crops"}
 
 
 def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
@@ -273,6 +388,13 @@ def parse() -> argparse.Namespace:
                    help=f"train and cross-validate on {', '.join(UNRELIABLE)} too (see UNRELIABLE)")
     p.add_argument("--install", action="store_true", help="write firemap/assets/default.firemap.pt")
     p.add_argument("--cv", action="store_true", help="leave-one-scene-out fine-tuning report instead")
+    p.add_argument("--recipe", type=Path, default=real_data.RECIPE, help="YAML recipe of the real-scene stage")
+    p.add_argument("--legacy", action="store_true",
+                   help="the v2 recipe (stages 1-2 only: simulator pretraining + California fine-tuning)")
+    p.add_argument("--fire-threshold", type=float, default=None,
+                   help="use this fire threshold instead of calibrating one (recipe path)")
+    p.add_argument("--reuse-stage3", type=Path, default=None,
+                   help="skip stage-3 training: calibrate, evaluate (and --install) this bundle")
     return p.parse_args()
 
 
@@ -282,6 +404,8 @@ def main() -> None:
     if not (args.data / "images").is_dir():
         sys.exit(f"real data not found at {args.data}; pass --data")
     args.out.mkdir(parents=True, exist_ok=True)
+    if not args.legacy and not args.cv:
+        return run_recipe(args)
     t0 = time.perf_counter()
     stage1 = args.reuse_stage1 or args.reuse_stage2 or fit(train_config_from_dict(stage1_config(args))).last
     log.info("stage 1 done after %.0f s: %s", time.perf_counter() - t0, stage1)
@@ -305,6 +429,88 @@ def main() -> None:
     if args.install:
         install(final, metrics, args, seconds)
         shutil.copy(args.out / "metrics.json", args.out / "installed_metrics.json")
+
+
+def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The held-out real-scene numbers of ``scripts/eval_real.py`` (Corumba rows >= 600, fire-free held-out land)."""
+    t0 = time.perf_counter()
+    bundle, results = eval_real.evaluate(str(bundle_path), args.recipe, args.out / "eval_real", args.out / "img")
+    (args.out / "eval_real.json").write_text(json.dumps(results, indent=2, default=str))
+    command = f"python scripts/eval_real.py --model {bundle_path}"
+    (args.out / "real_scenes.md").write_text(eval_real.report(str(bundle_path), bundle, results, real_data.load_recipe(
+        args.recipe), time.perf_counter() - t0, command))
+    held = results["corumba_20190825"]["heldout"]
+    out: dict[str, Any] = {
+        "corumba_heldout_rows": held["rows"], "burn_scar_iou": held["scar"]["iou"],
+        "burn_scar_precision": held["scar"]["precision"], "burn_scar_recall": held["scar"]["recall"],
+        "baseline_nbr_0.1_burn_scar_iou": held["scar_nbr"]["iou"], "fire_f1": held["fire"]["f1"],
+        "fire_precision": held["fire"]["precision"], "fire_recall": held["fire"]["recall"],
+        "baseline_rules_fire_f1": held["fire_rules"]["f1"],
+    }
+    free = {n: r["heldout"] for n, r in results.items() if not n.startswith("_") and n != "corumba_20190825"
+            and "heldout" in r}
+    out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())
+    out["fire_free_fire_polygons_outside_lava"] = sum(r["fire_clusters"][0] for r in free.values())
+    out["fire_free_fire_polygons_on_lava"] = sum(r["fire_clusters"][1] for r in free.values())
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def run_recipe(args: argparse.Namespace) -> None:
+    """Stage 3 from the YAML recipe on top of the v2 bundle, then calibration, metrics and install."""
+    recipe = real_data.load_recipe(args.recipe)
+    done = args.out / "metrics.json"
+    if args.install and args.reuse_stage3 and done.exists() and "real_scenes" in json.loads(done.read_text()):
+        install(args.out / "final.firemap.pt", json.loads(done.read_text()), args, args.training_seconds,
+                _recipe_provenance(recipe, args))  # everything measured already: install only
+        return
+    init = git_bundle(recipe, args.out / "v2.firemap.pt")
+    real, trained = real_sources(recipe, args.out, args.data)
+    (args.out / "trained_on.json").write_text(json.dumps(trained, indent=2))
+    t0 = time.perf_counter()
+    if args.reuse_stage3:
+        last, seconds = args.reuse_stage3, args.training_seconds
+    else:
+        cfg = finetune_config(recipe, init, args.out / "stage3", real)
+        (args.out / "stage3_config.json").write_text(json.dumps(cfg, indent=2))
+        last = fit(train_config_from_dict(cfg)).last
+        seconds = time.perf_counter() - t0
+        log.info("stage 3 done after %.0f s", seconds)
+    previous = args.out / "metrics.json"
+    if args.fire_threshold is not None:  # given (e.g. the init bundle's calibrated value): not recalibrated
+        fire_threshold = args.fire_threshold
+        calibration = {"fire_threshold": fire_threshold, "note": "given with --fire-threshold, not recalibrated"}
+    elif args.reuse_stage3 and previous.exists() and "calibration" in json.loads(previous.read_text()):
+        calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
+        fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
+    else:
+        fire_threshold, calibration = calibrate_fire_threshold(last, args)
+    scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out)
+    final = with_thresholds(last, {"fire": fire_threshold, "burn_scar": scar_threshold},
+                            args.out / "final.firemap.pt")
+    metrics = final_metrics(final, args)
+    metrics["calibration"] = calibration
+    metrics["calibration_burn_scar"] = scar_calibration
+    metrics["real_scenes"] = real_scene_metrics(final, args)
+    metrics["trained_on"] = trained
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    if args.install:
+        install(final, metrics, args, seconds, _recipe_provenance(recipe, args))
+
+
+def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "recipe": "configs/default_model.yaml",
+        "reproduce": f"python scripts/train_default.py --out runs/v3 --install  (recipe {args.recipe.name})",
+        "stages": "1-2: the shipped v2 model (simulator pretraining 12 x 80 steps, California Sentinel-2 fine-tuning "
+                  f"6 x 60 steps; git {recipe['init']['git_commit']}), not rerun; 3: real-scene fine-tuning "
+                  f"{recipe['finetune']['config']['epochs']} x {recipe['finetune']['config']['steps_per_epoch']} "
+                  "steps (Corumba rows < 536 partial labels, fire-free training crops, California crops, simulator "
+                  "with the new landscapes)",
+        "real_data": "../shared/data: s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
+                     "Runan-Duan/Wildfire_Detection data_example); real_scenes (Landsat-8/Sentinel-2 scenes, see "
+                     "configs/default_model.yaml for which rows trained)",
+    }
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ CASES: list[Case] = [
     # inputs
     ("missing scene", lambda e: e.predict(scene=e.tmp / "nope.tif"), "no such file"),
     ("text file as scene", lambda e: e.predict(scene=_text(e.tmp / "notes.tif")), "not a raster GDAL can read"),
-    ("folder as scene", lambda e: e.predict(scene=e.tmp), "is a folder, not a raster"),
+    ("folder without band files as scene", lambda e: e.predict(scene=e.tmp), "no band files firemap can use"),
     ("truncated scene (predict)", lambda e: e.predict(scene=e.truncated()), "truncated or corrupt"),
     ("truncated scene (label)", lambda e: ["label", e.truncated(), "--out", e.out], "truncated or corrupt"),
     ("truncated scene (indices)", lambda e: ["indices", e.truncated(), "--out", e.out], "truncated or corrupt"),

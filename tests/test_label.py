@@ -17,7 +17,15 @@ from firemap.errors import GridMismatchError, MissingBandsError, OutputExistsErr
 from firemap.indices import dnbr, nbr
 from firemap.label import LabelConfig, label_config, label_scene, write_indices
 from firemap.raster import open_scene
-from firemap.rules import combine, kumar_roy2018, murphy2016, schroeder2016
+from firemap.rules import (
+    combine,
+    kumar_roy2018,
+    murphy2016,
+    murphy_unambiguous,
+    neighbours,
+    schroeder2016,
+    schroeder_unambiguous,
+)
 
 L8 = "landsat8-l1"
 BANDS = ("coastal", "blue", "green", "red", "nir", "swir1", "swir2")
@@ -131,8 +139,14 @@ def test_missing_bands_are_clear_errors(tmp_path):
             dst.set_band_description(i + 1, b)
     with pytest.raises(MissingBandsError, match=r"'schroeder' needs band\(s\) coastal, blue, green, red"):
         label_scene(path, tmp_path / "o", label_config(rules=("schroeder",)))
-    result = label_scene(path, tmp_path / "o", label_config())  # default rules: the ones that fit
-    assert result.rules == ("murphy",) and not result.labelled["smoke"]
+    result = label_scene(path, tmp_path / "o", label_config())  # default rules: the tests that fit
+    assert result.rules == ("schroeder", "murphy") and not result.labelled["smoke"]
+    assert "schroeder Eqs. 3-9 (candidates, water mask, 61x61 contextual test): needs coastal, blue, green, red" \
+        in result.skipped
+    assert "kumar-roy Eqs. 12-13 (unambiguous): needs blue, green, red" in result.skipped
+    with rasterio.open(result.outputs["labels"]) as src:
+        assert src.tags()["RULE_FIRE"] == "schroeder[Eq. 1 (unambiguous)]+murphy (voting)"
+        assert "schroeder Eq. 2 (saturated/folded SWIR): needs coastal" in src.tags()["FIRE_TESTS_SKIPPED"]
     assert (read_labels(result.outputs["labels"])[1] == 255).all()
     with pytest.raises(MissingBandsError, match="index 'ndvi' needs band"):
         write_indices(path, tmp_path / "x", ["ndvi"])
@@ -242,3 +256,87 @@ def test_real_cli_label_and_indices(tmp_path):
     res = runner.invoke(app, ["indices", str(scene), "--out", str(tmp_path), "--index", "nbr", "-q"])
     assert res.exit_code == 0, res.output
     assert open_scene(tmp_path / "DOVE_20241019.nbr.tif").dtype == "float32"
+
+
+def _without_coastal(path: Path, bands: dict[str, np.ndarray]) -> Path:
+    """A Landsat-8 L1 stack of B2-B7 only (as the Corumba scenes): Schroeder's Eq. 2 and contextual test cannot run."""
+    enc = get_sensor("landsat8-l1").encodings["red"]
+    names = BANDS[1:]
+    raw = np.stack([np.clip(np.round(enc.to_raw(bands[b])), 1, 65535) for b in names]).astype(np.uint16)
+    profile = dict(driver="GTiff", width=raw.shape[2], height=raw.shape[1], count=6, dtype="uint16",
+                   crs="EPSG:32611", transform=from_origin(500000, 4000000, 30, 30))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(raw)
+        for i in range(6):
+            dst.set_band_description(i + 1, f"B{i + 2}")
+    return path
+
+
+def test_default_rules_run_the_tests_the_bands_allow_and_report_the_skipped(tmp_path, caplog):
+    bands = synthetic_landsat()
+    scene = _without_coastal(tmp_path / "no_coastal.tif", bands)
+    with caplog.at_level("WARNING", logger="firemap.label"):
+        result = label_scene(scene, tmp_path / "o", label_config(sensor=L8))
+    assert result.rules == ("schroeder", "murphy", "kumar-roy")
+    assert result.skipped == (
+        "schroeder Eq. 2 (saturated/folded SWIR): needs coastal",
+        "schroeder Eqs. 3-9 (candidates, water mask, 61x61 contextual test): needs coastal",
+    )
+    assert "fire test skipped: schroeder Eq. 2" in caplog.text
+    eq1 = (bands["swir2"] > 2.5 * bands["nir"]) & (bands["swir2"] - bands["nir"] > 0.3) & (bands["swir2"] > 0.5)
+    decoded_bands = decoded_no_coastal(scene)
+    expected = combine([schroeder_unambiguous(decoded_bands), murphy2016(decoded_bands),
+                        kumar_roy2018(decoded_bands)], "voting")
+    labels = read_labels(result.outputs["labels"])
+    np.testing.assert_array_equal(labels[0] == 1, expected)
+    assert abs(int(schroeder_unambiguous(decoded_bands).sum()) - int(eq1.sum())) <= 3  # DN rounding only
+    with rasterio.open(result.outputs["labels"]) as src:
+        tags = src.tags()
+    assert tags["RULE_FIRE"] == "schroeder[Eq. 1 (unambiguous)]+murphy+kumar-roy (voting)"
+    assert tags["FIRE_TESTS_SKIPPED"].startswith("schroeder Eq. 2 (saturated/folded SWIR): needs coastal | ")
+
+
+def decoded_no_coastal(path: Path) -> dict[str, np.ndarray]:
+    enc = get_sensor("landsat8-l1").encodings["red"]
+    with rasterio.open(path) as src:
+        raw = src.read()
+    return {b: enc.to_physical(raw[i]) for i, b in enumerate(BANDS[1:])}
+
+
+def test_unambiguous_fire_labels_leave_doubtful_pixels_unlabelled(tmp_path):
+    scene = _without_coastal(tmp_path / "no_coastal.tif", synthetic_landsat())
+    cfg = label_config(sensor=L8, rules=("schroeder", "murphy"), fire_tests="unambiguous", combine="union")
+    result = label_scene(scene, tmp_path / "o", cfg)
+    fire = read_labels(result.outputs["labels"])[0]
+    b = decoded_no_coastal(scene)
+    sure = schroeder_unambiguous(b) | murphy_unambiguous(b)
+    np.testing.assert_array_equal(fire == 1, sure)
+    ring = neighbours(sure) & ~sure
+    assert (fire[ring] == 255).all() and ring.any()  # the 3x3 surroundings of a fire: not labelled
+    loose = (b["swir2"] > 1.8 * b["nir"]) & (b["swir2"] - b["nir"] > 0.17) & ~sure
+    assert (fire[loose] == 255).all() and loose.any()  # Schroeder's candidates: not labelled
+    assert (fire[~neighbours(sure) & ~loose] == 0).all()
+    assert "murphy Eq. 3 (hot 3x3 neighbours): not unambiguous" in result.skipped
+    with pytest.raises(MissingBandsError, match="--fire-tests unambiguous"):
+        label_scene(scene, tmp_path / "x", label_config(sensor=L8, rules=("schroeder",)))
+
+
+def test_partial_dnbr_labels(tmp_path):
+    values = (0.1, 0.08, 0.07, 0.05, 0.30, 0.20, 0.10)  # vegetation, NBR 0.5
+    pre = {b: np.full((60, 60), v, np.float32) for b, v in zip(BANDS, values, strict=True)}
+    pre["nir"][0:10, 0:10], pre["swir2"][0:10, 0:10] = 0.10, 0.12  # already burnt before: NBR < 0.1
+    post = {b: v.copy() for b, v in pre.items()}
+    post["nir"][0:40, 0:30], post["swir2"][0:40, 0:30] = 0.08, 0.25  # fresh scar: dNBR ~ 0.9 (0.6 where pre-burnt)
+    post["nir"][45:55, 40:55], post["swir2"][45:55, 40:55] = 0.26, 0.12  # slight change: dNBR 0.18
+    a, b = write_landsat_l1(tmp_path / "pre.tif", pre), write_landsat_l1(tmp_path / "post.tif", post)
+    cfg = label_config(rules=("murphy",), sensor=L8, min_dnbr=0.27, unburnt_dnbr=0.1, pre_burnt_nbr=0.1)
+    result = label_scene(b, tmp_path / "o", cfg, pre_fire=a)
+    scar = read_labels(result.outputs["labels"])[2]
+    expected = np.zeros((60, 60), np.uint8)
+    expected[0:40, 0:30] = 1
+    expected[0:10, 0:10] = 255  # burnt before the pre-fire date: neither positive nor negative
+    expected[45:55, 40:55] = 255  # 0.1 <= dNBR < 0.27: doubtful, not labelled
+    np.testing.assert_array_equal(scar, expected)
+    assert "255 where pre-fire NBR < 0.1" in result.rule_text["burn_scar"]
+    plain = label_scene(b, tmp_path / "p", label_config(rules=("murphy",), sensor=L8, min_dnbr=0.27), pre_fire=a)
+    assert set(np.unique(read_labels(plain.outputs["labels"])[2])) == {0, 1}  # without the options: all labelled

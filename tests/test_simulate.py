@@ -291,10 +291,15 @@ def _real_calfire() -> dict[int, np.ndarray]:
     return {c: np.concatenate(v, axis=1) for c, v in pooled.items()}
 
 
+CALIFORNIA = ("forest", "mediterranean", "savanna", "agricultural", "arid")
+"""The landscapes of the Californian crops (the others are for other biomes)."""
+
+
 def _simulated_calfire(seeds: range) -> dict[int, np.ndarray]:
     pooled: dict[int, list[np.ndarray]] = {0: [], 1: []}
     for seed in seeds:
-        scene = _scene("sentinel2", size=160, seed=seed, fire=False, smoke=False, clouds="none")
+        scene = _scene("sentinel2", size=160, seed=seed, fire=False, smoke=False, clouds="none",
+                       landscape=CALIFORNIA[seed % len(CALIFORNIA)])
         index = [scene.bands.index(b) for b in ("red", "nir", "swir2")]
         for c in (0, 1):
             pooled[c].append(scene.physical[index][:, scene.labels[2] == c])
@@ -374,4 +379,212 @@ def test_predict_reads_simulated_scenes_like_real_ones(tmp_path: Path, threshold
         classes = src.read(1)
     assert np.array_equal(classes == 255, ~scene.valid)
     fire = scene.labels[0] == 1
-    assert (classes[fire] == 1).mean() > 0.5  # saturated-SWIR fire pixels read as reflectance > 0.5
+    hot = scene.band("swir2") > 0.5
+    assert (hot & fire).sum() >= 5
+    assert ((classes == 1) == hot)[scene.valid].mean() > 0.99  # swir2 read back as reflectance, on its pixel
+
+
+# ------------------------------------------------------------------------ fronts, scar ages, landscapes, memory
+
+
+@pytest.mark.parametrize("landscape", ["savanna", "mediterranean"])
+def test_fire_fronts_are_continuous_lines_on_the_downwind_side(landscape: str) -> None:
+    """Pooled over 4 scenes: >= 75% of the flaming labelled pixels lie in 8-connected lines of >= 30 px (dots
+    and short dashes would not), the longest spans >= 60 px, and fronts burn downwind of their scar."""
+    from scipy import ndimage
+
+    in_lines, total, longest = 0, 0, 0
+    for seed in range(4):
+        scene = _scene("sentinel2", size=256, seed=seed, landscape=landscape, clouds="none", smoke=False)
+        flaming = (scene.labels[0] == 1) & (scene.truth.fire_temperature >= 800)
+        parts, _ = ndimage.label(flaming, np.ones((3, 3)))
+        sizes = np.bincount(parts.ravel())[1:]
+        in_lines, total = in_lines + int(sizes[sizes >= 30].sum()), total + int(flaming.sum())
+        for index in np.flatnonzero(sizes >= 30):
+            ys, xs = np.nonzero(parts == index + 1)
+            longest = max(longest, int(max(np.ptp(ys), np.ptp(xs))))
+        wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
+        rows, cols = np.indices(flaming.shape)
+        downwind = -rows * np.cos(wind) + cols * np.sin(wind)
+        assert downwind[flaming].mean() > downwind[scene.labels[2] == 1].mean()  # the head burns downwind
+    assert total > 200 and in_lines / total >= 0.75, (in_lines, total)
+    assert longest >= 60
+
+
+def test_flaming_zone_has_sub_pixel_fractions_and_smouldering_behind() -> None:
+    scene = _scene("sentinel2", size=256, seed=0, landscape="savanna", clouds="none", smoke=False)
+    t = scene.truth
+    flaming, smouldering = t.fire_temperature >= 800, (t.fire_temperature > 0) & (t.fire_temperature < 800)
+    assert flaming.sum() > 100 and smouldering.sum() > 0
+    p = t.fire_fraction[flaming]
+    assert p.min() > 1e-4 and p.max() <= 0.2 and np.percentile(p, 90) / np.percentile(p, 10) > 3
+
+
+def _fresh_char(scene: SimulatedScene) -> np.ndarray:
+    t = scene.truth
+    return t.burned & (t.age_days <= 16) & (t.fire_fraction == 0) & (t.smoke_tau < 0.1) & (t.cloud_tau == 0)
+
+
+def test_fresh_char_is_dark_in_every_band_with_nbr_near_zero_like_corumba() -> None:
+    """Real Corumba 2019-08-25 fresh char (scripts/sim_vs_real.py): TOA nir 0.105 (0.09-0.12), swir2 0.093
+    (0.08-0.11), NBR 0.06 (0.01-0.10); the simulated wetland fire's fresh char must fall in those bands."""
+    scenes = [_scene("landsat8", size=256, seed=seed, landscape="wetland", clouds="none", smoke=False)
+              for seed in range(3)]
+    chars = [_fresh_char(scene) for scene in scenes]
+    assert sum(int(c.sum()) for c in chars) > 2000
+
+    def pooled(values: list[np.ndarray]) -> float:
+        return float(np.median(np.concatenate([v[c] for v, c in zip(values, chars, strict=True)])))
+
+    nir, swir2 = pooled([s.band("nir") for s in scenes]), pooled([s.band("swir2") for s in scenes])
+    assert 0.085 <= nir <= 0.13 and 0.075 <= swir2 <= 0.12, (nir, swir2)
+    assert 0.0 <= pooled([_nbr(s) for s in scenes]) <= 0.15
+    for band in ("green", "red", "nir", "swir1", "swir2"):
+        assert pooled([s.band(band) for s in scenes]) < 0.14, band
+
+
+REAL_SCENES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_scenes"
+
+
+def _read_reflectance(path: Path) -> dict[str, np.ndarray]:
+    with rasterio.open(path) as src:
+        raw = src.read().astype(np.float32)
+        names = [src.tags(i + 1).get("STANDARD_NAME") for i in range(src.count)]
+        scale, offset = np.array(src.scales)[:, None, None], np.array(src.offsets)[:, None, None]
+    return dict(zip(names, raw * scale + offset, strict=True)) | {"valid": (raw != 0).all(axis=0)}
+
+
+@pytest.mark.skipif(not (REAL_SCENES / "landsat8_corumba_2019").is_dir(), reason="shared real scenes not present")
+def test_simulated_fresh_char_inside_the_real_corumba_char_distribution() -> None:
+    """Real char: dNBR (2019-08-09 -> 08-25) > 0.27 and NBR < 0.2 on 08-25, not burnt before (NBR < 0.1 on 08-09)."""
+    folder = REAL_SCENES / "landsat8_corumba_2019"
+    post = _read_reflectance(next(folder.glob("*20190825*.tif")))
+    pre = _read_reflectance(next(folder.glob("*20190809*.tif")))
+
+    def nbr(x: dict[str, np.ndarray]) -> np.ndarray:
+        return (x["nir"] - x["swir2"]) / (x["nir"] + x["swir2"] + 1e-6)
+
+    char = (nbr(pre) - nbr(post) > 0.27) & (nbr(post) < 0.2) & (nbr(pre) >= 0.1) & post["valid"] & pre["valid"]
+    scenes = [_scene("landsat8", size=256, seed=seed, landscape="wetland", clouds="none", smoke=False)
+              for seed in range(3)]
+    for band in ("nir", "swir1", "swir2"):
+        low, high = np.percentile(post[band][char], [10, 90])
+        sim = np.median(np.concatenate([s.band(band)[_fresh_char(s)] for s in scenes]))
+        assert low - 0.01 <= sim <= high + 0.01, (band, low, sim, high)
+
+
+def test_scar_ages_fresh_black_white_ash_brown_and_regrowth() -> None:
+    from firemap.simulate.events import burned_reflectance
+    from firemap.simulate.spectra import MATERIAL_ID, SPECTRA
+
+    grass, soil = SPECTRA[MATERIAL_ID["grass"]][:, None], SPECTRA[MATERIAL_ID["soil"]][:, None]
+    shrub = SPECTRA[MATERIAL_ID["shrub"]][:, None]
+
+    def nbr(r: np.ndarray) -> float:
+        return float((r[4, 0] - r[6, 0]) / (r[4, 0] + r[6, 0]))
+
+    one, yes, no = np.array([0.95]), np.array([True]), np.array([False])
+    fresh = burned_reflectance(grass, soil, one, np.array([2.0]), yes, black=0.95)
+    assert (fresh[1:7, 0] < 0.13).all() and -0.1 <= nbr(fresh) <= 0.2  # black char: dark everywhere
+    ash = burned_reflectance(shrub, soil, one, np.array([2.0]), no, black=0.2, ash=0.6)
+    assert (ash[1:4, 0] > shrub[1:4, 0] + 0.05).all()  # white ash: brighter than the vegetation in the visible
+    brown = burned_reflectance(shrub, soil, np.array([0.8]), np.array([60.0]), no)
+    assert nbr(brown) < -0.05  # older brown scar: NBR negative
+    regrown = burned_reflectance(shrub, soil, np.array([0.8]), np.array([400.0]), no)
+    assert regrown[4, 0] > brown[4, 0] + 0.03 and nbr(regrown) > nbr(brown) + 0.1
+
+
+LANDSCAPE_CHECKS = {  # material: (band, low, high) of the median surface reflectance (Sentinel-2 L2A, clear sky)
+    "tropical_savanna": {"laterite": ("red", 0.1, 0.3)},
+    "wetland": {"wet_grass": ("nir", 0.18, 0.4), "water": ("nir", 0.0, 0.03)},
+    "laterite": {"tailings": ("swir1", 0.2, 0.8), "laterite": ("swir2", 0.15, 0.35)},
+    "desert": {"sand": ("swir2", 0.35, 0.6), "salt": ("blue", 0.35, 0.7), "reg": ("swir2", 0.2, 0.4)},
+    "volcanic": {"basalt": ("nir", 0.02, 0.1), "tephra": ("swir2", 0.03, 0.12)},
+    "coastal_city": {"roof": ("blue", 0.2, 0.45), "beach": ("swir2", 0.18, 0.5), "water": ("red", 0.0, 0.04)},
+}
+
+
+@pytest.mark.parametrize("landscape", sorted(LANDSCAPE_CHECKS))
+def test_landscape_spectra_within_their_ranges_and_randomised_per_scene(landscape: str) -> None:
+    medians = []
+    for seed in (0, 1):
+        scene = _scene("sentinel2", size=192, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                       burn_scar=False, haze=False)
+        assert scene.tags["LANDSCAPE"] == landscape
+        seen = {}
+        for material, (band, low, high) in LANDSCAPE_CHECKS[landscape].items():
+            where = scene.truth.material(material)
+            assert where.sum() >= 10, (landscape, material, seed)
+            seen[material] = float(np.median(scene.band(band)[where]))
+            assert low <= seen[material] <= high, (landscape, material, band, seen[material])
+        medians.append(seen)
+    assert medians[0] != medians[1]  # spectra are drawn per scene
+
+
+def test_tailings_like_brumadinho_mud_and_brighter_when_dry() -> None:
+    """Real Brumadinho L2SP mud (swir2 > 0.2, not cloud): swir2 median 0.22, 10-90% 0.20-0.28; dry tailings
+    (scaled up to 1.8x per scene) reach ~0.5-0.7."""
+    medians, tops = [], []
+    for seed in range(6):
+        scene = _scene("hls", size=160, seed=seed, landscape="laterite", clouds="none", fire=False, smoke=False,
+                       burn_scar=False, haze=False)
+        swir2 = scene.band("swir2")[scene.truth.material("tailings")]
+        medians.append(np.median(swir2))
+        tops.append(np.percentile(swir2, 99))
+    assert 0.18 <= np.median(medians) <= 0.45 and min(medians) >= 0.15
+    assert 0.45 <= max(tops) <= 0.85
+
+
+@pytest.mark.parametrize(("landscape", "code"), [("volcanic", 1), ("coastal_city", 2)])
+def test_lava_and_industrial_hot_spots_are_rendered_but_never_labelled_fire(landscape: str, code: int) -> None:
+    for seed in range(6):
+        scene = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                       burn_scar=False)
+        hot = scene.truth.hotspot_fraction > 0
+        if hot.any():
+            break
+    assert hot.any(), "no hot spot in 6 seeds"
+    assert not scene.labels[0].any()  # not fire
+    swir2 = scene.band("swir2")
+    assert swir2[hot].max() > 0.3 and swir2[hot].max() > np.percentile(swir2[~hot], 99.9)
+    cold = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
+                  burn_scar=False, hotspots=False)
+    assert not cold.truth.hotspot_fraction.any() and np.array_equal(cold.truth.cover, scene.truth.cover)
+    del code
+
+
+def test_smoke_is_emitted_at_the_front_and_drifts_downwind() -> None:
+    scene = _scene("landsat8", size=256, seed=4, landscape="savanna", clouds="none")
+    t = scene.truth
+    wind = np.radians(float(scene.tags["WIND_TOWARDS_DEG"]))
+    rows, cols = np.indices(t.smoke_tau.shape)
+    downwind = -rows * np.cos(wind) + cols * np.sin(wind)
+    fire = scene.labels[0] == 1
+    plume = t.smoke_tau >= 0.3
+    assert plume.sum() > 200
+    assert np.average(downwind, weights=t.smoke_tau) > downwind[fire].mean()
+    assert np.median(t.smoke_tau[fire]) < np.percentile(t.smoke_tau, 99)  # thin over the front, thick downwind
+    texture = t.smoke_tau[plume] / np.median(t.smoke_tau[plume])
+    assert 0.15 < texture.std() < 2.0  # turbulent, not a smooth band
+
+
+def test_memory_is_checked_up_front_with_the_size_that_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import firemap.simulate as sim
+
+    with pytest.raises(ConfigError, match=r"8192 x 8192 .* GB .*--size \d+"):
+        sim.check_memory(8192, 8192, available=int(23e9))
+    sim.check_memory(1024, 1024, available=int(23e9))
+    assert sim.estimate_memory(8192, 8192) > 23e9 > sim.estimate_memory(4096, 4096)
+    monkeypatch.setattr(sim, "available_memory", lambda: int(0.2e9))
+    with pytest.raises(ConfigError, match="GB"):
+        simulate_scene("landsat8", 64, 64)
+    result = runner.invoke(app, ["simulate", "/nonexistent/x.tif", "--size", "64"])
+    assert result.exit_code == 1 and "GB" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("landscape", ["wetland", "volcanic", "coastal_city", "desert"])
+def test_new_landscapes_reproducible_by_seed(landscape: str) -> None:
+    a, b = (_scene("landsat8", size=96, seed=9, landscape=landscape) for _ in range(2))
+    assert np.array_equal(a.raw, b.raw) and np.array_equal(a.labels, b.labels)
+    c = _scene("landsat8", size=96, seed=10, landscape=landscape)
+    assert not np.array_equal(a.raw, c.raw)

@@ -11,11 +11,16 @@ Labels (``(3, rows, cols)`` uint8: fire, smoke, burn_scar; 255 = nodata) describ
 * smoke: plume optical depth at 550 nm >= :data:`SMOKE_LABEL_TAU` (haze is never labelled);
 * burn_scar: burned this season (unburned islands, rock, water and old regrown scars are 0);
 * fire and burn_scar are cleared under opaque cloud (optical thickness >= :data:`OPAQUE_CLOUD_TAU`), smoke too.
+
+**Lava and industrial hot spots are not fire** (label 0 in every band): they are real thermal anomalies but not
+wildfires, rendered (Planck emission, like fires) as hard negatives. The fire class means "an active
+vegetation fire (flaming or smouldering) at least this hot", not "any thermal anomaly".
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +40,13 @@ from firemap.simulate.events import (
     Clouds,
     Fires,
     Scars,
+    combine_emitters,
     glint,
     haze_tau,
     make_clouds,
     make_fires,
+    make_hotspots,
     make_scars,
-    plume_sources,
     smoke_tau,
 )
 from firemap.simulate.landscape import FUELS, LANDSCAPES, illumination, make_landscape
@@ -67,6 +73,8 @@ class Truth:
         fire_fraction, fire_temperature: float32 active-fire area fraction and temperature (K).
         smoke_tau, haze_tau, cloud_tau, cirrus_tau: float32 optical depths at 550 nm.
         glint: float32 sun-glint reflectance over water.
+        hotspot_fraction, hotspot_temperature: float32 area fraction and temperature (K) of lava and industrial
+            hot spots (thermal anomalies that are not wildfires: never labelled).
     """
 
     cover: np.ndarray
@@ -81,6 +89,8 @@ class Truth:
     cloud_tau: np.ndarray
     cirrus_tau: np.ndarray
     glint: np.ndarray
+    hotspot_fraction: np.ndarray | None = None
+    hotspot_temperature: np.ndarray | None = None
 
     def material(self, name: str) -> np.ndarray:
         """``(rows, cols)`` bool: pre-fire cover is material ``name``."""
@@ -154,6 +164,46 @@ def _check(height: int, width: int, landscape: str | None) -> None:
         raise ConfigError(f"unknown landscape {landscape!r}; choose one of: {', '.join(LANDSCAPES)} (or none = random)")
 
 
+BYTES_PER_PIXEL = 480
+"""Peak memory of :func:`simulate_scene` per scene pixel: the growth of the peak resident memory from 1024^2 to
+2048^2 pixels (Landsat-8, 10 bands, ``scripts/bench_simulate.py``: 453 B/px), rounded up; ~0.3 GB comes on top."""
+
+
+def estimate_memory(height: int, width: int) -> int:
+    """Bytes :func:`simulate_scene` needs at its peak for a ``height`` x ``width`` scene (an upper estimate)."""
+    return int(BYTES_PER_PIXEL * int(height) * int(width) + 300e6)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (``MemAvailable`` of /proc/meminfo; else physical)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(height: int, width: int, available: int | None = None) -> None:
+    """Refuse up front a scene that would not fit in memory (the simulator works on whole-scene arrays).
+
+    Raises:
+        ConfigError: the estimate (:func:`estimate_memory`) exceeds ``available`` (default
+            :func:`available_memory`); the message gives both and the largest square size that fits.
+    """
+    need, have = estimate_memory(height, width), available_memory() if available is None else int(available)
+    if need > have:
+        side = int(max(0.0, (have - 300e6) / BYTES_PER_PIXEL) ** 0.5) // 256 * 256
+        raise ConfigError(f"a {height} x {width} scene needs about {need / 1e9:.1f} GB of memory to simulate but "
+                          f"only {have / 1e9:.1f} GB are available; use --size {max(side, MIN_SIZE)} or less "
+                          "(simulate several scenes with different --seed to cover more ground)")
+
+
 def simulate_scene(
     sensor: str = "landsat8",
     height: int = 512,
@@ -166,6 +216,7 @@ def simulate_scene(
     landscape: str | None = None,
     swath_edge: bool = False,
     haze: bool = True,
+    hotspots: bool = True,
 ) -> SimulatedScene:
     """Simulate one scene with exact labels.
 
@@ -183,16 +234,20 @@ def simulate_scene(
         landscape: a key of :data:`firemap.simulate.landscape.LANDSCAPES`, or None for a random one.
         swath_edge: put a tilted nodata wedge (outside the swath) along one side.
         haze: add background aerosol (unlabelled).
+        hotspots: render the landscape's lava / industrial hot spots (``volcanic`` and ``coastal_city``;
+            never labelled fire).
 
     Returns:
         The :class:`SimulatedScene`; ``physical`` is ``(bands, rows, cols)`` float32 in canonical band order.
 
     Raises:
-        ConfigError: size, clouds or landscape out of range.
+        ConfigError: size, clouds or landscape out of range, or the scene would not fit in memory
+            (:func:`check_memory`).
         BandResolutionError: unknown sensor.
     """
     spec = sensor_spec(sensor)
     _check(height, width, landscape)
+    check_memory(height, width)
     cover = cloud_fraction(clouds)
     shape = (int(height), int(width))
     rng = _streams(seed)
@@ -202,8 +257,8 @@ def simulate_scene(
     zeros = np.zeros(shape, np.float32)
     fuel = np.isin(land.cover, list(FUELS))
     fires = make_fires(rng["fires"], scars, fuel) if fire else Fires(zeros, zeros.copy())
-    plumes = plume_sources(rng["smoke"], fires, cond.wind, shape)
-    plume = smoke_tau(rng["smoke"], plumes, cond.wind, shape) if smoke else zeros
+    hot = make_hotspots(rng["hotspots"], land) if hotspots else Fires(zeros, zeros.copy())
+    plume = smoke_tau(rng["smoke"], fires if fire else None, cond.wind, shape) if smoke else zeros
     residual = 1.0 if spec.toa else 0.2  # surface-reflectance processors remove most background aerosol
     atmos = Atmosphere(residual * haze_tau(rng["haze"], shape) if haze else zeros, plume,
                        make_clouds(rng["clouds"], shape, cover),
@@ -212,13 +267,15 @@ def simulate_scene(
     wanted = {"fire": fire, "smoke": smoke, "burn_scar": burn_scar}
     atmos.clouds, valid = _keep_visible(atmos.clouds, valid, fires, plume, scars, wanted)
     light = illumination(land.elevation, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth)
-    physical = reflective(spec, cond, land, scars, fires, atmos, light)[_reflective_index(spec.bands)]
+    emitters = combine_emitters(fires, hot) if hot.fraction.any() else fires
+    physical = reflective(spec, cond, land, scars, emitters, atmos, light)[_reflective_index(spec.bands)]
     if spec.thermal:
-        hot = thermal(rng["thermal"], spec, cond, land, scars, fires, atmos.clouds, light[4])
-        physical = np.concatenate([physical, hot])
+        bt = thermal(rng["thermal"], spec, cond, land, scars, emitters, atmos.clouds, light[4])
+        physical = np.concatenate([physical, bt])
     tags = _tags(spec, cond, seed)
     raw = encode(spec, add_noise(rng["noise"], spec, physical, cond.cos_sun), valid, tags)
     truth = _truth(land.cover, scars, fires, atmos)
+    truth.hotspot_fraction, truth.hotspot_temperature = hot.fraction, hot.temperature
     grid = _grid(rng["grid"], shape, spec.pixel_m)
     labels = make_labels(truth, valid)
     decoded = decode(spec, raw, valid, tags)
@@ -226,7 +283,7 @@ def simulate_scene(
 
 
 _STAGES = ("conditions", "landscape", "scars", "fires", "smoke", "haze", "clouds", "glint", "swath", "thermal",
-           "noise", "grid")
+           "noise", "grid", "hotspots")
 
 
 def _streams(seed: int) -> dict[str, np.random.Generator]:
@@ -272,7 +329,12 @@ def _truth(cover: np.ndarray, scars: Scars, fires: Fires, atmos: Atmosphere) -> 
 
 
 def make_labels(truth: Truth, valid: np.ndarray) -> np.ndarray:
-    """``(3, rows, cols)`` uint8 labels fire / smoke / burn_scar from the physical fields (see module doc)."""
+    """``(3, rows, cols)`` uint8 labels fire / smoke / burn_scar from the physical fields (see module doc).
+
+    Fire is wildfire only: ``truth.fire_*`` (flaming fronts, smouldering, spot fires) at least
+    :data:`FIRE_LABEL_RADIANCE` at 2.2 um. Lava and industrial hot spots (``truth.hotspot_*``) are thermal
+    anomalies but **not fire**: they are 0 in every band (hard negatives).
+    """
     seen = truth.cloud_tau < OPAQUE_CLOUD_TAU
     fires = Fires(truth.fire_fraction, truth.fire_temperature)
     labels = np.stack([
@@ -345,6 +407,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CLOUD_LEVELS", "FIRE_LABEL_RADIANCE", "MATERIAL_NAMES", "OPAQUE_CLOUD_TAU", "SENSOR_SPECS", "SMOKE_LABEL_TAU",
-    "SimulatedScene", "SimulatedTiles", "Truth", "cloud_fraction", "iter_tiles", "labels_path", "make_labels",
-    "simulate_scene", "write_scene",
+    "SimulatedScene", "SimulatedTiles", "Truth", "available_memory", "check_memory", "cloud_fraction",
+    "estimate_memory", "iter_tiles", "labels_path", "make_labels", "simulate_scene", "write_scene",
 ]

@@ -1,9 +1,11 @@
 """From the physical state of a scene to what the sensor measures: reflective bands and thermal bands.
 
 Order of the radiative stack (bottom to top): surface (scars burned in) -> topographic illumination ->
-sensor point-spread (surface only; fires stay on their pixel so labels stay exact) -> sun glint -> active
-fire emission (``(1 - p) rho + pi p B(lambda, T) / (E_sun cos theta_s)``) -> cloud shadow -> aerosol layer
-(haze + smoke, two-stream) -> water clouds -> cirrus -> Rayleigh path (TOA products only).
+sensor point-spread (surface) -> sun glint -> active fire emission ``(1 - p) rho + pi p B(lambda, T) /
+(E_sun cos theta_s)`` (80% on its pixel, the rest spread by the point-spread function; labels stay on the
+fire's pixel) -> cloud shadow -> aerosol layer (haze + smoke, two-stream) -> water clouds (their tops shaded as a 3-D
+surface: :func:`cloud_shading`) -> cirrus ->
+Rayleigh path (TOA products only).
 The 1.38 um cirrus band sees the ground and low clouds through water vapour (transmittance ~1-5% for the
 surface, ~20% for low cloud tops; Gao & Kaufman 1995, J. Atmos. Sci. 52:4231).
 Thermal: surface brightness temperature + fire radiance by area fraction + cloud emission
@@ -18,7 +20,7 @@ import numpy as np
 
 from firemap.bands import get_sensor
 from firemap.simulate.events import Clouds, Fires, Scars, apply_scars, shadow_of
-from firemap.simulate.landscape import Landscape, blur, surface_temperature
+from firemap.simulate.landscape import Landscape, blur, illumination, surface_temperature
 from firemap.simulate.sensor import SensorSpec
 from firemap.simulate.spectra import (
     MATERIAL_ID,
@@ -99,12 +101,20 @@ def reflective(spec: SensorSpec, cond: Conditions, land: Landscape, scars: Scars
     direct = shadow_of(atmos.clouds, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth)
     rho *= SKY_FRACTION[:, None, None] + (1.0 - SKY_FRACTION[:, None, None]) * direct[None]
     rho = _aerosol(rho, atmos, cond)
-    rho = _clouds(rho, atmos.clouds)
+    shade = cloud_shading(atmos.clouds.tau, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth) \
+        if atmos.clouds.tau.any() else None
+    rho = _clouds(rho, atmos.clouds, shade)
     rho[_CIRRUS_BAND] = _cirrus_band(rho[_CIRRUS_BAND], atmos.clouds, cond.vapour)
     if spec.toa:
         path, trans = rayleigh_path(cond.cos_sun)
         rho = path[:, None, None] + trans[:, None, None] * rho
     return rho.astype(np.float32)
+
+
+FIRE_PSF_CORE = 0.8
+"""Share of a fire pixel's emitted signal that stays on its pixel; the rest spreads over the neighbours with a
+Gaussian of sigma 0.6 px (the sensor's point-spread function and adjacency: the 1-2 px warm halo around real
+Landsat fire fronts). Labels stay on the fire's own pixel."""
 
 
 def _add_fire(rho: np.ndarray, fires: Fires, cos_sun: float) -> None:
@@ -113,8 +123,15 @@ def _add_fire(rho: np.ndarray, fires: Fires, cos_sun: float) -> None:
         return
     flat = rho.reshape(rho.shape[0], -1)
     p = fires.fraction.ravel()[hot].astype(np.float64)
-    emitted = emission_reflectance(p * band_planck(fires.temperature.ravel()[hot]), cos_sun)
-    flat[:, hot] = ((1.0 - p) * flat[:, hot] + emitted).astype(np.float32)
+    emitted = emission_reflectance(p * band_planck(fires.temperature.ravel()[hot]), cos_sun).astype(np.float32)
+    flat[:, hot] = ((1.0 - p) * flat[:, hot]).astype(np.float32)
+    rows = np.unique(hot // rho.shape[2])
+    window = slice(max(0, int(rows[0]) - 4), int(rows[-1]) + 5)  # rows touched by the halo
+    for band in range(rho.shape[0]):
+        plane = np.zeros(rho.shape[1:], np.float32)
+        plane.ravel()[hot] = emitted[band]
+        part = plane[window]
+        rho[band, window] += FIRE_PSF_CORE * part + (1.0 - FIRE_PSF_CORE) * blur(part, 0.6)
 
 
 def _aerosol(rho: np.ndarray, atmos: Atmosphere, cond: Conditions) -> np.ndarray:
@@ -126,13 +143,29 @@ def _aerosol(rho: np.ndarray, atmos: Atmosphere, cond: Conditions) -> np.ndarray
     return add_layer(rho, r, t)
 
 
-def _clouds(rho: np.ndarray, clouds: Clouds) -> np.ndarray:
+CLOUD_TOP_M = 800.0
+"""Height of the thickest cumulus turrets above the cloud base, m (cloud tops are shaded as a surface of height
+``CLOUD_TOP_M sqrt(tau / tau_max)``: sunlit and shaded sides, as real cumulus fields show)."""
+
+
+def cloud_shading(tau: np.ndarray, pixel_m: float, sun_zenith: float, sun_azimuth: float) -> np.ndarray:
+    """``(rows, cols)`` float32 factor on the cloud's reflectance: the cloud top as a 3-D surface lit by the sun
+    (Lambertian ``cos(i)/cos(theta_s)`` of the surface ``CLOUD_TOP_M sqrt(tau / tau_max)``, half diffuse),
+    1 on flat tops, > 1 on sides facing the sun, < 1 on the far sides."""
+    top = np.sqrt(np.clip(tau, 0.0, None) / max(float(tau.max()), 1e-6)) * CLOUD_TOP_M
+    light = illumination(blur(top, 1.0), pixel_m, sun_zenith, sun_azimuth)[1]
+    return np.clip(0.5 + 0.5 * light, 0.4, 1.4).astype(np.float32)
+
+
+def _clouds(rho: np.ndarray, clouds: Clouds, shade: np.ndarray | None = None) -> np.ndarray:
     for tau, omega, g in ((clouds.tau, _WATER_CLOUD_OMEGA, 0.85), (clouds.cirrus, _ICE_OMEGA, 0.75)):
         idx = np.flatnonzero(tau.ravel() > 0.01)
         if idx.size == 0:
             continue
         flat = rho.reshape(rho.shape[0], -1)
         r, t = two_stream_layer(tau.ravel()[idx][None, :], omega[:, None], g)
+        if shade is not None and tau is clouds.tau:
+            r = r * shade.ravel()[idx][None, :]
         flat[:, idx] = add_layer(flat[:, idx], r, t)
     return rho
 

@@ -44,7 +44,7 @@ C2 = 1.4387752e4  # um K
 MATERIALS: dict[str, tuple[float, ...]] = {
     #             coastal blue   green  red    nir    swir1  swir2  cirrus(surface)
     "conifer":    (0.020, 0.025, 0.050, 0.030, 0.260, 0.120, 0.050, 0.060),
-    "broadleaf":  (0.025, 0.030, 0.070, 0.035, 0.400, 0.200, 0.090, 0.100),
+    "broadleaf":  (0.020, 0.024, 0.060, 0.032, 0.400, 0.200, 0.090, 0.100),
     "shrub":      (0.030, 0.038, 0.060, 0.052, 0.290, 0.300, 0.190, 0.130),
     "grass":      (0.035, 0.045, 0.090, 0.060, 0.350, 0.250, 0.130, 0.120),
     "dry_grass":  (0.050, 0.065, 0.100, 0.140, 0.280, 0.380, 0.290, 0.200),
@@ -52,19 +52,64 @@ MATERIALS: dict[str, tuple[float, ...]] = {
     "soil":       (0.100, 0.130, 0.200, 0.270, 0.320, 0.420, 0.380, 0.380),
     "dark_soil":  (0.040, 0.050, 0.070, 0.090, 0.130, 0.190, 0.170, 0.170),
     "rock":       (0.160, 0.180, 0.220, 0.260, 0.300, 0.360, 0.320, 0.330),
-    "water":      (0.060, 0.055, 0.050, 0.030, 0.012, 0.006, 0.004, 0.005),
+    "water":      (0.050, 0.045, 0.040, 0.020, 0.009, 0.005, 0.004, 0.004),
     "urban":      (0.090, 0.100, 0.120, 0.140, 0.190, 0.230, 0.210, 0.210),
-    "roof":       (0.250, 0.280, 0.320, 0.350, 0.400, 0.470, 0.430, 0.440),
+    "roof":       (0.270, 0.290, 0.320, 0.340, 0.370, 0.420, 0.380, 0.400),
     "tile_roof":  (0.060, 0.070, 0.100, 0.200, 0.280, 0.380, 0.350, 0.330),
     "char":       (0.030, 0.033, 0.038, 0.043, 0.070, 0.130, 0.155, 0.110),
     "ash":        (0.150, 0.170, 0.210, 0.240, 0.270, 0.300, 0.280, 0.290),
     "npv":        (0.050, 0.065, 0.100, 0.140, 0.250, 0.330, 0.260, 0.240),
+    # --- wider landscape library (appended: the ids above stay stable) ---
+    "wet_grass":  (0.032, 0.038, 0.072, 0.055, 0.260, 0.175, 0.085, 0.090),
+    "black_char": (0.028, 0.030, 0.035, 0.040, 0.065, 0.072, 0.060, 0.060),
+    "white_ash":  (0.260, 0.290, 0.330, 0.360, 0.400, 0.430, 0.380, 0.400),
+    "laterite":   (0.040, 0.055, 0.090, 0.170, 0.210, 0.280, 0.240, 0.240),
+    "tailings":   (0.055, 0.065, 0.115, 0.175, 0.300, 0.390, 0.270, 0.300),
+    "reg":        (0.090, 0.110, 0.160, 0.230, 0.270, 0.320, 0.290, 0.300),
+    "sand":       (0.130, 0.160, 0.240, 0.340, 0.400, 0.490, 0.460, 0.450),
+    "salt":       (0.450, 0.500, 0.540, 0.560, 0.570, 0.520, 0.440, 0.500),
+    "basalt":     (0.045, 0.047, 0.050, 0.055, 0.062, 0.058, 0.050, 0.055),
+    "tephra":     (0.055, 0.060, 0.065, 0.070, 0.080, 0.078, 0.068, 0.070),
+    "metal_roof": (0.300, 0.330, 0.360, 0.370, 0.380, 0.360, 0.300, 0.330),
+    "beach":      (0.180, 0.210, 0.270, 0.320, 0.360, 0.420, 0.380, 0.380),
+    "wet_soil":   (0.030, 0.035, 0.050, 0.065, 0.095, 0.110, 0.080, 0.080),
 }
 """Surface reflectance spectra (bands of :data:`REFLECTIVE`). ``npv``: scorched foliage and dead wood; ``char``:
 the fresh burned surface (black carbon with grey ash on mineral soil): darkest in the visible and rising towards
 the SWIR (pure charcoal reaches only ~0.08 at 2.2 um, but burned ground in Landsat/Sentinel-2 scenes reads
 0.1-0.2 in SWIR2: Pereira et al. 1999, in *Remote Sensing of Large Wildfires*; Smith et al. 2010); ``ash``:
-white ash of complete combustion."""
+white ash of complete combustion (grey ash on soil; ``white_ash`` is the pure white ash of very complete
+combustion, Smith & Hudak 2005: brighter than the unburned surface in every band).
+
+The wider library (tropical savanna, wetland, laterite, desert, volcanic, coastal city landscapes):
+
+* ``wet_grass``: green flooded/wetland grass (ECOSTRESS vegetation "grass" spectra with water-saturated
+  background: high NIR, low SWIR); checked against the unburned vegetation of the Corumba (Pantanal) Landsat-8
+  scene of 2019-08-25 (TOA nir 0.24, swir1 0.18, swir2 0.09).
+* ``black_char``: fresh black char of a complete grass/savanna burn, dark and nearly flat in every band
+  (Trigg & Flasse 2000: savanna char below 0.1 from the visible to 2.2 um, rising slowly with wavelength;
+  Smith & Hudak 2005: black char < 0.1). Mixed with the few percent of unburned cover it reproduces the fresh
+  Corumba scars (nir 0.11, swir2 0.09, NBR 0.0-0.2, measured by ``scripts/sim_vs_real.py``).
+* ``laterite``: red lateritic soil / oxisol (USGS splib07 and ECOSTRESS soil spectra of hematite/goethite-rich
+  soils: a steep rise from blue to red, the ferric-iron band near 0.9 um flattening NIR, high SWIR).
+* ``tailings``: iron-ore mine tailings and mud, reddish brown, bright in SWIR1 (Brumadinho Landsat-8 L2SP
+  2019-01-30, mud pixels swir2 > 0.2, blue < 0.12, red > green: blue 0.06, red 0.15, nir 0.29, swir1 0.33,
+  swir2 0.22 median). Each scene scales them by U(0.8, 1.8) (dry tailings are brighter than wet mud: Lobell &
+  Asner 2002), so swir2 reaches ~0.5-0.7 in some scenes. (The Brumadinho pixels with swir2 up to 0.7 are
+  clouds: blue > 0.25; its brightest cloud-free soil reads swir2 0.40-0.49.)
+* ``reg``: desert pavement with rock varnish; ``sand``: quartz dune sand with iron-oxide coatings (USGS splib07
+  / ECOSTRESS "sand" spectra; the Sahara Sentinel-2 tile 29RKH: red 0.34, nir 0.39, swir1 0.48, swir2 0.46);
+  ``salt``: halite/gypsum salt pan (ECOSTRESS evaporites: very bright in the visible, gypsum/water bands lower
+  the SWIR).
+* ``basalt``: fresh basaltic lava and dark rock (USGS splib07 / ECOSTRESS basalt: 0.04-0.08, nearly flat,
+  lower in the SWIR; Momotombo Landsat-8 2015: nir 0.07, swir1 0.06, swir2 0.05); ``tephra``: dark volcanic
+  ash and scoria fields (a little brighter).
+* ``metal_roof``: industrial roofs (ECOSTRESS man-made galvanized/painted metal: bright, flat, dropping in SWIR2);
+  ``beach``: beach sand (USGS splib07 "beach sand"); ``wet_soil``: wet organic floodplain soil (soil moisture
+  darkens every band and the SWIR most: Lobell & Asner 2002, SSSAJ 66:722).
+
+All values are rounded band-centre readings of representative spectra, not a specific sample; each scene
+randomises them (see :mod:`firemap.simulate.landscape`)."""
 
 MATERIAL_NAMES: tuple[str, ...] = tuple(MATERIALS)
 MATERIAL_ID: dict[str, int] = {name: i for i, name in enumerate(MATERIAL_NAMES)}

@@ -1,0 +1,80 @@
+"""The real-scene split of configs/default_model.yaml (scripts/real_data.py) and scripts/eval_real.py scoring."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import eval_real  # noqa: E402
+import real_data  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_scenes"
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/real_scenes not present")
+
+
+def _scene(split: str, height: int = 300, role: str = "fire_free") -> real_data.Scene:
+    return real_data.Scene("x", Path("x.tif"), "landsat8-l2", None, split, role, height, 200)
+
+
+def test_training_rows_never_reach_the_scored_rows():
+    recipe = real_data.load_recipe()
+    assert recipe["corumba"]["heldout_row"] == 600
+    cor = _scene("corumba", 901, "fire")
+    assert real_data.train_rows(cor, recipe) == (0, 600 - recipe["halo"])
+    assert real_data.eval_rows(cor, recipe) == (600, 901)
+    north = _scene("north", 301)
+    train, held = real_data.train_rows(north, recipe), real_data.eval_rows(north, recipe)
+    assert train is not None and held is not None
+    assert train[1] + recipe["fire_free_halo"] == held[0] == 150
+    assert real_data.eval_rows(_scene("all"), recipe) is None and real_data.train_rows(_scene("none"), recipe) is None
+    assert {e["split"] for e in recipe["fire_free"]} <= {"north", "all", "none"}
+    assert any(e["split"] == "none" for e in recipe["fire_free"])  # whole scenes held out for false alarms
+
+
+def test_crop_vrt_holds_only_the_window(tmp_path):
+    path = tmp_path / "s.tif"
+    data = np.arange(3 * 40 * 10, dtype=np.uint16).reshape(3, 40, 10) + 1
+    with rasterio.open(path, "w", driver="GTiff", width=10, height=40, count=3, dtype="uint16", nodata=0,
+                       crs="EPSG:32621", transform=from_origin(1000, 2000, 30, 30)) as dst:
+        dst.write(data)
+        dst.descriptions = ("B2", "B5", "B7")
+        dst.scales, dst.offsets = (2e-5,) * 3, (-0.1,) * 3
+    crop = real_data.crop_vrt(path, tmp_path / "c.vrt", (0, 25))
+    with rasterio.open(crop) as src:
+        assert (src.height, src.width) == (25, 10)
+        np.testing.assert_array_equal(src.read(), data[:, :25])
+        assert src.descriptions == ("B2", "B5", "B7") and src.scales == (2e-5,) * 3 and src.offsets == (-0.1,) * 3
+        assert src.transform == from_origin(1000, 2000, 30, 30) and src.crs.to_epsg() == 32621
+
+
+def test_binary_scores_and_clusters():
+    pred = np.array([[1, 1, 0, 0], [0, 0, 0, 1]], bool)
+    ref = np.array([[1, 0, 255, 0], [1, 0, 0, 1]], np.uint8)
+    s = eval_real.binary_scores(pred, ref, np.ones_like(pred))
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 1)
+    assert s["iou"] == pytest.approx(0.5) and s["f1"] == pytest.approx(2 / 3)
+    mask = np.zeros((10, 10), bool)
+    mask[1, 1] = mask[2, 2] = True  # diagonal: one 8-connected cluster
+    mask[7:9, 7:9] = True
+    zone = np.zeros_like(mask)
+    zone[8, 8] = True
+    assert eval_real.count_clusters(mask) == (2, 0)
+    assert eval_real.count_clusters(mask, zone) == (1, 1)
+
+
+@needs_data
+def test_stack_vrt_resamples_coarse_bands_onto_the_first_grid(tmp_path):
+    s2 = SHARED / "provider_formats" / "S2A_29RKH_20200219_0_L2A"
+    vrt = real_data.stack_vrt({"B11": s2 / "B11.tif", "B04": s2 / "B04.tif"}, tmp_path / "s.vrt")
+    with rasterio.open(vrt) as src, rasterio.open(s2 / "B11.tif") as b11:
+        assert (src.width, src.height) == (b11.width, b11.height) and src.descriptions == ("B11", "B04")
+        np.testing.assert_array_equal(src.read(1), b11.read(1))
+        assert src.read(2).shape == b11.shape and src.read(2).max() > 0
