@@ -223,9 +223,8 @@ def _choose_rules(
                 raise _missing_error(info, f"fire rule {rule!r}", list(dict.fromkeys(need)), bandmap, fix)
     tests = {r: run for r, (run, _) in plans.items() if run}
     lines = [f"{r} {t.name}: {why}" for r, (_, sk) in plans.items() for t, why in sk]
-    for line in lines:
-        level = logging.INFO if line.endswith("not unambiguous") else logging.WARNING
-        log.log(level, "%s: fire test skipped: %s", info.path.name, line)
+    for line in lines:  # INFO: the CLI prints them under the results and the labels carry FIRE_TESTS_SKIPPED
+        log.info("%s: fire test skipped: %s", info.path.name, line)
     if not tests:
         log.warning("%s: no fire rule fits the bands present (%s); fire is not labelled (255)",
                     info.path.name, bandmap.offered())

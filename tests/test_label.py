@@ -275,7 +275,7 @@ def _without_coastal(path: Path, bands: dict[str, np.ndarray]) -> Path:
 def test_default_rules_run_the_tests_the_bands_allow_and_report_the_skipped(tmp_path, caplog):
     bands = synthetic_landsat()
     scene = _without_coastal(tmp_path / "no_coastal.tif", bands)
-    with caplog.at_level("WARNING", logger="firemap.label"):
+    with caplog.at_level("INFO", logger="firemap.label"):
         result = label_scene(scene, tmp_path / "o", label_config(sensor=L8))
     assert result.rules == ("schroeder", "murphy", "kumar-roy")
     assert result.skipped == (
