@@ -107,6 +107,10 @@ def predict(
         None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."
     ),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
+    tta_scales: str | None = typer.Option(
+        None, help="Multi-scale inference: comma list of resize factors, e.g. 0.75,1,1.25 (default 1)."
+    ),
+    crf: bool = typer.Option(False, "--crf", help="Refine probabilities with a local mean-field CRF (off)."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
     ),
@@ -120,13 +124,14 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Map fire, smoke and burn scars: class COG + QGIS style + polygons per scene."""
-    from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
+    from firemap.config import PredictConfig, load_yaml, parse_scales, parse_thresholds, validate
     from firemap.predict import predict_scenes
 
     setup_logging(verbose, quiet)
     options = {
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
-        "device": device, "precision": precision, "tta": tta, "min_area": min_area, "simplify": simplify,
+        "device": device, "precision": precision, "tta": tta, "tta_scales": parse_scales(tta_scales),
+        "crf": crf or None, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
         "allow_no_crs": allow_no_crs or None,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")) or None,
@@ -476,6 +481,8 @@ def evaluate(
     tile_size: int | None = typer.Option(None, help="Tile size [default: the model's]."),
     overlap: int | None = typer.Option(None, help="Tile overlap [default: the model's]."),
     tta: str = typer.Option("none", help="none | flip | d4."),
+    tta_scales: str | None = typer.Option(None, help="Multi-scale inference factors, e.g. 0.75,1,1.25."),
+    crf: bool = typer.Option(False, "--crf", help="Refine probabilities with the mean-field CRF."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
     ),
@@ -487,14 +494,15 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Score a model on labelled scenes through the predict path: IoU/F1/precision/recall, fire object recall."""
-    from firemap.config import PredictConfig, parse_thresholds, validate
+    from firemap.config import PredictConfig, parse_scales, parse_thresholds, validate
     from firemap.train.evaluate import evaluate as run_evaluate
     from firemap.train.evaluate import scene_source
 
     setup_logging(verbose, quiet)
     src = scene_source(images, masks, mask_format, mask_value, labelled, sensor, bands)
     cfg = validate(PredictConfig, {k: v for k, v in {
-        "tile_size": tile_size, "overlap": overlap, "tta": tta, "device": device, "overwrite": overwrite,
+        "tile_size": tile_size, "overlap": overlap, "tta": tta, "tta_scales": parse_scales(tta_scales),
+        "crf": crf, "device": device, "overwrite": overwrite,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
     }.items() if v is not None}, "options")
     with _progress(quiet) as factory:

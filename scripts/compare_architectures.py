@@ -43,7 +43,17 @@ from firemap.train.losses import MaskedMultiLabelLoss  # noqa: E402
 
 log = logging.getLogger("compare")
 
-ARCHS: dict[str, dict[str, Any]] = td.VARIANTS
+NEW_DEEPLAB: dict[str, dict[str, Any]] = {
+    "deeplabv3plus-fr-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                      "decoder_channels": 128, "refine": "full"},
+    "deeplabv3plus-fr-sanet-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                            "decoder_channels": 128, "refine": "full", "sanet": True},
+    "deeplabv3plus-fr-mg-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "output_stride": 16,
+                                     "decoder_channels": 128, "refine": "full", "multi_grid": [1, 2, 4]},
+}
+"""firemap's DeepLabv3+ variants (firemap/nets.py): full-resolution refinement, with SANet, with ResNet multi-grid
+(resnet18's last block has two units: rates 1x2 and 2x2 at output stride 16)."""
+ARCHS: dict[str, dict[str, Any]] = {**td.VARIANTS, **NEW_DEEPLAB}
 FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
          ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))
 SECTION = "## Architecture comparison"
@@ -209,6 +219,7 @@ def main() -> None:
     args = parse()
     args.holdout = args.holdout or td.SCENES[0]  # stage-1 configs want one; stage 1 here validates on nothing
     args.variant = td.DEFAULT_VARIANT  # replaced per architecture by model_fields()
+    args.keep_unreliable = True  # stage2() sets each fold's exclusions itself (the recipe of the first table)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     sims = {s: simulated_scenes(SimulatorSource(sensor=s, name=f"cmp-{s}", scenes=args.test_scenes, scene_size=384),
