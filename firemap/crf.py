@@ -45,6 +45,7 @@ class CrfParams:
     Attributes:
         iterations: mean-field updates.
         radius: kernel window radius, pixels.
+        step: spacing of the window's sampled offsets (2 = every other pixel: a wider window for the same cost).
         w_appearance: appearance (bilateral) kernel weight, logits.
         theta_position: appearance kernel spatial scale, pixels.
         theta_reflectance: appearance kernel reflectance scale (Euclidean distance over the bands, reflectance).
@@ -55,13 +56,20 @@ class CrfParams:
     """
 
     iterations: int = 5
-    radius: int = 3
-    w_appearance: float = 3.0
-    theta_position: float = 3.0
+    radius: int = 8
+    step: int = 2
+    w_appearance: float = 5.0
+    theta_position: float = 6.0
     theta_reflectance: float = 0.05
-    w_smooth: float = 1.0
+    w_smooth: float = 0.5
     theta_smooth: float = 1.0
     classes: tuple[str, ...] = ("smoke", "burn_scar")
+
+    def offsets(self) -> list[tuple[int, int]]:
+        """The window offsets ``(dy, dx)`` of a pixel's neighbours."""
+        span = range(-self.radius, self.radius + 1, self.step) if self.step == 1 else sorted(
+            {*range(0, self.radius + 1, self.step), *range(0, -self.radius - 1, -self.step)})
+        return [(dy, dx) for dy in span for dx in span if dy or dx]
 
     @property
     def halo(self) -> int:
@@ -75,7 +83,7 @@ def _kernels(features: torch.Tensor, valid: torch.Tensor, params: CrfParams) -> 
     rows, cols = valid.shape
     feat = torch.nn.functional.pad(features / params.theta_reflectance, (r, r, r, r))
     ok = torch.nn.functional.pad(valid, (r, r, r, r))
-    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy or dx]
+    offsets = params.offsets()
     z_app = sum(np.exp(-(dy * dy + dx * dx) / (2 * params.theta_position**2)) for dy, dx in offsets)
     z_smooth = sum(np.exp(-(dy * dy + dx * dx) / (2 * params.theta_smooth**2)) for dy, dx in offsets)
     kernels = []
@@ -94,7 +102,7 @@ def _mean_field(probs: torch.Tensor, kernels: list[torch.Tensor], params: CrfPar
     rows, cols = probs.shape[-2:]
     unary = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
     q = probs
-    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy or dx]
+    offsets = params.offsets()
     for _ in range(params.iterations):
         agree = torch.nn.functional.pad(2 * q - 1, (r, r, r, r))
         message = torch.zeros_like(q)
