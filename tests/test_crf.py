@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from firemap.models import Bundle
 from firemap.postprocess import RowBlock, SceneStream, apply_hooks
 from firemap.predict import iter_predictions, predict_scene
 from firemap.raster import open_scene
-from tests.conftest import BANDS, background, raw_config
+from tests.conftest import background, raw_config
 
 
 def _edge_scene(height: int = 24, width: int = 64, edge: int = 32) -> np.ndarray:
@@ -80,10 +81,10 @@ def test_row_blocks_give_the_whole_scene_result(write_tif, monkeypatch, cuts: li
     params = CrfParams(iterations=3, radius=4, step=2, classes=("smoke", "burn_scar"))
     whole = refine(probs, data, valid, params, classes=[1, 2])
     bounds = [0, *[c for c in cuts if c < 130], 130]
-    blocks = [RowBlock(a, probs[:, a:b], valid[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    blocks = [RowBlock(a, probs[:, a:b], valid[a:b]) for a, b in itertools.pairwise(bounds)]
     monkeypatch.setattr(crf_module, "CHUNK_COLS", 16)  # column chunks too
     out = list(apply_hooks(blocks, [CrfHook(scene, params)]))
-    assert [b.row_off for b in out][0] == 0 and sum(b.probs.shape[1] for b in out) == 130
+    assert out[0].row_off == 0 and sum(b.probs.shape[1] for b in out) == 130
     np.testing.assert_array_equal(np.concatenate([b.valid for b in out]), valid)
     np.testing.assert_allclose(np.concatenate([b.probs for b in out], axis=1), whole, atol=1e-6)
     assert np.abs(whole[1:] - probs[1:]).max() > 0.1 and np.array_equal(whole[0], probs[0])
@@ -110,4 +111,3 @@ def test_predict_with_crf_option(write_tif, threshold_bundle: Bundle, tmp_path: 
     with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
         classes = ds.read(1)
     assert (classes[20:60, 20:60] == 3).all() and (classes[:15] == 0).all()
-    assert BANDS == threshold_bundle.config.bands
