@@ -231,7 +231,8 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     """The docs section."""
     out = args.out.resolve()
     shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
-    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py --out {shown}` on "
+    argv = " ".join(a if a != str(args.out) else str(shown) for a in sys.argv[1:]) or f"--out {shown}"
+    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py {argv}` on "
              f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {args.threads} CPU threads, torch "
              f"{torch.__version__}, no GPU; timings are the best of 3 and move by about 10% between runs).", "",
              f"Same recipe, data and budget for every row (the default model's recipe, scripts/train_default.py, "
@@ -265,9 +266,10 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     reused = [name for name, r in results.items() if r.get("reused")]
     if reused:
         lines += ["", f"Rows {', '.join(reused)}: from the run of 2026-11-21 (`--out runs/compare2`, same recipe, "
-                  "data, budget and hold-out scenes; the script reuses rows already in its results.json). The "
-                  "other rows were run later on a shared, loaded machine: their wall and per-tile times are "
-                  "inflated and only comparable among themselves."]
+                  "data, budget and hold-out scenes; the script reuses rows already in its results.json)."]
+        if len(reused) < len(results):
+            lines[-1] += (" The other rows were run later on a shared, loaded machine: their wall and per-tile "
+                          "times are inflated and only comparable among themselves.")
     return "\n".join(lines) + "\n"
 
 
