@@ -273,6 +273,10 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     return "\n".join(lines) + "\n"
 
 
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.3f}%"
+
+
 def inference_markdown(rows: dict[str, dict[str, Any]]) -> str:
     """The inference-time toolkit table (flip, multi-scale, CRF)."""
     lines = ["", "**Inference-time toolkit** (the first 2 simulated hold-outs per sensor, `--inference-scenes 2`: "
@@ -293,7 +297,7 @@ def inference_markdown(rows: dict[str, dict[str, Any]]) -> str:
                 f"{_f(l8.get('fire_f1'))} / {_f(l8.get('fire_object_recall'))} | {_f(s2.get('burn_scar_iou'))} / "
                 f"{_f(l8.get('burn_scar_iou'))} | {_f(r.get('real', {}).get('burn_scar_iou'))} | "
                 f"{_f(cor.get('fire_f1'))} | {_f(cor.get('burn_scar_iou'))} | "
-                f"{_f(r.get('false_scar_fraction'))} / {r.get('false_fire_objects', '-')} | {r['seconds']} |")
+                f"{_pct(r.get('false_scar_fraction'))} / {r.get('false_fire_objects', '-')} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -86,7 +86,7 @@ def train_and_score(fields: dict[str, Any], steps: int, batch: int, seed: int) -
         pred = torch.sigmoid(model(torch.from_numpy(x))[:, 0]).numpy() >= 0.5
     tp, fp, fn = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
     return {"fire_f1": 2 * tp / max(2 * tp + fp + fn, 1), "fire_precision": tp / max(tp + fp, 1),
-            "fire_object_recall": tp / max(tp + fn, 1), "final_loss": round(float(loss), 4),
+            "fire_object_recall": tp / max(tp + fn, 1), "final_loss": round(float(loss.detach()), 4),
             "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2), "train_seconds": round(seconds)}
 
 
