@@ -182,6 +182,10 @@ def predict(
         None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."
     ),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
+    tta_scales: str | None = typer.Option(
+        None, help="Multi-scale inference: comma list of resize factors, e.g. 0.75,1,1.25 (default 1)."
+    ),
+    crf: bool = typer.Option(False, "--crf", help="Refine probabilities with a local mean-field CRF (off)."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable), CLASS one of the model's classes; "
         "default: the model's calibrated one, else 0.5"
@@ -208,13 +212,14 @@ def predict(
     A scene is a GeoTIFF/VRT, a folder of per-band files (Landsat + MTL, Sentinel-2, HLS, SAFE), an *_MTL.txt
     or a STAC Item JSON.
     """
-    from firemap.config import PredictConfig, load_yaml, parse_thresholds, validate
+    from firemap.config import PredictConfig, load_yaml, parse_scales, parse_thresholds, validate
     from firemap.predict import predict_scenes
 
     setup_logging(verbose, quiet)
     options = {
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
-        "device": device, "precision": precision, "tta": tta, "min_area": min_area, "simplify": simplify,
+        "device": device, "precision": precision, "tta": tta, "tta_scales": parse_scales(tta_scales),
+        "crf": crf or None, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
         "allow_no_crs": allow_no_crs or None, "resolution": resolution,
         "thresholds": parse_thresholds(threshold, [t.partition("=")[0] for t in threshold or []]) or None,
@@ -631,6 +636,8 @@ def evaluate(
     tile_size: int | None = typer.Option(None, help="Tile size [default: the model's]."),
     overlap: int | None = typer.Option(None, help="Tile overlap [default: the model's]."),
     tta: str = typer.Option("none", help="none | flip | d4."),
+    tta_scales: str | None = typer.Option(None, help="Multi-scale inference factors, e.g. 0.75,1,1.25."),
+    crf: bool = typer.Option(False, "--crf", help="Refine probabilities with the mean-field CRF."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
     ),
@@ -642,14 +649,15 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
 ) -> None:
     """Score a model on labelled scenes through the predict path: IoU/F1/precision/recall, fire object recall."""
-    from firemap.config import PredictConfig, parse_thresholds, validate
+    from firemap.config import PredictConfig, parse_scales, parse_thresholds, validate
     from firemap.train.evaluate import evaluate as run_evaluate
     from firemap.train.evaluate import scene_source
 
     setup_logging(verbose, quiet)
     src = scene_source(images, masks, mask_format, mask_value, labelled, sensor, bands)
     cfg = validate(PredictConfig, {k: v for k, v in {
-        "tile_size": tile_size, "overlap": overlap, "tta": tta, "device": device, "overwrite": overwrite,
+        "tile_size": tile_size, "overlap": overlap, "tta": tta, "tta_scales": parse_scales(tta_scales),
+        "crf": crf, "device": device, "overwrite": overwrite,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
     }.items() if v is not None}, "options")
     with _progress(quiet) as factory:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from firemap.archs import ARCHITECTURES, arch_spec, foreign_options
 from firemap.bands import CANONICAL_BANDS
 from firemap.errors import ConfigError
 
@@ -58,18 +59,29 @@ DEFAULT_CLASSES: tuple[ClassInfo, ...] = (
 )
 """firemap's classes. The class raster shows one class per pixel by priority fire > smoke > burn_scar."""
 
-Arch = Literal["deeplabv3plus", "unet"]
+Refine = Literal["none", "stride2", "full"]
 
 
 class ModelConfig(Closed):
     """Everything needed to rebuild a network and feed it: saved in each bundle.
 
     Attributes:
-        arch: ``deeplabv3plus`` (DeepLabv3+ with ASPP) or ``unet``.
+        arch: a name in :data:`firemap.archs.ARCHITECTURES`: ``deeplabv3plus`` (DeepLabv3+ with ASPP) or ``unet``.
+            Fields an architecture does not read must stay at their defaults.
         encoder: smp encoder name (``resnet18``, ``mobilenet_v2``, ``efficientnet-b0``, ...).
         output_stride: DeepLabv3+ encoder output stride (8 or 16).
         atrous_rates: ASPP rates; (6, 12, 18) at OS16, doubled at OS8 (DeepLabv3 paper). None = that default.
-        decoder_channels: DeepLabv3+ decoder width.
+        decoder_channels: decoder width (DeepLabv3+: ASPP and decoder; U-Net: first decoder stage, halving).
+        multi_grid: DeepLabv3+ with a ResNet encoder: unit rates of the last block's residual units (DeepLabv3
+            paper's Multi_Grid, e.g. (1, 2, 4)); unit ``i`` gets ``multi_grid[i % len]`` x the block's dilation.
+            None = every unit at the block's dilation (smp's default).
+        refine: DeepLabv3+ decoder resolution: ``none`` (smp's stride-4 decoder, logits upsampled x4),
+            ``stride2`` (plus a stride-2 low-level skip, logits upsampled x2) or ``full`` (stride-2 skip, then the
+            normalized input bands and a shallow stride-1 branch joined at full resolution, two 3x3 convolutions
+            and the head at full resolution: sees one-pixel fires).
+        refine_channels: width of the refinement stages (the full-resolution convolutions use half).
+        sanet: DeepLabv3+: two squeeze-and-attention modules (SANet, Zhong et al. CVPR 2020) on the decoder
+            features.
         bands: canonical input bands, in network channel order.
         optional_bands: subset of ``bands`` the model can do without (filled with their mean, i.e. 0 after
             normalization, and flagged in the band-presence channels).
@@ -83,11 +95,15 @@ class ModelConfig(Closed):
             ``PredictConfig.thresholds`` (``--threshold``) overrides them class by class.
     """
 
-    arch: Arch = "deeplabv3plus"
+    arch: str = "deeplabv3plus"
     encoder: str = "resnet18"
     output_stride: Literal[8, 16] = 16
     atrous_rates: tuple[int, int, int] | None = None
     decoder_channels: int = 256
+    multi_grid: tuple[int, ...] | None = None
+    refine: Refine = "none"
+    refine_channels: int = Field(default=32, ge=8)
+    sanet: bool = False
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
     optional_bands: tuple[str, ...] = ()
     band_presence: bool = False
@@ -97,6 +113,19 @@ class ModelConfig(Closed):
     tile_size: int = 256
     overlap: int = 64
     thresholds: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, arch: str) -> str:
+        arch_spec(arch)
+        return arch
+
+    @field_validator("multi_grid")
+    @classmethod
+    def _positive_rates(cls, grid: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if grid is not None and (not grid or min(grid) < 1):
+            raise ValueError(f"multi_grid {grid}: give one rate >= 1 per unit, e.g. [1, 2, 4]")
+        return grid
 
     @field_validator("bands")
     @classmethod
@@ -126,6 +155,12 @@ class ModelConfig(Closed):
         bad = {k: v for k, v in self.thresholds.items() if k not in names or not 0.0 < v < 1.0}
         if bad:
             raise ValueError(f"thresholds {bad}: need a class name in {sorted(names)} and a probability in (0, 1)")
+        foreign = foreign_options(self, {k: f.get_default(call_default_factory=True)
+                                         for k, f in type(self).model_fields.items()})
+        if foreign:
+            users = sorted(a for a, spec in ARCHITECTURES.items() if set(foreign) <= spec.options)
+            raise ValueError(f"{', '.join(foreign)} do(es) not apply to arch {self.arch!r}; "
+                             f"{'use arch ' + ' or '.join(users) if users else 'remove them'}")
         validate_tiling(self.tile_size, self.overlap, self.stride)
         return self
 
@@ -135,8 +170,8 @@ class ModelConfig(Closed):
 
     @property
     def stride(self) -> int:
-        """The factor the tile size must be divisible by (the network's total downsampling)."""
-        return 32 if self.arch == "unet" else 16
+        """The factor the tile size must be divisible by (the network's total downsampling, from the registry)."""
+        return arch_spec(self.arch).stride(self)
 
     @property
     def rates(self) -> tuple[int, int, int]:
@@ -183,6 +218,10 @@ class PredictConfig(Closed):
         precision: ``auto`` = fp16 autocast on CUDA, fp32 on CPU; ``bf16`` is ~2x faster on CPUs with
             AVX-512 bf16 at a small accuracy cost.
         tta: test-time augmentation: none, flip (horizontal flip, as in DeepLabv3) or d4 (8 flips/rotations).
+        tta_scales: multi-scale inference: each tile is also predicted resized by these factors (each with the
+            ``tta`` views) and the probabilities averaged; (1.0,) = single scale. DeepLabv3 uses 0.5-1.75.
+        crf: refine the probabilities with a local mean-field CRF on the reflectance bands
+            (:mod:`firemap.crf`; off by default).
         thresholds: probability threshold per class name (default 0.5).
         min_area: drop polygons smaller than this, square metres.
         simplify: simplification tolerance, metres (0 = none).
@@ -202,6 +241,8 @@ class PredictConfig(Closed):
     device: Device = "auto"
     precision: Precision = "auto"
     tta: Tta = "none"
+    tta_scales: tuple[float, ...] = (1.0,)
+    crf: bool = False
     thresholds: dict[str, float] = Field(default_factory=dict)
     min_area: float = Field(default=0.0, ge=0)
     simplify: float = Field(default=0.0, ge=0)
@@ -212,6 +253,13 @@ class PredictConfig(Closed):
     bands: str | None = None
     allow_no_crs: bool = False
     resolution: float | None = Field(default=None, gt=0)
+
+    @field_validator("tta_scales")
+    @classmethod
+    def _scales(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not 0.25 <= s <= 4.0 for s in value) or len(set(value)) != len(value):
+            raise ValueError(f"tta_scales {list(value)}: give distinct factors in [0.25, 4], e.g. 0.75,1,1.25")
+        return value
 
     @field_validator("thresholds")
     @classmethod
@@ -241,6 +289,20 @@ def parse_thresholds(items: list[str] | None, class_names: tuple[str, ...] | lis
             raise ConfigError(f"bad --threshold {item!r}: probability must be in (0, 1)")
         out[name] = p
     return out
+
+
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """Parse ``--tta-scales 0.75,1,1.25`` (None stays None: take the default).
+
+    Raises:
+        ConfigError: an item that is not a number.
+    """
+    if text is None:
+        return None
+    try:
+        return tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise ConfigError(f"bad --tta-scales {text!r}: use comma-separated numbers, e.g. 0.75,1,1.25") from None
 
 
 def load_yaml(path: str | Path, model: type[Closed], overrides: dict[str, Any] | None = None) -> Any:

@@ -11,7 +11,7 @@ import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,6 +22,7 @@ from torch import nn
 
 from firemap import __version__
 from firemap._compat import ensure_torchvision
+from firemap.archs import ARCHITECTURES, arch_spec
 from firemap.config import ModelConfig, validate
 from firemap.errors import BundleError, ConfigError
 from firemap.raster import atomic_output
@@ -41,38 +42,6 @@ def _smp() -> Any:
     return smp
 
 
-def _deeplabv3plus(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
-    return _smp().DeepLabV3Plus(
-        encoder_name=cfg.encoder,
-        encoder_weights=encoder_weights,
-        encoder_output_stride=cfg.output_stride,
-        decoder_channels=cfg.decoder_channels,
-        decoder_atrous_rates=cfg.rates,
-        in_channels=cfg.in_channels,
-        classes=len(cfg.classes),
-    )
-
-
-def _unet(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
-    # U-Net decoder widths halve per stage from cfg.decoder_channels (floor 16): 256 gives smp's default
-    # (256, 128, 64, 32, 16), so bundles written before this option existed rebuild identically.
-    widths = tuple(max(cfg.decoder_channels >> i, 16) for i in range(5))
-    return _smp().Unet(
-        encoder_name=cfg.encoder,
-        encoder_weights=encoder_weights,
-        in_channels=cfg.in_channels,
-        classes=len(cfg.classes),
-        decoder_channels=widths,
-    )
-
-
-ARCHITECTURES: dict[str, Callable[[ModelConfig, str | None], nn.Module]] = {
-    "deeplabv3plus": _deeplabv3plus,
-    "unet": _unet,
-}
-"""Architecture name -> builder. Networks output one logit per class (multi-label, sigmoid outside)."""
-
-
 def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Module:
     """Build the network described by ``cfg``.
 
@@ -83,21 +52,23 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Modu
 
     Returns:
         A module mapping ``(batch, in_channels, H, W)`` float32 to ``(batch, classes, H, W)`` logits, with
-        H and W multiples of ``cfg.stride``.
+        H and W multiples of ``cfg.stride``. The builder is the registry's (:mod:`firemap.archs`).
 
     Raises:
-        ConfigError: unknown architecture or encoder (the message lists valid names).
+        ConfigError: unknown architecture or encoder (the message lists valid names), or an option the
+            encoder cannot take (``multi_grid`` without a ResNet encoder).
     """
-    builder = ARCHITECTURES.get(cfg.arch)
-    if builder is None:
-        raise ConfigError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    try:
+        spec = arch_spec(cfg.arch)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     encoders = _smp().encoders.get_encoder_names()
     if cfg.encoder not in encoders:
         raise ConfigError(
             f"unknown encoder {cfg.encoder!r}; e.g. resnet18, resnet34, resnet50, mobilenet_v2, "
             "efficientnet-b0 (see segmentation_models_pytorch.encoders.get_encoder_names())"
         )
-    return builder(cfg, encoder_weights)
+    return spec.build(cfg, encoder_weights)
 
 
 @dataclass
@@ -228,9 +199,7 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
 def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
     """What ``firemap info --model`` shows: architecture, bands, classes, thresholds, provenance and metrics."""
     c = bundle.config
-    arch = f"{c.arch} / {c.encoder}"
-    if c.arch == "deeplabv3plus":
-        arch += f", output stride {c.output_stride}, ASPP rates {c.rates}"
+    arch = f"{c.arch} / {c.encoder}, {arch_spec(c.arch).describe(c)}"
     params = sum(p.numel() for p in bundle.model.parameters())
     rows = [
         ("model", f"{bundle.name} (firemap {bundle.firemap_version}){f', {bundle.path}' if bundle.path else ''}"),

@@ -26,6 +26,7 @@ from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, mo
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError, OutputWriteError
 from firemap.models import Bundle, fuse_batchnorm, load_bundle
+from firemap.postprocess import HookFactory, RowBlock, SceneStream, apply_hooks
 from firemap.raster import (
     CLASS_NODATA,
     GeoGrid,
@@ -47,21 +48,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 """Callback advanced by the number of tiles just processed."""
-
-
-@dataclass(frozen=True)
-class RowBlock:
-    """A band of finished, full-width rows of a scene's prediction.
-
-    Attributes:
-        row_off: first scene row.
-        probs: ``(classes, rows, width)`` float32 sigmoid probabilities, 0 where invalid.
-        valid: ``(rows, width)`` bool, False on nodata.
-    """
-
-    row_off: int
-    probs: np.ndarray
-    valid: np.ndarray
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -137,30 +123,53 @@ def _tta_views(mode: str) -> list[tuple[int, bool]]:
     return {"none": [(0, False)], "flip": [(0, False), (0, True)], "d4": _D4}[mode]
 
 
+def scaled_size(size: int, scale: float, multiple: int) -> int:
+    """``size * scale`` rounded to the nearest positive multiple of ``multiple`` (the network stride)."""
+    return max(multiple, round(size * scale / multiple) * multiple)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
 def forward_probs(
-    model: torch.nn.Module, x: torch.Tensor, tta: str = "none", amp: torch.dtype | None = None
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    tta: str = "none",
+    amp: torch.dtype | None = None,
+    scales: Sequence[float] = (1.0,),
+    multiple: int = 1,
 ) -> torch.Tensor:
-    """Sigmoid probabilities of a batch, averaged over test-time augmentation views.
+    """Sigmoid probabilities of a batch, averaged over test-time augmentation views and scales.
 
     Args:
         model: network in eval mode, on ``x``'s device.
         x: ``(batch, channels, H, W)`` float32 normalized input (channels_last is fine).
         tta: ``none``, ``flip`` (identity + horizontal flip, as in DeepLabv3) or ``d4`` (4 rotations x 2 flips).
         amp: autocast dtype or None for fp32.
+        scales: multi-scale inference (DeepLabv3): at each scale ``s != 1`` the batch is resized (bilinear) to
+            ``H * s`` by ``W * s`` rounded to ``multiple``, predicted with every view, and the probabilities are
+            resized back; all (scale, view) pairs are averaged. ``(1.0,)`` is plain inference.
+        multiple: the network stride (resized sizes are multiples of it).
 
     Returns:
         ``(batch, classes, H, W)`` float32 probabilities.
     """
     views = _tta_views(tta)
+    size = (x.shape[-2], x.shape[-1])
     total = torch.zeros(())
     with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-        for k, flip in views:
-            v = torch.rot90(x, k, (2, 3)) if k else x
-            v = torch.flip(v, (3,)) if flip else v
-            p = torch.sigmoid(model(v).float())
-            p = torch.flip(p, (3,)) if flip else p
-            total = total + (torch.rot90(p, -k, (2, 3)) if k else p)
-    return total / len(views)
+        for scale in scales:
+            xs = x if scale == 1 else _resize(x, (scaled_size(size[0], scale, multiple),
+                                                  scaled_size(size[1], scale, multiple)))
+            for k, flip in views:
+                v = torch.rot90(xs, k, (2, 3)) if k else xs
+                v = torch.flip(v, (3,)) if flip else v
+                p = torch.sigmoid(model(v).float())
+                p = torch.flip(p, (3,)) if flip else p
+                p = torch.rot90(p, -k, (2, 3)) if k else p
+                total = total + (p if scale == 1 else _resize(p, size))
+    return total / (len(views) * len(scales))
 
 
 @dataclass(frozen=True)
@@ -252,7 +261,8 @@ def _run_batch(ctx: _Context, batch: list[np.ndarray]) -> np.ndarray:
         x = x.pin_memory().to(ctx.device, non_blocking=True)
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp).cpu().numpy()
+        return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp, ctx.cfg.tta_scales,
+                             ctx.bundle.config.stride).cpu().numpy()
 
 
 CHUNK_TILES = 12
@@ -360,10 +370,20 @@ MAX_QUEUED_BATCHES = 4
 held in flight are bounded whatever the nodata layout (a 200 000 px wide, mostly empty mosaic streams)."""
 
 
+def row_hooks(cfg: PredictConfig) -> list[HookFactory]:
+    """The post-processing hooks ``cfg`` asks for, in order (see :mod:`firemap.postprocess`)."""
+    hooks: list[HookFactory] = []
+    if cfg.crf:
+        from firemap.crf import crf_hook
+
+        hooks.append(crf_hook)
+    return hooks
+
+
 def iter_predictions(
     scene: SceneInfo | ScenePlan, bundle: Bundle, cfg: PredictConfig, progress: Progress | None = None
 ) -> Iterator[RowBlock]:
-    """Stream a scene's stitched probabilities, top to bottom.
+    """Stream a scene's stitched probabilities, top to bottom, through the post-processing hooks of ``cfg``.
 
     Tiles with no valid pixel skip the network. Validity is stitched along with the probabilities (it is the
     same in every tile that covers a pixel), so no second read is needed. At most
@@ -384,6 +404,12 @@ def iter_predictions(
     """
     plan = scene if isinstance(scene, ScenePlan) else plan_scene(scene, bundle, cfg)
     ctx = _scene_context(plan, bundle, cfg)
+    stream = SceneStream(plan.info, bundle.config, plan.sources, plan.zero_is_nodata)
+    yield from apply_hooks(_stitched_rows(plan, ctx, progress), [make(stream) for make in row_hooks(cfg)])
+
+
+def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) -> Iterator[RowBlock]:
+    bundle, cfg = ctx.bundle, ctx.cfg
     bundle.model.to(ctx.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     grid = plan.grid
     stitcher = RowStitcher(grid, len(bundle.config.classes) + 1)

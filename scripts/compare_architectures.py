@@ -10,9 +10,17 @@ out in each, so every real scene is scored once by a model that never saw it). R
   and the mean of per-scene IoUs), next to the best single NBR threshold chosen in hindsight;
 * parameters, CPU milliseconds per 256 px tile for inference (batch 8) and for a training step (batch 8).
 
+``--inference NAME[,NAME...]`` (after training; ``default`` = the shipped model) adds the DeepLab toolkit at
+inference time: plain, flip, flip + multi-scale (0.75, 1, 1.25), CRF, and all three, each on the simulated
+hold-outs, the real Sentinel-2 folds (trained variants only) and the real Landsat-8 scenes of
+``../shared/data/real_scenes``: fire and burn-scar agreement with ``firemap label`` (classic fire rules, dNBR
+against the 2019-08-09 image) on Corumba 2019-08-25, and the burn-scar area and fire objects predicted on the
+two fire-free Brumadinho scenes.
+
 Usage (from the repository root; ~10 min per architecture on 2 cores)::
 
     .venv/bin/python scripts/compare_architectures.py --out runs/compare
+    .venv/bin/python scripts/compare_architectures.py --out runs/compare --archs NAME,... --inference NAME,default
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -34,7 +43,9 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import train_default as td  # noqa: E402
 
 from firemap.config import ModelConfig, PredictConfig  # noqa: E402
-from firemap.models import build_model, load_bundle  # noqa: E402
+from firemap.models import Bundle, build_model, load_bundle  # noqa: E402
+from firemap.predict import classify, iter_predictions  # noqa: E402
+from firemap.raster import open_scene  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
@@ -43,10 +54,32 @@ from firemap.train.losses import MaskedMultiLabelLoss  # noqa: E402
 
 log = logging.getLogger("compare")
 
-ARCHS: dict[str, dict[str, Any]] = td.VARIANTS
+NEW_DEEPLAB: dict[str, dict[str, Any]] = {
+    "deeplabv3plus-fr-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                      "decoder_channels": 128, "refine": "full"},
+    "deeplabv3plus-fr-sanet-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                            "decoder_channels": 128, "refine": "full", "sanet": True},
+    "deeplabv3plus-fr-mg-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "output_stride": 16,
+                                     "decoder_channels": 128, "refine": "full", "multi_grid": [1, 2, 4]},
+}
+"""firemap's DeepLabv3+ variants (firemap/nets.py): full-resolution refinement, with SANet, with ResNet multi-grid
+(resnet18's last block has two units: rates 1x2 and 2x2 at output stride 16)."""
+ARCHS: dict[str, dict[str, Any]] = {**td.VARIANTS, **NEW_DEEPLAB}
 FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
          ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))
 SECTION = "## Architecture comparison"
+INFERENCE: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "flip": {"tta": "flip"},
+    "flip + scales 0.75,1,1.25": {"tta": "flip", "tta_scales": (0.75, 1.0, 1.25)},
+    "CRF": {"crf": True},
+}
+"""Inference settings compared by ``--inference`` (PredictConfig fields)."""
+REAL_SCENES = REPO.parent / "shared" / "data" / "real_scenes"
+CORUMBA = ("landsat8_corumba_2019/xlandsat__LC08_L1TP_227074_20190825_20200826_02_T1.tif",
+           "landsat8_corumba_2019/xlandsat__LC08_L1TP_227074_20190809_20200827_02_T1.tif")
+FIRE_FREE = ("landsat8_brumadinho_2019/xlandsat__LC08_L2SP_218074_20190114_20200829_02_T1.tif",
+             "landsat8_brumadinho_2019/xlandsat__LC08_L2SP_218074_20190130_20200829_02_T1.tif")
 
 
 def model_fields(name: str) -> dict[str, Any]:
@@ -91,6 +124,64 @@ def score(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> 
         out[f"sim_{sensor}"] = evaluate_source(bundle, src, pcfg, baselines=False).summary()
     out.update(timing(bundle.config, args.threads))
     return out
+
+
+def corumba_source(out: Path) -> SceneSource | None:
+    """Corumba 2019-08-25 with ``firemap label`` references (fire rules; burn scars by dNBR), or None if absent."""
+    from firemap.label import LabelConfig, label_scene
+
+    post, pre = (REAL_SCENES / p for p in CORUMBA)
+    if not post.exists():
+        return None
+    folder = out / "corumba"
+    image = folder / post.name
+    if not (folder / f"{post.name.split('.')[0]}.labels.tif").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        if not image.exists():
+            image.symlink_to(post)
+        label_scene(image, folder, LabelConfig(overwrite=True, sensor="landsat8-l1"), pre_fire=pre)
+    return SceneSource(name="corumba", images=[str(image)], mask_format="bands", labelled=["fire", "burn_scar"],
+                       sensor="landsat8-l1")
+
+
+def fire_free(bundle: Bundle, pcfg: PredictConfig) -> dict[str, Any]:
+    """Burn-scar area fraction and fire objects predicted on the fire-free real scenes."""
+    scar = valid_px = objects = 0
+    thresholds = bundle.config.class_thresholds(pcfg.thresholds)
+    pcfg = pcfg.model_copy(update={"sensor": "landsat8-l2"})
+    for rel in FIRE_FREE:
+        info = open_scene(REAL_SCENES / rel)
+        for block in iter_predictions(info, bundle, pcfg):
+            masks, _ = classify(block.probs, block.valid, bundle.config.classes, thresholds)
+            scar += int(masks[2].sum())
+            valid_px += int(block.valid.sum())
+            objects += int(ndimage.label(masks[0])[1])  # objects split at block edges count twice: rare
+    return {"false_scar_fraction": scar / max(valid_px, 1), "false_fire_objects": objects}
+
+
+def inference_rows(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> dict[str, Any]:
+    """Each :data:`INFERENCE` setting on one trained variant (``default``: the shipped model)."""
+    folds = [] if name == "default" else [args.out / name / f"fold{k}" / "last.firemap.pt" for k in range(2)]
+    bundle = load_bundle(None if name == "default" else folds[-1])
+    corumba = corumba_source(args.out)
+    rows: dict[str, Any] = {}
+    for label, options in INFERENCE.items():
+        t0 = time.perf_counter()
+        pcfg = PredictConfig(device="cpu", **options)
+        row: dict[str, Any] = {f"sim_{s}": evaluate_source(bundle, src, pcfg, baselines=False).summary()
+                               for s, src in sims.items()}
+        if folds:
+            real = EvalReport("real", name, ("fire", "smoke", "burn_scar"), ("burn_scar",))
+            for fold, path in zip(FOLDS, folds, strict=True):
+                real.scenes += evaluate_source(load_bundle(path), _real(fold, args.data), pcfg, baselines=False).scenes
+            row["real"] = real.summary()
+        if corumba is not None:
+            row["corumba"] = evaluate_source(bundle, corumba, pcfg, baselines=False).summary()
+            row.update(fire_free(bundle, pcfg))
+        row["seconds"] = round(time.perf_counter() - t0)
+        rows[label] = row
+        log.info("%s / %s: %s", name, label, row)
+    return rows
 
 
 def _ms_per_tile(fn: Any, batch: int, repeats: int) -> float:
@@ -140,7 +231,8 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     """The docs section."""
     out = args.out.resolve()
     shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
-    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py --out {shown}` on "
+    argv = " ".join(a if a != str(args.out) else str(shown) for a in sys.argv[1:]) or f"--out {shown}"
+    lines = [SECTION, "", f"Written by `python scripts/compare_architectures.py {argv}` on "
              f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {args.threads} CPU threads, torch "
              f"{torch.__version__}, no GPU; timings are the best of 3 and move by about 10% between runs).", "",
              f"Same recipe, data and budget for every row (the default model's recipe, scripts/train_default.py, "
@@ -167,8 +259,45 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
               "| model | params (M) | inference ms/tile fp32 / bf16 | train step ms/tile fp32 / bf16 | "
               "training wall time (s) |", "|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['params_m']} | {r['infer_ms_fp32']} / {r['infer_ms_bf16']} | "
-                     f"{r['train_ms_fp32']} / {r['train_ms_bf16']} | {r['train_seconds']} |")
+        c = {k: r.get(k, "-") for k in ("params_m", "infer_ms_fp32", "infer_ms_bf16", "train_ms_fp32",
+                                        "train_ms_bf16", "train_seconds")}
+        lines.append(f"| {name} | {c['params_m']} | {c['infer_ms_fp32']} / {c['infer_ms_bf16']} | "
+                     f"{c['train_ms_fp32']} / {c['train_ms_bf16']} | {c['train_seconds']} |")
+    reused = [name for name, r in results.items() if r.get("reused")]
+    if reused:
+        lines += ["", f"Rows {', '.join(reused)}: from the run of 2026-11-21 (`--out runs/compare2`, same recipe, "
+                  "data, budget and hold-out scenes; the script reuses rows already in its results.json)."]
+        if len(reused) < len(results):
+            lines[-1] += (" The other rows were run later on a shared, loaded machine: their wall and per-tile "
+                          "times are inflated and only comparable among themselves.")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{100 * v:.3f}%"
+
+
+def inference_markdown(rows: dict[str, dict[str, Any]]) -> str:
+    """The inference-time toolkit table (flip, multi-scale, CRF)."""
+    lines = ["", "**Inference-time toolkit** (the first 2 simulated hold-outs per sensor, `--inference-scenes 2`: "
+             "fire F1 / fire object recall and burn-scar IoU; real Sentinel-2 burn-scar IoU pooled over the two "
+             "folds; Corumba 2019-08-25 agreement with `firemap label`: fire F1 against the classic fire rules, "
+             "burn-scar IoU against dNBR; fire-free "
+             "Brumadinho pair: share of pixels called burn scar, fire objects; seconds for the whole row on the "
+             "loaded machine):", "",
+             "| model | inference | S2 fire F1 / recall | L8 fire F1 / recall | S2 / L8 burn-scar IoU | real burn-scar "
+             "IoU | Corumba fire F1 | Corumba scar IoU | fire-free scar share / fire objects | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, settings in rows.items():
+        for label, r in settings.items():
+            s2, l8 = r["sim_sentinel2"], r["sim_landsat8"]
+            cor = r.get("corumba", {})
+            lines.append(
+                f"| {name} | {label} | {_f(s2.get('fire_f1'))} / {_f(s2.get('fire_object_recall'))} | "
+                f"{_f(l8.get('fire_f1'))} / {_f(l8.get('fire_object_recall'))} | {_f(s2.get('burn_scar_iou'))} / "
+                f"{_f(l8.get('burn_scar_iou'))} | {_f(r.get('real', {}).get('burn_scar_iou'))} | "
+                f"{_f(cor.get('fire_f1'))} | {_f(cor.get('burn_scar_iou'))} | "
+                f"{_pct(r.get('false_scar_fraction'))} / {r.get('false_fire_objects', '-')} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -202,6 +331,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--test-scenes", type=int, default=6)
     p.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     p.add_argument("--holdout", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--inference", default="", help="comma list of trained variants (or 'default') for the "
+                   "inference-time rows (flip, multi-scale, CRF)")
+    p.add_argument("--inference-scenes", type=int, default=2,
+                   help="simulated hold-out scenes per sensor for the inference rows (the first N)")
+    p.add_argument("--no-train", action="store_true", help="only rows already in results.json")
     return p.parse_args()
 
 
@@ -209,18 +343,31 @@ def main() -> None:
     args = parse()
     args.holdout = args.holdout or td.SCENES[0]  # stage-1 configs want one; stage 1 here validates on nothing
     args.variant = td.DEFAULT_VARIANT  # replaced per architecture by model_fields()
+    args.keep_unreliable = True  # stage2() sets each fold's exclusions itself (the recipe of the first table)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     sims = {s: simulated_scenes(SimulatorSource(sensor=s, name=f"cmp-{s}", scenes=args.test_scenes, scene_size=384),
                                 args.out / f"test_{s}", seed=70_000) for s in ("sentinel2", "landsat8")}
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for name in args.archs.split(","):
+    names = [n for n in args.archs.split(",") if n in results or not args.no_train]
+    for name in names:
         if name not in results:
             results[name] = score(name, args, sims)
             results_path.write_text(json.dumps(results, indent=2))
-    write_section(markdown({k: results[k] for k in args.archs.split(",")}, args), args.docs)
-    print(markdown(results, args))
+    inference_path = args.out / "inference.json"
+    inference = json.loads(inference_path.read_text()) if inference_path.exists() else {}
+    few = {k: v.model_copy(update={"images": sorted(v.images)[:args.inference_scenes]}) for k, v in sims.items()}
+    for name in filter(None, args.inference.split(",")):
+        if name not in inference:
+            inference[name] = inference_rows(name, args, few)
+            inference_path.write_text(json.dumps(inference, indent=2))
+    text = markdown({k: results[k] for k in names}, args)
+    shown = [n for n in (*names, "default") if n in inference]
+    if shown:
+        text += inference_markdown({k: inference[k] for k in shown})
+    write_section(text, args.docs)
+    print(text)
 
 
 if __name__ == "__main__":
