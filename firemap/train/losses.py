@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE = 255
-"""Target value of elements that are not labelled."""
+from firemap.raster import CLASS_NODATA
+
+IGNORE = CLASS_NODATA
+"""Target value of elements that are not labelled (the one nodata/not-labelled value of every label raster)."""
 
 
 def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float | None) -> torch.Tensor:
