@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from firemap.raster import (
     read_window,
     staged_outputs,
 )
+from firemap.resources import available_memory
 from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -437,19 +437,6 @@ TILE_BYTES_PER_PIXEL = 256
 (254 bytes/px at 256^2 and 1024^2 tiles, peak RSS): used to refuse tile sizes that cannot fit before allocating."""
 
 
-def _available_memory() -> int:
-    """Bytes of memory available (Linux ``MemAvailable``; else physical memory)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
 
 
 def memory_estimate(grid: TileGrid, bundle: Bundle, batch_size: int) -> int:
@@ -474,7 +461,7 @@ def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:
     overlap = cfg.overlap if cfg.overlap is not None else bundle.config.overlap
     validate_tiling(tile_size, overlap, bundle.config.stride)
     grid = TileGrid(info.grid.height, info.grid.width, tile_size, overlap)
-    need, have = memory_estimate(grid, bundle, cfg.batch_size), _available_memory()
+    need, have = memory_estimate(grid, bundle, cfg.batch_size), available_memory()
     if need > have:
         raise ConfigError(
             f"--tile-size {tile_size} with --batch-size {cfg.batch_size} would need about {need / 2**30:.1f} GiB "

@@ -20,7 +20,6 @@ vegetation fire (flaming or smouldering) at least this hot", not "any thermal an
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from firemap import CLASS_NAMES, __version__
 from firemap.bands import THERMAL_BANDS
 from firemap.errors import ConfigError
 from firemap.raster import CLASS_NODATA, GeoGrid, check_writable, write_raster
+from firemap.resources import available_memory
 from firemap.simulate.events import (
     FIRE_LABEL_RADIANCE,
     OPAQUE_CLOUD_TAU,
@@ -174,19 +174,6 @@ def estimate_memory(height: int, width: int) -> int:
     return int(BYTES_PER_PIXEL * int(height) * int(width) + 300e6)
 
 
-def available_memory() -> int:
-    """Bytes of memory available to this process now (``MemAvailable`` of /proc/meminfo; else physical)."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
 
 
 def check_memory(height: int, width: int, available: int | None = None) -> None:
