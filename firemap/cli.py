@@ -57,6 +57,11 @@ VECTOR_FORMATS: tuple[str, ...] = get_args(VectorFormat)
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, log errors only (results still print).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+LANDSCAPES = ("forest", "mediterranean", "savanna", "agricultural", "arid", "tropical_savanna", "wetland", "laterite",
+              "desert", "volcanic", "coastal_city")
+"""The simulator's landscapes (``firemap.simulate.landscape.LANDSCAPES``, which imports cv2/scipy: not at start-up;
+tests/test_cli_help.py checks the two agree)."""
+LANDSCAPE_HELP = " | ".join(LANDSCAPES)
 AllowNoCrs = Annotated[bool, typer.Option("--allow-no-crs", help="Accept scenes without CRS (pixel coords).")]
 Sensor = Annotated[str | None, typer.Option(help=SENSOR_HELP)]
 Bands = Annotated[str | None, typer.Option(help=BANDS_HELP)]
@@ -448,9 +453,7 @@ def simulate(
     smoke: bool = typer.Option(True, "--smoke/--no-smoke", help="A smoke plume."),
     burn_scar: bool = typer.Option(True, "--burn-scar/--no-burn-scar", help="This season's burn scar."),
     clouds: str = typer.Option("few", help="Cloud cover: none | few | some | many, or a fraction 0-0.9."),
-    landscape: str | None = typer.Option(None, help="forest | mediterranean | savanna | agricultural | arid | "
-                                         "tropical_savanna | wetland | laterite | desert | volcanic | coastal_city "
-                                         "[default: random]."),
+    landscape: str | None = typer.Option(None, help=f"{LANDSCAPE_HELP} [default: random]."),
     swath_edge: bool = typer.Option(False, "--swath-edge", help="Add a nodata wedge outside the swath edge."),
     overwrite: Overwrite = False,
     verbose: Verbose = 0,
@@ -500,7 +503,7 @@ def _train_command(config: Path, overrides: dict[str, Any], verbose: int, quiet:
     from firemap.train.loop import run_training
 
     setup_logging(max(verbose, 1), quiet)  # epoch summaries are INFO
-    with _train_bar(quiet) as progress:
+    with _train_bar(is_quiet(quiet)) as progress:
         result = run_training(config, overrides, progress)
     Console().print(f"best: {result.best}\nlast: {result.last}\nlog: {result.out / 'log.csv'}", highlight=False,
                     soft_wrap=True)
@@ -522,8 +525,8 @@ def train(
     seed: int | None = typer.Option(None, help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its train_state.pt."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Train a model from a YAML config (multi-GPU: torchrun --nproc_per_node=N --no-python firemap train CONFIG)."""
     _train_command(config, {
@@ -550,8 +553,8 @@ def finetune(
     device: str | None = typer.Option(None, help="auto | cpu | cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Reuse a non-empty run folder from scratch."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Fine-tune a trained model on new data: the init bundle's network, kernels mapped by band name, heads by class."""
     _train_command(config, {
@@ -645,8 +648,8 @@ def evaluate(
     json_out: Path | None = typer.Option(None, "--json", help="Write all metrics (per scene too) to this JSON."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Score classic index baselines too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --json file."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Score a model on labelled scenes through the predict path: IoU/F1/precision/recall, fire object recall."""
     from firemap.config import PredictConfig, parse_scales, parse_thresholds, validate
@@ -660,7 +663,7 @@ def evaluate(
         "crf": crf, "device": device, "overwrite": overwrite,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
     }.items() if v is not None}, "options")
-    with _progress(quiet) as factory:
+    with _progress(is_quiet(quiet)) as factory:
         report = run_evaluate(model, src, cfg, json_out, baselines, factory)
     _eval_table(report)
     if json_out:
@@ -675,17 +678,17 @@ def demo(
     sensor: str = typer.Option("landsat8", help="Simulated sensor: landsat8 | landsat9 | sentinel2 | hls."),
     size: int = typer.Option(512, help="Scene size in pixels."),
     seed: int = typer.Option(1, help="Simulator seed."),
-    landscape: str | None = typer.Option("forest", help="forest | mediterranean | savanna | agricultural | arid."),
+    landscape: str | None = typer.Option("forest", help=f"{LANDSCAPE_HELP}."),
     model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars, log errors only (results still print)."),
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Simulate a fire scene, map it with the default model, write the outputs and a PNG quicklook."""
     from firemap.demo import run_demo
 
     setup_logging(verbose, quiet)
     result = run_demo(out, overwrite, sensor, size, seed, model, landscape)
-    if quiet:
+    if is_quiet(quiet):
         return
     lines = [f"simulated scene: {result.scene}", f"true labels: {result.labels}"]
     lines += [f"{kind}: {path}" for kind, path in result.outputs.items()]

@@ -47,3 +47,11 @@ def test_simulate_help_by_hand() -> None:
     text = _help("simulate")
     assert "--size <int> Scene width and height in pixels (32-16384). [default: 512]" in text
     assert "--clouds <str> Cloud cover: none | few | some | many, or a fraction 0-0.9. [default: few]" in text
+
+
+def test_landscape_help_lists_the_simulators_landscapes() -> None:
+    """The CLI's landscape list (kept out of the simulator to spare start-up its cv2/scipy imports) is the registry."""
+    from firemap.cli import LANDSCAPES
+    from firemap.simulate.landscape import LANDSCAPES as REGISTRY
+
+    assert set(LANDSCAPES) == set(REGISTRY)
