@@ -26,6 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import rasterio  # noqa: E402
+from bench_simulate import replace_section  # noqa: E402  (scripts/: the same docs/simulator.md sections)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "simulator.md"
@@ -317,15 +318,6 @@ def figure(pair: Pair, real: Stack, scene: object, path: Path, zoom: tuple[int, 
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
     small.save(path, optimize=True)
     return path
-
-
-def replace_section(name: str, body: str) -> None:
-    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in docs/simulator.md."""
-    text = DOC.read_text()
-    pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC}: markers for section {name!r} not found")
-    DOC.write_text(pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text))
 
 
 def main() -> None:
