@@ -163,8 +163,8 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
     """Labels of a fire-free scene: fire 0 and burn_scar 0 on valid pixels, smoke 255 (not labelled).
 
     Pixels that pass an unambiguous fire test or Schroeder's loose candidate test, and their 2-pixel surroundings,
-    are fire 255 (a rule's false alarm or an unknown hot spot: neither taught as fire nor as "no fire"), except on
-    lava scenes: lava is a thermal anomaly that is not a wildfire, fire 0 as the simulator labels it.
+    are fire 255 (a rule's false alarm, an unknown hot spot, or on ``lava`` scenes lava: neither taught as fire nor
+    as "no fire", as the simulator leaves its lava and industrial hot spots unlabelled).
     """
     cfg = label_config(sensor=scene.sensor, bands=scene.bands, fire_tests="unambiguous", combine="union",
                        rules=("schroeder", "murphy"), smoke=False, overwrite=True)
@@ -173,8 +173,6 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
         labels, profile = src.read(), src.profile
     valid = labels[2] != CLASS_NODATA  # burn_scar: NBR labelled wherever nir/swir2 are valid
     hot = ndimage.binary_dilation((labels[0] != 0) & valid, iterations=2) & valid
-    if scene.lava:  # lava is a thermal anomaly but not a wildfire: "not fire", as in the simulator
-        hot[:] = False
     out = np.full_like(labels, CLASS_NODATA)
     out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
     out[2] = np.where(valid, 0, CLASS_NODATA)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from scipy import ndimage
 from typer.testing import CliRunner
 
 from firemap.bands import get_sensor, resolve_bands, to_physical
@@ -68,10 +69,12 @@ def test_classes_present_for_many_seeds_even_when_cloudy(seed: int) -> None:
 
 def test_classes_absent_when_not_requested() -> None:
     scene = _scene(seed=2, fire=False, smoke=False, burn_scar=False)
-    assert not scene.labels.any()
+    assert not (scene.labels == 1).any()
+    hot = scene.truth.hotspot_fraction is not None and scene.truth.hotspot_fraction.any()
+    assert (scene.labels[0] == 255).any() == bool(hot)  # only hot spots are "not labelled"
     assert not scene.truth.fire_fraction.any() and not scene.truth.smoke_tau.any()
     only_smoke = _scene(seed=2, fire=False, burn_scar=False)  # a plume drifting in from an unseen fire
-    assert only_smoke.labels[1].any() and not only_smoke.labels[[0, 2]].any()
+    assert (only_smoke.labels[1] == 1).any() and not (only_smoke.labels[[0, 2]] == 1).any()
 
 
 def test_switching_one_option_leaves_the_rest_of_the_scene() -> None:
@@ -536,7 +539,7 @@ def test_tailings_like_brumadinho_mud_and_brighter_when_dry() -> None:
 
 
 @pytest.mark.parametrize(("landscape", "code"), [("volcanic", 1), ("coastal_city", 2)])
-def test_lava_and_industrial_hot_spots_are_rendered_but_never_labelled_fire(landscape: str, code: int) -> None:
+def test_lava_and_industrial_hot_spots_are_rendered_but_not_labelled_fire(landscape: str, code: int) -> None:
     for seed in range(6):
         scene = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,
                        burn_scar=False)
@@ -544,7 +547,10 @@ def test_lava_and_industrial_hot_spots_are_rendered_but_never_labelled_fire(land
         if hot.any():
             break
     assert hot.any(), "no hot spot in 6 seeds"
-    assert not scene.labels[0].any()  # not fire
+    near = ndimage.binary_dilation(hot, np.ones((3, 3), bool))
+    assert (scene.labels[0][near] == 255).all()  # fire: not labelled (neither fire nor "no fire")
+    assert (scene.labels[0][~near] == 0).all()  # no wildfire in this scene
+    assert (scene.labels[2][hot] != 255).all()  # burn scar still labelled there
     swir2 = scene.band("swir2")
     assert swir2[hot].max() > 0.3 and swir2[hot].max() > np.percentile(swir2[~hot], 99.9)
     cold = _scene("landsat8", size=256, seed=seed, landscape=landscape, clouds="none", fire=False, smoke=False,

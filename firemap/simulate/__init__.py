@@ -12,9 +12,11 @@ Labels (``(3, rows, cols)`` uint8: fire, smoke, burn_scar; 255 = nodata) describ
 * burn_scar: burned this season (unburned islands, rock, water and old regrown scars are 0);
 * fire and burn_scar are cleared under opaque cloud (optical thickness >= :data:`OPAQUE_CLOUD_TAU`), smoke too.
 
-**Lava and industrial hot spots are not fire** (label 0 in every band): they are real thermal anomalies but not
-wildfires, rendered (Planck emission, like fires) as hard negatives. The fire class means "an active
-vegetation fire (flaming or smouldering) at least this hot", not "any thermal anomaly".
+**Lava and industrial hot spots are not labelled fire** (255 = not labelled in the fire band, 0 in smoke and
+burn scar): they are real thermal anomalies, rendered with Planck emission like fires, that a 30 m spectrum cannot
+tell from a wildfire. Training gives them neither a positive nor a negative fire loss and scoring ignores them,
+exactly as the real-scene recipe treats hot spots it cannot identify and as the real-scene validation counts fire
+polygons on lava apart (docs/simulator.md, "Thermal anomalies that are not wildfires").
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
+from scipy import ndimage
 from rasterio.crs import CRS
 
 from firemap import CLASS_NAMES, __version__
@@ -319,8 +322,9 @@ def make_labels(truth: Truth, valid: np.ndarray) -> np.ndarray:
     """``(3, rows, cols)`` uint8 labels fire / smoke / burn_scar from the physical fields (see module doc).
 
     Fire is wildfire only: ``truth.fire_*`` (flaming fronts, smouldering, spot fires) at least
-    :data:`FIRE_LABEL_RADIANCE` at 2.2 um. Lava and industrial hot spots (``truth.hotspot_*``) are thermal
-    anomalies but **not fire**: they are 0 in every band (hard negatives).
+    :data:`FIRE_LABEL_RADIANCE` at 2.2 um. Lava and industrial hot spots (``truth.hotspot_*``, and 1 px around
+    them, where the sensor's blur spreads their heat) are **not labelled** in the fire band (:data:`CLASS_NODATA`)
+    unless a wildfire burns there too; smoke and burn scar label them as usual.
     """
     seen = truth.cloud_tau < OPAQUE_CLOUD_TAU
     fires = Fires(truth.fire_fraction, truth.fire_temperature)
@@ -329,6 +333,9 @@ def make_labels(truth: Truth, valid: np.ndarray) -> np.ndarray:
         (truth.smoke_tau >= SMOKE_LABEL_TAU) & seen,
         truth.burned & seen,
     ]).astype(np.uint8)
+    if truth.hotspot_fraction is not None and truth.hotspot_fraction.any():
+        hot = ndimage.binary_dilation(truth.hotspot_fraction > 0, np.ones((3, 3), bool))
+        labels[0][hot & (labels[0] == 0)] = CLASS_NODATA
     labels[:, ~valid] = CLASS_NODATA
     return labels
 

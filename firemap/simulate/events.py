@@ -451,9 +451,9 @@ def make_fires(rng: np.random.Generator, scars: Scars, fuel: np.ndarray) -> Fire
 def make_hotspots(rng: np.random.Generator, land: Landscape) -> Fires:
     """Thermal anomalies that are not wildfires: active lava and industrial hot spots.
 
-    **They are never labelled fire** (label 0): they are hard negatives, which the model must learn to tell
-    from wildfire by context (a lava channel on dark basalt; a hot roof in an industrial district). A user
-    who wants every thermal anomaly can run the classic rules (``firemap label``), which flag them too.
+    **They are not labelled fire** (255 in the fire band, see :func:`firemap.simulate.make_labels`): their
+    spectrum is a fire's, so they are neither taught as fire nor as "no fire" (docs/simulator.md, "Thermal
+    anomalies that are not wildfires").
 
     Lava (``land.hot_sites == 1``): crusted flow with hot cracks, ``log10 p ~ U(-2.4, -1.6)``,
     ``T ~ U(750, 950) K`` (Momotombo 2015: SWIR2 0.5-1.1, SWIR2/SWIR1 ~4, i.e. ~800-900 K; basaltic lava

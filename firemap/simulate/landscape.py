@@ -48,7 +48,7 @@ LANDSCAPES: dict[str, dict[str, float]] = {
 """Landscape -> cover-type shares (water is added from the terrain; ``coastal_city`` also gets a sea and a
 beach). Each scene multiplies the shares by lognormal factors (sigma 0.35), so no two scenes of a landscape
 have the same mix. ``volcanic`` scenes may carry an active lava flow and ``coastal_city`` scenes industrial
-hot spots (real thermal anomalies that are *not* labelled fire, see :func:`firemap.simulate.events.make_hotspots`)."""
+hot spots (real thermal anomalies that are *not labelled* fire, see :func:`firemap.simulate.events.make_hotspots`)."""
 
 LAKE_SHARE = {"forest": 0.05, "mediterranean": 0.02, "savanna": 0.03, "agricultural": 0.04, "arid": 0.01,
               "tropical_savanna": 0.03, "wetland": 0.14, "laterite": 0.03, "desert": 0.0, "volcanic": 0.05,
