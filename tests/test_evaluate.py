@@ -167,6 +167,29 @@ def test_fire_objects_are_counted_like_predict_polygons(tmp_path: Path, threshol
     assert small.predicted_fire_objects == 0
 
 
+def test_fire_on_unlabelled_hot_spots_is_not_a_false_alarm(tmp_path: Path, threshold_bundle: Bundle) -> None:
+    """Fire predicted where the fire labels are 255 (a simulated lava / industrial hot spot) is no false object;
+    the same prediction over a 0 label is one."""
+    image = background(64, 64)
+    image[5, 20, 20] = image[5, 40, 40] = 0.9  # two hot pixels, both predicted fire
+    labels = np.zeros((3, 64, 64), np.uint8)
+    labels[0, 19:22, 19:22] = 255  # the first is an unlabelled hot spot (and 1 px around it)
+    labels[1:] = 255
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    write(tmp_path / "img" / "hot.tif", image, ("blue", "green", "red", "nir", "swir1", "swir2"))
+    write(tmp_path / "msk" / "hot.tif", labels)
+    src = SceneSource(images=str(tmp_path / "img"), masks=str(tmp_path / "msk"), mask_format="bands",
+                      labelled=["fire"])
+    cfg = PredictConfig(tile_size=32, overlap=8, device="cpu")
+    (score,) = evaluate_source(threshold_bundle, src, cfg, baselines=False).scenes
+    assert score.predicted_fire_objects == 1  # the one over a "no fire" label
+    assert score.confusion.fp[0] == 1 and score.predicted_pixels["fire"] == 2
+    unlabelled = src.model_copy(update={"labelled": ["burn_scar"]})  # fire not labelled at all: every polygon
+    (score,) = evaluate_source(threshold_bundle, unlabelled, cfg, baselines=False).scenes
+    assert score.predicted_fire_objects == 2
+
+
 @pytest.mark.parametrize(("provenance", "expected"), [
     ({"train_scenes": {"s2": ["toy.tif", "b.tif"]}}, True),
     ({"train_scenes": {"s2": ["b.tif"]}}, False),

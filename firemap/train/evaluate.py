@@ -60,7 +60,9 @@ class SceneScore:
         confusion: model confusion counts.
         fire_objects: ``(hit, total)`` true fire clusters hit by the model.
         predicted_pixels: class name -> pixels the model predicted (labelled or not).
-        predicted_fire_objects: fire polygons ``predict`` would write (e.g. false alarms on fire-free scenes).
+        predicted_fire_objects: fire polygons ``predict`` would write (e.g. false alarms on fire-free scenes),
+            leaving out predicted fire pixels the labels leave open (255 on valid pixels of a source that labels
+            fire: the simulator's lava and industrial hot spots, a real scene's unknown hot spots).
         baselines: baseline name -> confusion counts.
         nbr_hist: ``(2, bins)`` counts of NBR for unburned (0) and burned (1) labelled pixels.
         in_training: the scene is in the bundle's training data (per its provenance).
@@ -205,7 +207,10 @@ def _score_model(
                 score.predicted_pixels[name] = score.predicted_pixels.get(name, 0) + int(masks[k].sum())
             if k_fire is not None:
                 fire_rows = slice(k_fire, k_fire + 1)
-                polygons.add(block.row_off, masks[fire_rows], block.probs[fire_rows], block.valid)
+                counted = masks[fire_rows]
+                if "fire" in src.labelled_classes:  # unlabelled hot spots: neither a hit nor a false alarm
+                    counted = counted & ~((labels[k_fire] == IGNORE) & block.valid)[None]
+                polygons.add(block.row_off, counted, block.probs[fire_rows], block.valid)
                 truth_fire.append(labels[k_fire] == 1)
                 pred_fire.append(masks[k_fire])
     if k_fire is not None and pred_fire:
