@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
-from scipy import ndimage
 from rasterio.crs import CRS
+from scipy import ndimage
 
 from firemap import CLASS_NAMES, __version__
 from firemap.bands import THERMAL_BANDS
