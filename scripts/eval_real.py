@@ -110,7 +110,7 @@ def _labels(path: Path) -> np.ndarray:
 def scene_arrays(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any], work: Path) -> Arrays:
     """Predict a scene and derive its baselines and references."""
     masks, valid = predict_masks(bundle, scene)
-    bands, _ = read_bands(scene, ("green", "red", "nir", "swir2"))
+    bands, _ = read_bands(scene, ("blue", "green", "red", "nir", "swir2"))
     folder = work / scene.name
     rules = label_scene(scene.path, folder / "rules", label_config(sensor=scene.sensor, bands=scene.bands,
                                                                    smoke=False, overwrite=True))
@@ -226,18 +226,23 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, border_value=0)
 
 
-def quicklook(scene: real_data.Scene, a: Arrays, rows: tuple[int, int] | None, path: Path) -> Path:
+def quicklook(scene: real_data.Scene, a: Arrays, rows: tuple[int, int] | None, path: Path,
+              true_colour: bool = False) -> Path:
     """False colour (R = swir2, G = nir, B = red) with outlines: model burn scar yellow, fire red (dilated 1 px),
-    smoke cyan; on Corumba the reference scars white; the held-out rows start at the magenta line."""
+    smoke cyan; on Corumba the reference scars white; the held-out rows start at the magenta line.
+    ``true_colour``: red/green/blue instead (where smoke plumes show), outlines of smoke (cyan) and fire only."""
     from PIL import Image
 
     v = a.valid
-    rgb = np.stack([_stretch(a.bands[b], v) for b in ("swir2", "nir", "red")], axis=-1)
+    names = ("red", "green", "blue") if true_colour else ("swir2", "nir", "red")
+    rgb = np.stack([_stretch(a.bands[b], v) for b in names], axis=-1)
     rgb[~v] = 0
     colours = []
-    if a.ref_scar is not None:
+    if a.ref_scar is not None and not true_colour:
         colours.append((_outline(a.ref_scar == 1), (1.0, 1.0, 1.0)))
-    colours += [(_outline(a.masks["burn_scar"]), (1.0, 0.9, 0.0)), (_outline(a.masks["smoke"]), (0.0, 1.0, 1.0)),
+    if not true_colour:
+        colours.append((_outline(a.masks["burn_scar"]), (1.0, 0.9, 0.0)))
+    colours += [(_outline(a.masks["smoke"]), (0.0, 1.0, 1.0)),
                 (ndimage.binary_dilation(a.masks["fire"]) & ~a.masks["fire"], (1.0, 0.0, 0.0))]
     for mask, colour in colours:
         rgb[mask] = colour
@@ -306,7 +311,8 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         "0.1-0.27 left out (neither positive nor negative).",
         "", "![Corumba](img/real_corumba_20190825.png)", "",
         "False colour SWIR2/NIR/red; outlines: model burn scar yellow, model fire red, model smoke cyan, reference "
-        "scar white; the magenta dashes mark row 600 (held out below).", "",
+        "scar white; the magenta dashes mark row 600 (held out below). True colour with the model's smoke (cyan) "
+        "and fire (red): [real_corumba_20190825_true_colour.png](img/real_corumba_20190825_true_colour.png).", "",
         "## Fire-free scenes: false alarms on held-out land", "",
         "Land = valid pixels that are not open water (NDWI > 0). Fire polygons = 8-connected clusters of fire pixels; "
         "on the lava scenes, clusters touching the lava zone (pixels passing any fire test, and 3 px around) are "
@@ -359,6 +365,8 @@ def evaluate_scene(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any
         r["train" if held is not None else "all"] = score(scene, a, trained)
     if img is not None:
         quicklook(scene, a, held if scene.role == "fire" else None, img / f"real_{scene.name}.png")
+        if scene.role == "fire":
+            quicklook(scene, a, held, img / f"real_{scene.name}_true_colour.png", true_colour=True)
     return r
 
 
