@@ -325,7 +325,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--epochs2", type=int, default=3)
     p.add_argument("--steps2", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=td.PRECISION_HELP)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-scenes", type=int, default=6)
