@@ -235,7 +235,13 @@ def quicklook(scene: real_data.Scene, a: Arrays, rows: tuple[int, int] | None, p
 
     v = a.valid
     names = ("red", "green", "blue") if true_colour else ("swir2", "nir", "red")
-    rgb = np.stack([_stretch(a.bands[b], v) for b in names], axis=-1)
+    if true_colour:  # dark-object subtraction per band (haze, Rayleigh), one gain for all three: natural colours
+        stack = np.stack([a.bands[b] for b in names], axis=-1)
+        lo = np.array([np.percentile(stack[..., k][v], 1) for k in range(3)]) if v.any() else np.zeros(3)
+        hi = max(float(np.percentile(stack[..., k][v], 99.5) - lo[k]) for k in range(3)) if v.any() else 1.0
+        rgb = np.clip((stack - lo) / max(hi, 1e-6), 0, 1) ** 0.8
+    else:
+        rgb = np.stack([_stretch(a.bands[b], v) for b in names], axis=-1)
     rgb[~v] = 0
     colours = []
     if a.ref_scar is not None and not true_colour:
