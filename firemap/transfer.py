@@ -335,6 +335,17 @@ def init_weights(
     return {"init": str(path), "init_kind": "state_dict", **counts}
 
 
+def freeze_bn_stats(model: nn.Module) -> int:
+    """Put every BatchNorm layer in eval mode (running statistics used and kept; weight and bias still train).
+
+    Call after ``model.train()``. Returns the number of layers frozen.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.eval()
+    return len(layers)
+
+
 def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
     """Freeze or unfreeze the encoder's parameters (``--freeze-encoder-epochs``)."""
     encoder = getattr(model, "encoder", None)
@@ -346,5 +357,6 @@ def set_encoder_trainable(model: nn.Module, trainable: bool) -> None:
 
 __all__ = [
     "DEFAULT_INIT", "IMAGENET_BANDS", "PRESENCE_PREFIX", "SENTINEL2_13", "adapt_kernels", "channel_names",
-    "first_conv_key", "init_bundle_config", "init_path", "init_weights", "set_encoder_trainable", "transfer_state",
+    "first_conv_key", "freeze_bn_stats", "init_bundle_config", "init_path", "init_weights", "set_encoder_trainable",
+    "transfer_state",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -92,3 +93,25 @@ def test_demo_writes_outputs_and_quicklook(tmp_path: Path, smp_bundle_path: Path
     assert not list(out.glob(".*partial*"))
     assert runner.invoke(app, args).exit_code == 1
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_freeze_bn_stats_keeps_the_init_statistics(tmp_path: Path) -> None:
+    """Fine-tuning with freeze_bn_stats leaves every BatchNorm running mean/var as the init bundle had them while
+    the weights move; without it the statistics follow the new data."""
+    from firemap.train.config import train_config_from_dict
+    from firemap.train.loop import fit
+
+    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
+    base["data"]["val"] = []
+    init = fit(train_config_from_dict(base)).last
+    before = load_bundle(init).model.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for freeze in (True, False):
+        cfg = {**base, "init": str(init), "model": {}, "out": str(tmp_path / f"ft_{freeze}"),
+               "freeze_bn_stats": freeze, "optim": {"lr": 1e-2, "warmup_steps": 1}}
+        after = load_bundle(fit(train_config_from_dict(cfg)).last).model.state_dict()
+        same = [torch.equal(before[k], after[k]) for k in stats]
+        assert all(same) if freeze else not any(same)
+        weights = [k for k in before if k.endswith("weight") and before[k].dim() == 4]
+        assert any(not torch.equal(before[k], after[k]) for k in weights)  # the network still learned

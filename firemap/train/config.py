@@ -299,6 +299,9 @@ class TrainConfig(Closed):
         init_bands: canonical band of each input channel of an ``init`` state dict (None = unused channel);
             default: red, green, blue for 3 channels, Sentinel-2 B01..B12 order for 13.
         freeze_encoder_epochs: train only the decoder and head for this many first epochs.
+        freeze_bn_stats: keep every BatchNorm layer's running mean and variance as ``init`` left them (the
+            layers normalize with them in training too; their scale and shift still learn). For fine-tuning a
+            bundle on a narrow mixture without moving the statistics its other data relied on.
         data: training and validation data.
         augment: augmentation.
         optim: optimizer and schedule.
@@ -324,6 +327,7 @@ class TrainConfig(Closed):
     init: str = "none"
     init_bands: list[str | None] | None = None
     freeze_encoder_epochs: int = Field(default=0, ge=0)
+    freeze_bn_stats: bool = False
     data: DataConfig
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

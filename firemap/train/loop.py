@@ -41,7 +41,7 @@ from firemap.train.config import SceneSource, SimulatorSource, TrainConfig
 from firemap.train.data import band_statistics, build_mixture, check_sources, make_loader
 from firemap.train.losses import MaskedMultiLabelLoss
 from firemap.train.metrics import mean_of
-from firemap.transfer import init_bundle_config, init_weights, set_encoder_trainable
+from firemap.transfer import freeze_bn_stats, init_bundle_config, init_weights, set_encoder_trainable
 
 log = logging.getLogger(__name__)
 
@@ -403,6 +403,8 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> FitResult:
         t0 = time.perf_counter()
         set_encoder_trainable(_unwrap(run.model), epoch >= cfg.freeze_encoder_epochs)
         run.model.train()
+        if cfg.freeze_bn_stats:
+            freeze_bn_stats(run.model)
         batches = iter(make_loader(cfg.data, cfg.augment, run.mc, cfg.seed, epoch, run.dist.rank))
         losses = []
         for _ in range(cfg.steps_per_epoch):
