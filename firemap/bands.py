@@ -53,6 +53,12 @@ CANONICAL_BANDS: tuple[str, ...] = (
 """Canonical band names. Reflective bands are reflectance; ``thermal``/``thermal2`` are brightness temperature (K)."""
 
 THERMAL_BANDS: frozenset[str] = frozenset({"thermal", "thermal2"})
+MIN_REFLECTANCE = -0.05
+"""Reflectance below this is not a measurement but a failed atmospheric correction (surface reflectance products
+over dark water and cloud shadow: the real Landsat L2 Momotombo scene has blue -0.19, nir -0.05 there). Pixels with
+a reflective band below it are nodata everywhere firemap reads (predict, label, training, evaluation): networks and
+rules alike see a fire's SWIR-over-NIR ratio in them (measured: single-pixel fire polygons over the sea). Noise
+around 0 over ordinary dark targets (a few hundredths) stays valid."""
 
 # Approximate band centres in micrometres (Landsat-8 OLI/TIRS; Sentinel-2 within a few %), used by the
 # simulator and for documentation.

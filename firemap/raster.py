@@ -30,7 +30,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from firemap.bands import BandSource
+from firemap.bands import MIN_REFLECTANCE, BandSource
 from firemap.errors import (
     GridMismatchError,
     InputFileError,
@@ -224,7 +224,8 @@ def read_window(
     Returns:
         ``(data, valid)``: ``data`` is ``(len(sources), rows, cols)`` float32 (reflectance, or K for thermal),
         ``valid`` is ``(rows, cols)`` bool, False for nodata (declared nodata, NaN, the file's mask, zero
-        fill) and for the mirrored padding. Invalid pixels of ``data`` hold ``fill``.
+        fill, reflectance below :data:`firemap.bands.MIN_REFLECTANCE`) and for the mirrored padding.
+        Invalid pixels of ``data`` hold ``fill``.
     """
     inner = window.intersection(Window(0, 0, src.width, src.height))
     present = [s for s in sources if s is not None]
@@ -245,6 +246,8 @@ def read_window(
         source.encoding.to_physical(next(raw_bands), out=data[i])
         if not integer or source.encoding.planck is not None:  # scaled integers are always finite
             valid &= np.isfinite(data[i])
+        if source.encoding.planck is None:  # reflectance: an over-corrected pixel is no measurement
+            valid &= ~(data[i] < MIN_REFLECTANCE)
     del raw
     if not valid.all():
         invalid = ~valid

@@ -105,6 +105,22 @@ def test_zero_fill_is_nodata_for_sensors_that_fill_with_zero(write_tif, threshol
     assert (classes[:20] == CLASS_NODATA).all() and (classes[20:] == 1).all()
 
 
+def test_unphysical_negative_reflectance_is_nodata(write_tif, threshold_bundle, tmp_path) -> None:
+    """An over-corrected surface-reflectance pixel (a band below MIN_REFLECTANCE) is nodata, never a class; the
+    small negative noise of ordinary dark pixels stays valid."""
+    from firemap.bands import MIN_REFLECTANCE
+
+    data = fire_square(64, 64)
+    data[0, 5, 5] = MIN_REFLECTANCE - 0.14  # blue -0.19: as over the sea in the real L2 Momotombo scene
+    data[3, 6, 6] = MIN_REFLECTANCE - 0.01
+    data[0, 7, 7] = MIN_REFLECTANCE + 0.03  # -0.02: noise, valid
+    predict_scene(write_tif(data), tmp_path / "o", threshold_bundle, PredictConfig(tile_size=64, overlap=16))
+    with rasterio.open(tmp_path / "o" / "scene.classes.tif") as ds:
+        classes = ds.read(1)
+    assert classes[5, 5] == classes[6, 6] == CLASS_NODATA
+    assert classes[7, 7] != CLASS_NODATA and (classes != CLASS_NODATA).sum() == 64 * 64 - 2
+
+
 def test_classify_thresholds_and_priority() -> None:
     probs = np.array([[[0.6, 0.2]], [[0.7, 0.7]], [[0.9, 0.1]]], np.float32)
     valid = np.array([[True, False]])
