@@ -184,3 +184,45 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
         dst.update_tags(LABELLER="scripts/real_data.py negative_labels", HOT_PIXELS_UNLABELLED=str(int(hot.sum())))
     log.info("%s: fire-free labels, %d hot pixels left unlabelled", scene.name, int(hot.sum()))
     return path
+
+
+CALIFORNIA_HOT_SWIR2 = 0.35
+"""California crops: pixels with swir2 (B12) reflectance >= this (a real flaming front, as on FRENCH_20240704, or
+bright bare soil, as on DOVE_20241019) and 2 px around them are fire 255 (not labelled); the rest is fire 0."""
+
+
+def california_labels(data: Path, names: list[str], folder: Path) -> Path:
+    """Masks in the bands format (fire, smoke, burn_scar) for the California Sentinel-2 crops ``names``.
+
+    burn_scar comes from the CAL FIRE perimeter mask (value 1); smoke is 255; **fire is 0** on valid pixels except
+    near bright SWIR2 (:data:`CALIFORNIA_HOT_SWIR2`), 255 there. Without it the crops give the fire head no
+    negative example at all (the crops label burn scars only), and a fine-tuning that teaches fire on Landsat
+    scenes called fire on 40 spots of the six crops (shipped v2: 2, both on FRENCH's real front).
+
+    Returns:
+        The folder of masks, named like the images.
+    """
+    from rasterio.windows import Window
+
+    from firemap.bands import model_sources, resolve_bands
+    from firemap.raster import open_scene, read_window
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        info = open_scene(data / "images" / f"{name}.tif")
+        bandmap = resolve_bands(info.descriptions, info.count, None, None, info.tags, info.scales, info.offsets)
+        sources, zero = model_sources(bandmap, ("swir2",))
+        with rasterio.open(info.path) as src:
+            (swir2,), valid = read_window(src, Window(0, 0, info.grid.width, info.grid.height), sources, zero)
+        with rasterio.open(data / "masks" / f"{name}.tif") as src:
+            mask, profile = src.read(1), src.profile
+        hot = ndimage.binary_dilation((swir2 >= CALIFORNIA_HOT_SWIR2) & valid, iterations=2)
+        out = np.full((3, *mask.shape), CLASS_NODATA, np.uint8)
+        out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
+        out[2] = np.where(valid, (mask == 1).astype(np.uint8), CLASS_NODATA)
+        profile.update(driver="GTiff", count=3, dtype="uint8", nodata=None, compress="deflate")
+        with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
+            dst.write(out)
+            dst.descriptions = ("fire", "smoke", "burn_scar")
+        log.info("%s: California labels, %d bright-SWIR2 pixels left unlabelled for fire", name, int(hot.sum()))
+    return folder

@@ -170,13 +170,17 @@ FIRE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate fire probability thresholds for :func:`calibrate_fire_threshold`."""
 
 
-def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace) -> tuple[float, dict[str, Any]]:
-    """Pick the fire threshold stored in the bundle, on simulated calibration scenes (not the test scenes).
+def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
+                             real: list[SceneSource] | None = None) -> tuple[float, dict[str, Any]]:
+    """Pick the fire threshold stored in the bundle, on simulated calibration scenes (not the test scenes) and,
+    when given, real training sources whose fire labels are 0 away from hot spots (``real``: false fire objects
+    are counted on them, outside their unlabelled pixels).
 
-    Rule: the lowest candidate that predicts no fire object on the fire-free calibration scenes, unless it costs
-    more than 0.03 pooled fire F1 against the best candidate; otherwise the best-F1 candidate. False fire alarms
-    are what users notice first (a fire polygon on a quiet scene), and single-pixel fires keep most of their F1 at
-    higher thresholds because the network is confident on them.
+    Rule: the lowest candidate that predicts no false fire object (fire-free simulated scenes, ``real``), unless it
+    costs more than 0.03 pooled simulated fire F1 against the best candidate; otherwise the candidate with the
+    fewest false objects (the best F1 among those). False fire alarms are what users notice first (a fire polygon
+    on a quiet scene), and single-pixel fires keep most of their F1 at higher thresholds because the network is
+    confident on them.
     """
     bundle = load_bundle(bundle_path)
     sources = [
@@ -193,11 +197,16 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace) -> tup
             pooled.merge(r.pooled())
         fire_f1 = float(pooled.f1()[pooled.classes.index("fire")])
         false_objects = sum(sc.predicted_fire_objects for r in reports for sc in r.scenes if sc.fire_objects[1] == 0)
-        table[f"{t:g}"] = {"fire_f1": round(fire_f1, 4), "false_objects": false_objects}
+        real_false = {src.name: evaluate_source(bundle, src, PredictConfig(device="cpu", thresholds={"fire": t}),
+                                                baselines=False).summary()["predicted_fire_objects"]
+                      for src in real or ()}
+        table[f"{t:g}"] = {"fire_f1": round(fire_f1, 4), "false_objects": false_objects + sum(real_false.values()),
+                           "false_objects_simulated": false_objects, "false_objects_real": real_false}
         log.info("calibration fire threshold %.2f: %s", t, table[f"{t:g}"])
     best_f1 = max(v["fire_f1"] for v in table.values())
     quiet = [float(t) for t, v in table.items() if v["false_objects"] == 0 and v["fire_f1"] >= best_f1 - 0.03]
-    chosen = min(quiet) if quiet else max((float(t) for t in table), key=lambda t: table[f"{t:g}"]["fire_f1"])
+    chosen = min(quiet) if quiet else min((float(t) for t in table),
+                                          key=lambda t: (table[f"{t:g}"]["false_objects"], -table[f"{t:g}"]["fire_f1"]))
     log.info("calibrated fire threshold: %.2f", chosen)
     return chosen, {"fire_threshold": chosen, "candidates": table, "scenes_per_sensor": args.calib_scenes,
                     "seed": 70_000 + args.seed}
@@ -293,8 +302,14 @@ def real_sources(recipe: dict[str, Any], work: Path, data: Path) -> tuple[list[d
                         "weight": weights["fire_free"] / len(negatives)})
         trained[scene.name] = f"rows {r[0]}-{r[1] - 1} of {scene.height} (negatives)"
     s2 = weights["s2_calfire"]
-    sources.append({**_real(s2["holdout"], data, s2["weight"], tuple(s2.get("exclude", ())))})
-    trained["s2_calfire"] = f"all crops except {s2['holdout']} (held out) and {', '.join(s2.get('exclude', []))}"
+    names = [n for n in SCENES if n != s2["holdout"] and n not in s2.get("exclude", ())]
+    masks = real_data.california_labels(data, names, folder / "california")
+    images = [str(data / "images" / f"{n}.tif") for n in names]
+    sources.append({"kind": "scenes", "name": "s2_calfire", "images": images, "masks": str(masks),
+                    "mask_format": "bands", "labelled": ["fire", "burn_scar"],
+                    "weight": s2["weight"]})
+    trained["s2_calfire"] = (f"all crops except {s2['holdout']} (held out) and {', '.join(s2.get('exclude', []))}; "
+                             "burn scar from the perimeters, fire 0 away from bright SWIR2")
     return sources, trained
 
 
@@ -500,7 +515,8 @@ def run_recipe(args: argparse.Namespace) -> None:
         calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
         fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
     else:
-        fire_threshold, calibration = calibrate_fire_threshold(last, args)
+        negatives = [SceneSource(**src) for src in real if src["name"] != "corumba_north"]
+        fire_threshold, calibration = calibrate_fire_threshold(last, args, negatives)
     scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
     final = with_thresholds(last, {"fire": fire_threshold, "burn_scar": scar_threshold},
                             args.out / "final.firemap.pt")
