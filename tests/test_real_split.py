@@ -78,3 +78,28 @@ def test_stack_vrt_resamples_coarse_bands_onto_the_first_grid(tmp_path):
         assert (src.width, src.height) == (b11.width, b11.height) and src.descriptions == ("B11", "B04")
         np.testing.assert_array_equal(src.read(1), b11.read(1))
         assert src.read(2).shape == b11.shape and src.read(2).max() > 0
+
+
+def test_california_labels_fire_zero_away_from_bright_swir2(tmp_path):
+    """Fire 0 on valid pixels, 255 within 2 px of swir2 >= CALIFORNIA_HOT_SWIR2; burn scar from the mask."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    profile = {"driver": "GTiff", "width": 20, "height": 20, "crs": "EPSG:32611",
+               "transform": from_origin(500000, 4000000, 10, 10)}
+    dn = np.full((5, 20, 20), 1000, np.uint16)  # Sentinel-2 B02..B12 DN: reflectance 0.1
+    dn[4, 10, 10] = 5000  # B12 0.5: a hot (or bright-soil) pixel
+    with rasterio.open(tmp_path / "images" / "X.tif", "w", count=5, dtype="uint16", **profile) as dst:
+        dst.write(dn)
+        dst.descriptions = ("B02", "B03", "B04", "B08", "B12")
+    mask = np.zeros((20, 20), np.uint8)
+    mask[:5] = 1
+    with rasterio.open(tmp_path / "masks" / "X.tif", "w", count=1, dtype="uint8", **profile) as dst:
+        dst.write(mask, 1)
+    folder = real_data.california_labels(tmp_path, ["X"], tmp_path / "out")
+    with rasterio.open(folder / "X.tif") as src:
+        labels = src.read()
+    hot = np.zeros((20, 20), bool)
+    hot[8:13, 8:13] = True  # 2 px around (10, 10), 4-connected dilation twice: a diamond inside this box
+    assert (labels[0][~hot] == 0).all() and labels[0][10, 10] == 255 and labels[0][8, 10] == 255
+    assert (labels[1] == 255).all()
+    assert (labels[2] == mask).all()
