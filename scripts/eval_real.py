@@ -275,7 +275,7 @@ def _fire_cell(s: dict[str, Any]) -> str:
 
 
 def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str, Any], seconds: float,
-           command: str) -> str:
+           command: str, threads: int = 2) -> str:
     """The markdown page."""
     cor = results["corumba_20190825"]
     h = cor["heldout"]
@@ -284,7 +284,7 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         "# Real scenes: held-out validation", "",
         f"Model: `{model}` ({bundle.name}; thresholds "
         f"{', '.join(f'{k} {v:g}' for k, v in thresholds.items())}). Written by `{command}` "
-        f"({seconds:.0f} s, 2 CPU threads). Split and references: `configs/default_model.yaml` (one source for "
+        f"({seconds:.0f} s, {threads} CPU threads). Split and references: `configs/default_model.yaml` (one source for "
         "training and validation).", "",
         "## Corumba 2019-08-25, held-out rows >= 600 (Landsat-8 L1, Pantanal fires)", "",
         "References (`firemap label`, computed on the whole scene, scored on rows 600-900 only): **burn scar** = dNBR "
@@ -384,17 +384,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "docs" / "real_scenes.md")
     p.add_argument("--img", type=Path, default=REPO / "docs" / "img")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("firemap").setLevel(logging.WARNING)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     bundle, results = evaluate(args.model, args.recipe, args.work, args.img)
     command = "python scripts/eval_real.py " + " ".join(a for a in sys.argv[1:])
     text = report(args.model, bundle, results, real_data.load_recipe(args.recipe), time.perf_counter() - t0,
-                  command.strip())
+                  command.strip(), args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     if args.json:
