@@ -54,17 +54,7 @@ from firemap.train.losses import MaskedMultiLabelLoss  # noqa: E402
 
 log = logging.getLogger("compare")
 
-NEW_DEEPLAB: dict[str, dict[str, Any]] = {
-    "deeplabv3plus-fr-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
-                                      "decoder_channels": 128, "refine": "full"},
-    "deeplabv3plus-fr-sanet-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
-                                            "decoder_channels": 128, "refine": "full", "sanet": True},
-    "deeplabv3plus-fr-mg-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "output_stride": 16,
-                                     "decoder_channels": 128, "refine": "full", "multi_grid": [1, 2, 4]},
-}
-"""firemap's DeepLabv3+ variants (firemap/nets.py): full-resolution refinement, with SANet, with ResNet multi-grid
-(resnet18's last block has two units: rates 1x2 and 2x2 at output stride 16)."""
-ARCHS: dict[str, dict[str, Any]] = {**td.VARIANTS, **NEW_DEEPLAB}
+ARCHS: dict[str, dict[str, Any]] = td.VARIANTS
 FOLDS = (("FRENCH_20240704", "KENNETH_20250109", "LIDIA_20250108"),
          ("CAMPBELL_20241028", "CANAL_20240530", "DOVE_20241019"))
 SECTION = "## Architecture comparison"
@@ -237,7 +227,7 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
              f"{torch.__version__}, no GPU; timings are the best of 3 and move by about 10% between runs).", "",
              f"Same recipe, data and budget for every row (the default model's recipe, scripts/train_default.py, "
              f"with {args.epochs1}x{args.steps1} pretraining steps and {args.epochs2}x{args.steps2} fine-tuning "
-             f"steps per fold, batch {args.batch_size}, 256 px tiles, {args.precision} autocast).", "",
+             f"steps per fold, batch {args.batch_size}, 256 px tiles, precision {args.precision}).", "",
              "**Real Sentinel-2 burn scars** (six CAL FIRE crops; two folds, each scene scored by the model that "
              "held it out; perimeters include unburned islands, so 1.0 is out of reach):", "",
              "| model | burn-scar IoU (pooled) | F1 | IoU, mean of scenes | best NBR threshold in hindsight, "

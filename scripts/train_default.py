@@ -82,6 +82,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "deeplabv3plus-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "decoder_channels": 128},
     "unet-resnet18": {"arch": "unet", "encoder": "resnet18"},
     "unet-mobilenet_v2": {"arch": "unet", "encoder": "mobilenet_v2", "decoder_channels": 128},
+    # firemap's DeepLabv3+ variants (firemap/nets.py): full-resolution refinement, with SANet, with ResNet
+    # multi-grid (resnet18's last block has two units: rates 1x2 and 2x2 at output stride 16)
+    "deeplabv3plus-fr-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2", "output_stride": 16,
+                                      "decoder_channels": 128, "refine": "full"},
+    "deeplabv3plus-fr-sanet-mobilenet_v2": {"arch": "deeplabv3plus", "encoder": "mobilenet_v2",
+                                            "output_stride": 16, "decoder_channels": 128, "refine": "full",
+                                            "sanet": True},
+    "deeplabv3plus-fr-mg-resnet18": {"arch": "deeplabv3plus", "encoder": "resnet18", "output_stride": 16,
+                                     "decoder_channels": 128, "refine": "full", "multi_grid": [1, 2, 4]},
 }
 """Architectures the scripts know (``--variant``); the default model is ``DEFAULT_VARIANT``."""
 DEFAULT_VARIANT = "unet-mobilenet_v2"
