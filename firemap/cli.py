@@ -352,6 +352,26 @@ def info(
 
 @app.command()
 @handle_errors
+def export(
+    model: str = typer.Argument(help="Model bundle (.firemap.pt), or 'default' for the shipped model."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result here (default: replace MODEL)."),
+    overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Add the exported inference network (TorchScript, BatchNorm folded) to a bundle, so predict loads it with
+    torch alone. Bundles saved by train/finetune already carry it; weights and config are kept as they are.
+    """
+    from firemap.models import default_bundle_path, export_bundle
+
+    setup_logging(verbose, quiet)
+    path = default_bundle_path() if model == "default" else Path(model)
+    target = export_bundle(path, out, overwrite)
+    Console().print(f"[green]{path}[/] -> {target} (with its exported network)", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
 def label(
     scene: Annotated[Path, typer.Argument(help="Input GeoTIFF scene (the post-fire scene with --pre-fire).")],
     out: OutDir,

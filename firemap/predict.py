@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError, OutputWriteError
-from firemap.models import Bundle, fuse_batchnorm, load_bundle
+from firemap.models import Bundle, load_bundle
 from firemap.postprocess import HookFactory, RowBlock, SceneStream, apply_hooks
 from firemap.raster import (
     CLASS_NODATA,
@@ -675,6 +675,20 @@ def plan_scenes(
     return plans
 
 
+def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundle:
+    """The bundle with its network ready for inference on ``cfg.device``: on the CPU the exported TorchScript
+    network when the bundle has one (torch alone: no smp, timm or torchvision), else the smp network with its
+    BatchNorm folded (see :func:`firemap.models.load_bundle`).
+
+    Raises:
+        BundleError: the bundle cannot be loaded. ConfigError: ``--device cuda`` without CUDA.
+    """
+    device = select_device(cfg.device)
+    bundle = load_bundle(model, inference=True, exported=device.type == "cpu")
+    log.info("model %s: %s network", bundle.name, bundle.runtime)
+    return bundle
+
+
 def predict_scenes(
     scenes: Sequence[str | Path],
     out_dir: str | Path,
@@ -697,9 +711,8 @@ def predict_scenes(
         One :class:`SceneResult` per scene, in input order.
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
-    bundle = load_bundle(model)
+    bundle = load_inference_bundle(model, cfg)
     plans = plan_scenes(infos, out_dir, bundle, cfg)
-    log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
     results = []
     with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
         for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
