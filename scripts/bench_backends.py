@@ -14,9 +14,11 @@ Back-ends (each skipped with the reason when it is not installed or fails):
 * ``onnxruntime`` / ``openvino`` fp32: the network exported to ONNX (opset 17), from the optional extra
   ``pip install firemap[runtimes]``.
 
-Speed: ms per tile, best and median of ``--repeats`` timed batches of random tiles after two warm-up batches, and
-the FLOP rate (torch's FlopCounterMode, 2 per multiply-add) as a share of an fp32 2048^2 matmul timed in the same
-process with the same threads. Agreement: every back-end predicts the six real Sentinel-2 crops of
+Speed: ms per tile, best and median of ``--repeats`` rounds (one batch of random tiles per back-end per round,
+round-robin, after two warm-up batches), and the FLOP rate (torch's FlopCounterMode, 2 per multiply-add) as a
+share of an fp32 2048^2 matmul timed at the start of the same round, same process, same threads.
+
+Agreement: every back-end predicts the six real Sentinel-2 crops of
 ``../shared/data/s2_calfire`` through firemap's own tile loop; probabilities are compared with eager fp32 (max
 absolute difference) and so are the class rasters after the model's thresholds (share of valid pixels identical).
 """
@@ -124,17 +126,33 @@ def _openvino(onnx: Path, threads: int) -> tuple[torch.nn.Module | None, str, st
     return ArrayNet(lambda x: compiled(x)[0]), "fp32", f"openvino {ov.__version__}, f32 precision hint"
 
 
-def time_batches(module: torch.nn.Module, precision: str, x: torch.Tensor, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` forward passes of ``x`` after two warm-up passes."""
+def time_batch(module: torch.nn.Module, precision: str, x: torch.Tensor) -> float:
+    """Seconds of one forward pass of ``x``."""
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
-    times = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            module(x)
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-    return times
+        start = time.perf_counter()
+        module(x)
+        return time.perf_counter() - start
+
+
+def time_round_robin(modules: dict[str, tuple[torch.nn.Module, str]], x: torch.Tensor, flops: float,
+                     rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per back-end: seconds per batch and share of the GEMM peak, one batch each per round, round-robin.
+
+    Each round times a 2048^2 matmul first, then one batch of every back-end, so load changes during the run hit
+    all back-ends alike and each share compares with a matmul timed seconds before. Two warm-up batches each.
+    """
+    for module, precision in modules.values():
+        time_batch(module, precision, x)
+        time_batch(module, precision, x)
+    out: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in modules}
+    for _ in range(rounds):
+        peak = gemm_peak("fp32", repeats=2)
+        for name, (module, precision) in modules.items():
+            seconds = time_batch(module, precision, x)
+            out[name][0].append(seconds)
+            out[name][1].append(flops * x.shape[0] / seconds / peak)
+    return out
 
 
 def predict_crops(bundle: Bundle, module: torch.nn.Module, precision: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -176,20 +194,22 @@ def run(args: argparse.Namespace) -> str:
     rows = []
     reference = None
     with tempfile.TemporaryDirectory() as d:
-        for name, (module, precision, note) in backends(eager, bundle, args.threads, set(args.skip), Path(d)).items():
+        found = backends(eager, bundle, args.threads, set(args.skip), Path(d))
+        usable = {name: (m, precision) for name, (m, precision, _) in found.items() if m is not None}
+        timed = time_round_robin(usable, x, flops, args.repeats)
+        for name, (module, precision, note) in found.items():
             if module is None:
                 rows.append(f"| {name} | - | - | - | - | - | {note} |")
                 log.info("%s: %s", name, note)
                 continue
-            times = time_batches(module, precision, x, args.repeats)
+            times, shares = timed[name]
             best, median = min(times) / args.batch_size, statistics.median(times) / args.batch_size
             crops = predict_crops(bundle, module, precision) if CROPS.is_dir() else None
             if reference is None:
                 reference = crops
             diff, same = agreement(bundle, reference, crops) if crops and reference else (float("nan"),) * 2
-            share = flops / best / peak
-            rows.append(f"| {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {share:.0%} | {diff:.2g} | {same:.3f}% "
-                        f"| {note}; load {load_average()} |")
+            rows.append(f"| {name} | {best * 1e3:.1f} | {median * 1e3:.1f} | {statistics.median(shares):.0%} | "
+                        f"{diff:.2g} | {same:.3f}% | {note} |")
             log.info("%s", rows[-1])
     header = [
         f"Command: `python scripts/bench_backends.py {' '.join(sys.argv[1:])}`  ",
@@ -197,8 +217,12 @@ def run(args: argparse.Namespace) -> str:
         f"Model: `{bundle.name}` ({bundle.config.arch}/{bundle.config.encoder}), {flops / 1e9:.2f} GFLOP per {t} px "
         f"tile; batch {args.batch_size}; GEMM peak in this run: fp32 {peak / 1e9:.1f} GFLOP/s, bf16 "
         f"{peak_bf16 / 1e9:.1f} GFLOP/s (2048^2 matmul, best of 5 / 2).", "",
-        "| back-end | ms/tile best | ms/tile median | % of fp32 GEMM peak | max abs prob. diff vs eager fp32 | class "
-        "raster identical (6 real crops) | note |",
+        f"Timing: {args.repeats} rounds after two warm-up batches each; every round times a 2048^2 fp32 matmul, "
+        "then one batch of each back-end in turn, so a load change hits all alike; '% of GEMM peak' is the "
+        "median over rounds of the network's FLOP rate over that round's matmul rate. Load at the end: "
+        f"{load_average()}.", "",
+        "| back-end | ms/tile best | ms/tile median | % of fp32 GEMM peak (median) | max abs prob. diff vs eager "
+        "fp32 | class raster identical (6 real crops) | note |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     return "\n".join(["## CPU inference back-ends", "", *header, *rows])
