@@ -102,3 +102,16 @@ def test_cli_accepts_batch_size_auto_and_cuda_graphs(write_tif, tmp_path: Path) 
     scene = write_tif(background(64, 64))
     bad = CliRunner().invoke(app, ["predict", str(scene), "-o", str(tmp_path / "o"), "--batch-size", "many"])
     assert bad.exit_code == 1 and "or auto" in bad.output
+
+
+def test_bench_gpu_exits_cleanly_without_a_gpu() -> None:
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: scripts/bench_gpu.py would run the benchmark")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "bench_gpu.py"), "--no-write"], capture_output=True,
+                         text=True, check=False, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0 and "no CUDA device" in out.stderr + out.stdout
