@@ -187,6 +187,8 @@ def predict(
     precision: str | None = typer.Option(
         None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."
     ),
+    runtime: str | None = typer.Option(
+        None, help="auto | torch | openvino (default auto: OpenVINO if installed, for CPU fp32 jobs of >= 256 tiles)."),
     cuda_graphs: bool = typer.Option(
         False, "--cuda-graphs", help="CUDA: replay the full-batch forward pass from a captured CUDA graph (off)."),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
@@ -226,7 +228,8 @@ def predict(
     setup_logging(verbose, quiet)
     options = {
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
-        "device": device, "precision": precision, "cuda_graphs": cuda_graphs or None, "tta": tta,
+        "device": device, "precision": precision, "cuda_graphs": cuda_graphs or None, "runtime": runtime,
+        "tta": tta,
         "tta_scales": parse_scales(tta_scales),
         "crf": crf or None, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,

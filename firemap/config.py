@@ -205,6 +205,7 @@ Tta = Literal["none", "flip", "d4"]
 VectorFormat = Literal["geojson", "gpkg"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Runtime = Literal["auto", "torch", "openvino"]
 
 
 class PredictConfig(Closed):
@@ -218,6 +219,9 @@ class PredictConfig(Closed):
         device: ``auto`` picks CUDA when available.
         precision: ``auto`` = fp16 autocast on CUDA, fp32 on CPU; ``bf16`` is ~2x faster on CPUs with
             AVX-512 bf16 at a small accuracy cost (emulated, so slower and not faster, on AVX2-only CPUs).
+        runtime: ``torch`` (the bundle's exported TorchScript network, else smp), ``openvino`` (CPU, fp32; needs
+            the optional ``openvino`` package) or ``auto``: OpenVINO when installed for CPU fp32 jobs of at least
+            :data:`firemap.runtimes.OPENVINO_MIN_TILES` tiles, else torch.
         cuda_graphs: on CUDA, capture the full-batch forward pass as a CUDA graph and replay it (ignored on the
             CPU and with TTA or multi-scale inference).
         tta: test-time augmentation: none, flip (horizontal flip, as in DeepLabv3) or d4 (8 flips/rotations).
@@ -243,6 +247,7 @@ class PredictConfig(Closed):
     batch_size: int | Literal["auto"] = 8
     device: Device = "auto"
     precision: Precision = "auto"
+    runtime: Runtime = "auto"
     cuda_graphs: bool = False
     tta: Tta = "none"
     tta_scales: tuple[float, ...] = (1.0,)

@@ -725,6 +725,20 @@ def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundl
     return bundle
 
 
+def with_runtime(bundle: Bundle, cfg: PredictConfig, tiles: int) -> Bundle:
+    """The bundle on the runtime ``cfg.runtime`` picks for a job of ``tiles`` tiles (:mod:`firemap.runtimes`).
+
+    Raises:
+        ConfigError: ``--runtime openvino`` without the package, on CUDA or with a reduced precision.
+    """
+    from firemap.runtimes import choose_runtime, to_openvino
+
+    device = select_device(cfg.device)
+    if choose_runtime(cfg.runtime, device, autocast_dtype(device, cfg.precision), tiles) == "openvino":
+        return to_openvino(bundle)
+    return bundle
+
+
 def predict_scenes(
     scenes: Sequence[str | Path],
     out_dir: str | Path,
@@ -749,6 +763,7 @@ def predict_scenes(
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
     bundle = load_inference_bundle(model, cfg)
     plans = plan_scenes(infos, out_dir, bundle, cfg)
+    bundle = with_runtime(bundle, cfg, sum(len(plan.grid) for plan in plans))
     results = []
     with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
         for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later

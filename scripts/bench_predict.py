@@ -95,7 +95,7 @@ PREDICT = textwrap.dedent("""
     P.forward_probs = timed
     t = time.perf_counter()
     r = P.predict_scenes([{scene!r}], {out!r}, {model!r}, PredictConfig(batch_size={batch}, overwrite=True,
-                         precision={precision!r}, device="cpu"))[0]
+                         precision={precision!r}, device="cpu", runtime={runtime!r}))[0]
     print(json.dumps({{"seconds": time.perf_counter() - t, "tiles": r.tiles, "network_seconds": spent[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """)
@@ -106,8 +106,9 @@ BARE = textwrap.dedent("""
     sys.path.insert(0, {scripts!r})
     from benchlib import gemm_peak, network_flops
     from firemap.config import PredictConfig
-    from firemap.predict import autocast_dtype, forward_probs, load_inference_bundle
-    b = load_inference_bundle({model!r}, PredictConfig(device="cpu"))  # the network exactly as predict runs it
+    from firemap.predict import autocast_dtype, forward_probs, load_inference_bundle, with_runtime
+    cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r})
+    b = with_runtime(load_inference_bundle({model!r}, cfg), cfg, {tiles})  # the network exactly as predict runs it
     m = b.model.to(memory_format=torch.channels_last)
     c, t = b.config.in_channels, b.config.tile_size
     batches = [min({batch}, {tiles} - i) for i in range(0, {tiles}, {batch})]
@@ -206,7 +207,8 @@ def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -
     return "\n".join(lines)
 
 
-def bench(sizes: list[int], model: str, batch: int, precision: str, threads: int, tmp: Path) -> list[dict]:
+def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str, threads: int,
+          tmp: Path) -> list[dict]:
     rows = []
     for size in sizes:
         scene = tmp / f"scene{size}.tif"
@@ -215,9 +217,9 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, threads: int
         log.info("made %s in %.1f s", scene.name, time.perf_counter() - t)
         load = load_average()
         e2e = run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
-                                        precision=precision, threads=threads), threads)
+                                        precision=precision, threads=threads, runtime=runtime), threads)
         bare = run_python(BARE.format(model=model, batch=batch, tiles=e2e["tiles"], precision=precision,
-                                      threads=threads, scripts=str(SCRIPTS)), threads)
+                                      threads=threads, scripts=str(SCRIPTS), runtime=runtime), threads)
         rows.append({"size": size, **e2e, "bare_seconds": bare["seconds"], "flops": bare["flops"],
                      "gemm_peak": bare["gemm_peak"], "runtime": bare["runtime"], "load": f"{load} / {load_average()}"})
         log.info("%s", rows[-1])
@@ -229,19 +231,19 @@ def report(rows: list[dict], model: str, batch: int, precision: str, threads: in
     lines = [
         "## predict: overhead and memory", "",
         f"Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {machine(threads)}. Model: `{Path(model).name}` ({rows[0]['runtime']} network), batch {batch}, "
-        f"precision {precision}.", "",
-        "| scene (6 bands) | tiles | end-to-end s | bare network s | overhead vs bare | network inside the run s "
-        "| overhead vs that | ms/tile (bare) | % of fp32 GEMM peak (same process) | peak RSS MB "
-        "| load before / after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}.", "",
+        "| scene (6 bands) | tiles | runtime | end-to-end s | bare network s | overhead vs bare "
+        "| network inside the run s | overhead vs that | ms/tile (bare) | % of fp32 GEMM peak (same process) "
+        "| peak RSS MB | load before / after |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         overhead = r["seconds"] / r["bare_seconds"] - 1
         inside = r["seconds"] / r["network_seconds"] - 1
         per_tile = r["bare_seconds"] / r["tiles"]
         share = r["flops"] / per_tile / r["gemm_peak"]
-        lines.append(f"| {r['size']}x{r['size']} | {r['tiles']} | {r['seconds']:.1f} | {r['bare_seconds']:.1f} | "
+        lines.append(f"| {r['size']}x{r['size']} | {r['tiles']} | {r['runtime']} | {r['seconds']:.1f} | "
+                     f"{r['bare_seconds']:.1f} | "
                      f"{overhead:+.0%} | {r['network_seconds']:.1f} | {inside:+.0%} | {per_tile * 1e3:.1f} | "
                      f"{share:.0%} | {r['rss_mb']:.0f} | {r['load']} |")
     if rows:
@@ -272,6 +274,8 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--runtime", default="auto", help="predict's --runtime (auto: OpenVINO if installed, >= 256 "
+                        "tiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
@@ -286,7 +290,7 @@ def main() -> None:
         elif args.startup_repeats:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
-            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.threads, tmp)
+            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp)
             sections["bench_predict"] = report(rows, fast, args.batch_size, args.precision, args.threads)
     for name, text in sections.items():
         if args.no_write:
