@@ -80,7 +80,7 @@ def backends(eager: torch.nn.Module, bundle: Bundle, threads: int, skip: set[str
         "eager bf16 + channels_last": (eager, "bf16", "bf16 autocast (emulated: AVX2 only)"),
     }
     entry = export_network(eager, check_shapes(c, t, bundle.config.stride), "bench")
-    out["torchscript fp32"] = (load_network(entry), "fp32", "the bundle's exported network (predict's default)")
+    out["torchscript fp32"] = (load_network(entry), "fp32", "the bundle's exported network (predict --runtime torch)")
     if "compile" not in skip:
         try:
             compiled = torch.compile(eager, backend="inductor", dynamic=False)
@@ -123,7 +123,8 @@ def _openvino(onnx: Path, threads: int) -> tuple[torch.nn.Module | None, str, st
         return None, "fp32", "not installed (pip install firemap[runtimes])"
     compiled = ov.Core().compile_model(str(onnx), "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                           "INFERENCE_PRECISION_HINT": "f32"})
-    return ArrayNet(lambda x: compiled(x)[0]), "fp32", f"openvino {ov.__version__}, f32 precision hint"
+    note = f"openvino {ov.__version__}, f32 precision hint (predict --runtime openvino; auto from 256 tiles)"
+    return ArrayNet(lambda x: compiled(x)[0]), "fp32", note
 
 
 def time_batch(module: torch.nn.Module, precision: str, x: torch.Tensor) -> float:

@@ -108,14 +108,15 @@ BARE = textwrap.dedent("""
     from firemap.config import PredictConfig
     from firemap.predict import autocast_dtype, forward_probs, load_inference_bundle, with_runtime
     cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r})
-    b = with_runtime(load_inference_bundle({model!r}, cfg), cfg, {tiles})  # the network exactly as predict runs it
-    m = b.model.to(memory_format=torch.channels_last)
+    b = load_inference_bundle({model!r}, cfg)
     c, t = b.config.in_channels, b.config.tile_size
+    flops = network_flops(b.model, (1, c, t, t))  # counted on the torch network (OpenVINO's is the same graph)
+    b = with_runtime(b, cfg, {tiles})  # the network exactly as predict runs it
+    m = b.model.to(memory_format=torch.channels_last)
     batches = [min({batch}, {tiles} - i) for i in range(0, {tiles}, {batch})]
     xs = [torch.randn(n, c, t, t).contiguous(memory_format=torch.channels_last) for n in sorted(set(batches))]
     by_size = {{x.shape[0]: x for x in xs}}
     amp = autocast_dtype(torch.device("cpu"), {precision!r})
-    flops = network_flops(m, (1, c, t, t))
     with torch.inference_mode():
         forward_probs(m, xs[-1], "none", amp)
         peak = gemm_peak("fp32")
@@ -229,7 +230,7 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str
 
 def report(rows: list[dict], model: str, batch: int, precision: str, threads: int) -> str:
     lines = [
-        "## predict: overhead and memory", "",
+        f"## predict: overhead and memory (--runtime {rows[0]['runtime'] if rows else '?'})", "",
         f"Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}.", "",
         "| scene (6 bands) | tiles | runtime | end-to-end s | bare network s | overhead vs bare "
@@ -278,6 +279,7 @@ def main() -> None:
                         "tiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
+    parser.add_argument("--section", default="bench_predict", help="docs/benchmarks.md section for the scene table")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -291,7 +293,7 @@ def main() -> None:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
             rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp)
-            sections["bench_predict"] = report(rows, fast, args.batch_size, args.precision, args.threads)
+            sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads)
     for name, text in sections.items():
         if args.no_write:
             sys.stdout.write(text + "\n\n")
