@@ -1,8 +1,9 @@
-"""Optional CPU inference runtimes: OpenVINO runs the bundle's network about 20% faster than torch on this CPU.
+"""Optional CPU inference runtimes: OpenVINO runs the bundle's network in about 20% less time than torch here.
 
-``scripts/bench_backends.py`` measured, on the default model (batch 8, 256 px tiles, one thread, AVX2 CPU), eager
-torch, TorchScript and torch.compile within 2% of each other, ONNX Runtime 12% and OpenVINO 19% faster, both
-within 1e-6 of the torch probabilities with identical class rasters on the real crops (docs/benchmarks.md).
+``scripts/bench_backends.py`` measured, on the default model (batch 8, 256 px tiles, one thread, AVX2 CPU, best of
+7 round-robin rounds), eager torch, TorchScript and torch.compile within 1% of each other (53-54 ms per tile),
+ONNX Runtime 12% and OpenVINO 18% less time per tile, both within 1e-6 of the torch probabilities with identical
+class rasters on the real crops (docs/benchmarks.md).
 OpenVINO is an optional dependency (``pip install firemap[runtimes]``); converting the network costs about 1.5 s,
 so ``--runtime auto`` (the default) uses it only where it is installed, on the CPU, in fp32, for jobs of at least
 :data:`OPENVINO_MIN_TILES` tiles; ``--runtime torch`` never does, ``--runtime openvino`` always does.
