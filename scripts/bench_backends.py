@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> str:
         "fp32 | class raster identical (6 real crops) | note |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    return "\n".join(["## CPU inference back-ends", "", *header, *rows])
+    return "\n".join([f"## CPU inference back-ends ({args.threads} thread(s))", "", *header, *rows])
 
 
 def main() -> None:
@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip", nargs="*", default=[], choices=["compile", "onnxruntime", "openvino"])
+    parser.add_argument("--section", default="bench_backends", help="docs/benchmarks.md section to write")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -243,7 +244,7 @@ def main() -> None:
     if args.no_write:
         sys.stdout.write(section + "\n")
     else:
-        write_section("bench_backends", section)
+        write_section(args.section, section)
         log.info("updated docs/benchmarks.md")
 
 

@@ -280,6 +280,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
     parser.add_argument("--section", default="bench_predict", help="docs/benchmarks.md section for the scene table")
+    parser.add_argument("--startup-section", default="bench_startup", help="docs/benchmarks.md section for start-up")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -288,7 +289,7 @@ def main() -> None:
         fast, slow = bundles(args.model, tmp)
         sections = {}
         if args.startup_repeats and CROP.exists():
-            sections["bench_startup"] = bench_startup(fast, slow, args.threads, args.startup_repeats, tmp)
+            sections[args.startup_section] = bench_startup(fast, slow, args.threads, args.startup_repeats, tmp)
         elif args.startup_repeats:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
