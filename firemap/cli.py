@@ -181,11 +181,16 @@ def predict(
     bands: Bands = None,
     tile_size: int | None = typer.Option(None, help="Tile size in pixels (multiple of the network stride)."),
     overlap: int | None = typer.Option(None, help="Tile overlap in pixels (< tile size)."),
-    batch_size: int | None = typer.Option(None, help="Tiles per forward pass (default 8)."),
+    batch_size: str | None = typer.Option(
+        None, help="Tiles per forward pass, or auto: on CUDA the largest batch free GPU memory holds (default 8)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda (default auto: CUDA when available)."),
     precision: str | None = typer.Option(
         None, help="auto | fp32 | bf16 | fp16 (default auto: fp16 on CUDA, fp32 on CPU)."
     ),
+    runtime: str | None = typer.Option(
+        None, help="auto | torch | openvino (default auto: OpenVINO if installed, for CPU fp32 jobs of >= 256 tiles)."),
+    cuda_graphs: bool = typer.Option(
+        False, "--cuda-graphs", help="CUDA: replay the full-batch forward pass from a captured CUDA graph (off)."),
     tta: str | None = typer.Option(None, help="Test-time augmentation: none | flip | d4 (default none)."),
     tta_scales: str | None = typer.Option(
         None, help="Multi-scale inference: comma list of resize factors, e.g. 0.75,1,1.25 (default 1)."
@@ -223,7 +228,9 @@ def predict(
     setup_logging(verbose, quiet)
     options = {
         "sensor": sensor, "bands": bands, "tile_size": tile_size, "overlap": overlap, "batch_size": batch_size,
-        "device": device, "precision": precision, "tta": tta, "tta_scales": parse_scales(tta_scales),
+        "device": device, "precision": precision, "cuda_graphs": cuda_graphs or None, "runtime": runtime,
+        "tta": tta,
+        "tta_scales": parse_scales(tta_scales),
         "crf": crf or None, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
         "allow_no_crs": allow_no_crs or None, "resolution": resolution,
@@ -348,6 +355,26 @@ def info(
 
 
 # --- classic rules commands (label, indices) ---
+
+
+@app.command()
+@handle_errors
+def export(
+    model: str = typer.Argument(help="Model bundle (.firemap.pt), or 'default' for the shipped model."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result here (default: replace MODEL)."),
+    overwrite: Overwrite = False,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Add the exported inference network (TorchScript, BatchNorm folded) to a bundle, so predict loads it with
+    torch alone. Bundles saved by train/finetune already carry it; weights and config are kept as they are.
+    """
+    from firemap.models import default_bundle_path, export_bundle
+
+    setup_logging(verbose, quiet)
+    path = default_bundle_path() if model == "default" else Path(model)
+    target = export_bundle(path, out, overwrite)
+    Console().print(f"[green]{path}[/] -> {target} (with its exported network)", highlight=False, soft_wrap=True)
 
 
 @app.command()

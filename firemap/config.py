@@ -205,6 +205,7 @@ Tta = Literal["none", "flip", "d4"]
 VectorFormat = Literal["geojson", "gpkg"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Runtime = Literal["auto", "torch", "openvino"]
 
 
 class PredictConfig(Closed):
@@ -213,10 +214,16 @@ class PredictConfig(Closed):
     Attributes:
         tile_size: tile size, pixels (multiple of the network stride).
         overlap: tile overlap, pixels.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass, or ``auto``: on CUDA the largest batch the free device memory holds
+            (:func:`firemap.accel.batch_size_for_memory`), on the CPU 8.
         device: ``auto`` picks CUDA when available.
         precision: ``auto`` = fp16 autocast on CUDA, fp32 on CPU; ``bf16`` is ~2x faster on CPUs with
-            AVX-512 bf16 at a small accuracy cost.
+            AVX-512 bf16 at a small accuracy cost (emulated, so slower and not faster, on AVX2-only CPUs).
+        runtime: ``torch`` (the bundle's exported TorchScript network, else smp), ``openvino`` (CPU, fp32; needs
+            the optional ``openvino`` package) or ``auto``: OpenVINO when installed for CPU fp32 jobs of at least
+            :data:`firemap.runtimes.OPENVINO_MIN_TILES` tiles, else torch.
+        cuda_graphs: on CUDA, capture the full-batch forward pass as a CUDA graph and replay it (ignored on the
+            CPU and with TTA or multi-scale inference).
         tta: test-time augmentation: none, flip (horizontal flip, as in DeepLabv3) or d4 (8 flips/rotations).
         tta_scales: multi-scale inference: each tile is also predicted resized by these factors (each with the
             ``tta`` views) and the probabilities averaged; (1.0,) = single scale. DeepLabv3 uses 0.5-1.75.
@@ -237,9 +244,11 @@ class PredictConfig(Closed):
 
     tile_size: int | None = None
     overlap: int | None = None
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int | Literal["auto"] = 8
     device: Device = "auto"
     precision: Precision = "auto"
+    runtime: Runtime = "auto"
+    cuda_graphs: bool = False
     tta: Tta = "none"
     tta_scales: tuple[float, ...] = (1.0,)
     crf: bool = False
@@ -253,6 +262,19 @@ class PredictConfig(Closed):
     bands: str | None = None
     allow_no_crs: bool = False
     resolution: float | None = Field(default=None, gt=0)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size(cls, value: Any) -> int | str:
+        if value == "auto":
+            return "auto"
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = 0
+        if isinstance(value, bool) or number < 1 or (number != value and str(number) != str(value).strip()):
+            raise ValueError(f"{value!r} is not a batch size: give a positive integer (e.g. 8) or auto")
+        return number
 
     @field_validator("tta_scales")
     @classmethod

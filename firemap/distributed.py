@@ -81,19 +81,19 @@ class JobResult:
 _BUNDLES: dict[tuple[str, float], Any] = {}
 
 
-def worker_bundle(model: str | None) -> tuple[Any, bool]:
-    """The model bundle of this process, loaded on first use (BatchNorm folded, as in ``predict_scenes``).
+def worker_bundle(model: str | None, cfg: PredictConfig | None = None) -> tuple[Any, bool]:
+    """The model bundle of this process, loaded on first use for inference on ``cfg.device`` (as in
+    ``predict_scenes``: the exported network on the CPU when the bundle has one, else BatchNorm folded).
 
     Returns:
         ``(bundle, loaded)``: ``loaded`` is True when this call loaded it.
     """
-    from firemap.models import fuse_batchnorm, load_bundle
+    from firemap.predict import load_inference_bundle
 
     key = (str(model), os.path.getmtime(model) if model else 0.0)
     if key in _BUNDLES:
         return _BUNDLES[key], False
-    bundle = load_bundle(model)
-    fuse_batchnorm(bundle.model)
+    bundle = load_inference_bundle(model, cfg or PredictConfig())
     _BUNDLES[key] = bundle
     return bundle, True
 
@@ -118,9 +118,10 @@ def run_scene(scene: str, out: str, model: str | None, cfg: dict[str, Any], thre
     if threads:
         torch.set_num_threads(threads)
     try:
-        bundle, loaded = worker_bundle(model)
+        pcfg = PredictConfig.model_validate(cfg)
+        bundle, loaded = worker_bundle(model, pcfg)
         with bounded_gdal_cache():
-            result = predict_scene(scene, out, bundle, PredictConfig.model_validate(cfg))
+            result = predict_scene(scene, out, bundle, pcfg)
     except Exception as exc:  # any failure is this scene's: report it, let the job go on
         message = " ".join(str(exc).split()) or type(exc).__name__
         if not isinstance(exc, FiremapError):

@@ -39,6 +39,10 @@ class BundleError(FiremapError, ValueError):
     """A model bundle cannot be read or cannot be honoured."""
 
 
+class ExportError(BundleError):
+    """The inference network cannot be exported, or a bundle's exported network cannot be used."""
+
+
 class OutputExistsError(FiremapError, FileExistsError):
     """An output file exists and ``--overwrite`` was not given, or an output would replace an input."""
 

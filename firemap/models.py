@@ -2,12 +2,14 @@
 
 A bundle is one file (``torch.save`` of plain dicts and tensors, loadable with ``weights_only=True``) holding
 the weights, the :class:`~firemap.config.ModelConfig` (architecture, encoder, bands, normalization, classes,
-tile defaults), training provenance, and the versions that made it. ``predict`` needs nothing else.
+tile defaults), training provenance, the versions that made it and, when it could be made, the inference network
+exported to TorchScript (:mod:`firemap.export`). ``predict`` needs nothing else.
+
+Importing this module does not import smp, timm or torchvision: :func:`build_model` does, when it runs.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -24,7 +26,16 @@ from firemap import __version__
 from firemap._compat import ensure_torchvision
 from firemap.archs import ARCHITECTURES, arch_spec
 from firemap.config import ModelConfig, validate
-from firemap.errors import BundleError, ConfigError
+from firemap.errors import BundleError, ConfigError, ExportError
+from firemap.export import (
+    check_shapes,
+    describe_export,
+    export_network,
+    export_summary,
+    fuse_batchnorm,
+    load_network,
+    state_fingerprint,
+)
 from firemap.raster import atomic_output
 
 log = logging.getLogger(__name__)
@@ -81,6 +92,10 @@ class Bundle:
         provenance: training data, recipe and metrics (free-form, JSON-like).
         firemap_version: version that wrote the bundle.
         path: where it was loaded from, if anywhere.
+        exported: the bundle's exported network without its archive (:func:`firemap.export.export_summary`), or
+            None when it has none.
+        runtime: what ``model`` is: ``eager`` (the smp network) or ``torchscript`` (the exported network, for
+            inference only: ``load_bundle(..., inference=True)``).
     """
 
     config: ModelConfig
@@ -88,6 +103,8 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     firemap_version: str = __version__
     path: Path | None = None
+    exported: dict[str, Any] | None = None
+    runtime: str = "eager"
 
     @property
     def name(self) -> str:
@@ -110,24 +127,68 @@ def save_bundle(
     config: ModelConfig,
     provenance: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    export: bool = True,
 ) -> Path:
     """Write a bundle atomically (temporary name, then rename).
+
+    Args:
+        path: the ``.firemap.pt`` file to write.
+        model: the network (its ``state_dict`` is saved; the model itself is not changed).
+        config: its config.
+        provenance: free-form, JSON-like.
+        overwrite: replace an existing ``path``.
+        export: also store the inference network exported to TorchScript (:mod:`firemap.export`), so that
+            ``predict`` loads it with torch alone. A network that cannot be exported is saved without it (logged).
 
     Raises:
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    payload = {
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "bundle_version": BUNDLE_VERSION,
         "config": config.model_dump(mode="json"),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         "provenance": dict(provenance or {}),
         "versions": _versions(),
     }
+    if export:
+        try:
+            payload["exported"] = export_network(model, _shapes(config), state_fingerprint(state))
+        except ExportError as exc:
+            log.warning("%s: saved without an exported network: %s", path, exc)
     with atomic_output(path, overwrite) as tmp:
         torch.save(payload, tmp)
     log.info("saved model bundle %s", path)
     return Path(path)
+
+
+def _shapes(config: ModelConfig) -> list[tuple[int, int, int, int]]:
+    return check_shapes(config.in_channels, config.tile_size, config.stride)
+
+
+def export_bundle(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+                  overwrite: bool = False) -> Path:
+    """Add the exported inference network to an existing bundle (``firemap export``).
+
+    The weights, config, provenance and versions are kept as they are; the bundle is rebuilt through smp once,
+    exported (:func:`firemap.export.export_network`) and written atomically to ``out`` (default: ``path`` itself,
+    which needs ``overwrite``).
+
+    Raises:
+        BundleError: ``path`` is not a readable bundle.
+        ExportError: the network cannot be exported faithfully.
+        OutputExistsError: the output exists and ``overwrite`` is False.
+    """
+    p = Path(path)
+    payload = _read_payload(p)
+    bundle = load_bundle(p)
+    payload["exported"] = export_network(bundle.model, _shapes(bundle.config), state_fingerprint(payload["state_dict"]))
+    target = Path(out) if out is not None else p
+    with atomic_output(target, overwrite) as tmp:
+        torch.save(payload, tmp)
+    log.info("wrote %s with its exported network", target)
+    return target
 
 
 def _read_payload(p: Path) -> dict[str, Any]:
@@ -170,8 +231,19 @@ def _check_finite(p: Path, config: ModelConfig, state: Mapping[str, Any]) -> Non
                               "diverged: re-export it or retrain with a lower learning rate")
 
 
-def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
+def load_bundle(
+    path: str | os.PathLike[str] | None = None, inference: bool = False, exported: bool = True
+) -> Bundle:
     """Load a bundle (``None`` = the default model shipped with firemap).
+
+    Args:
+        path: the ``.firemap.pt`` file.
+        inference: return the network for inference only: the bundle's exported TorchScript network when it has
+            a usable one (no smp, timm or torchvision imported, nothing built), else the smp network with its
+            BatchNorm folded (:func:`fuse_batchnorm`). Either maps ``(batch, in_channels, H, W)`` float32 to
+            ``(batch, classes, H, W)`` logits with the same values up to float rounding; neither can be trained.
+        exported: with ``inference``, use the exported network when there is one (False: always the smp network,
+            e.g. for CUDA, where the frozen TorchScript constants would stay on the CPU).
 
     Raises:
         BundleError: missing, unreadable, foreign or inconsistent bundle (weights not matching the config).
@@ -183,6 +255,18 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
     except ConfigError as exc:
         raise BundleError(f"{p}: bundle config invalid: {exc}") from None
     _check_finite(p, config, payload["state_dict"])
+    entry = payload.get("exported")
+    summary = export_summary(entry) if isinstance(entry, dict) else None
+    versions = payload.get("versions", {})
+    meta = (payload.get("provenance", {}), versions.get("firemap", "?"), p, summary)
+    if inference and exported and isinstance(entry, dict):
+        try:
+            network = load_network(entry, state_fingerprint(payload["state_dict"]))
+        except ExportError as exc:
+            log.warning("%s: %s; building the network through smp instead", p, exc)
+        else:
+            log.debug("%s: loaded the exported network (%s)", p, entry.get("format"))
+            return Bundle(config, network, *meta, runtime=str(entry.get("format")))
     model = build_model(config)
     try:
         model.load_state_dict(payload["state_dict"])
@@ -192,8 +276,9 @@ def load_bundle(path: str | os.PathLike[str] | None = None) -> Bundle:
             f"({str(exc).splitlines()[0]}); the file is damaged or was edited"
         ) from None
     model.eval()
-    versions = payload.get("versions", {})
-    return Bundle(config, model, payload.get("provenance", {}), versions.get("firemap", "?"), p)
+    if inference:
+        log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(model))
+    return Bundle(config, model, *meta)
 
 
 def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
@@ -209,6 +294,7 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
         ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
         ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
         ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
+        ("exported", describe_export(bundle.exported)),
     ]
     prov = bundle.provenance
     for key in ("trained", "heldout_real_scene", "training_seconds", "machine", "real_data", "reproduce"):
@@ -229,33 +315,6 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
     return rows
 
 
-def fuse_batchnorm(model: nn.Module) -> int:
-    """Fold eval-mode BatchNorm layers into the convolutions before them, in place (inference only).
-
-    Applies to every ``nn.Sequential`` holding a ``Conv2d`` directly followed by a ``BatchNorm2d`` (the pattern of
-    smp's encoders and decoders); the BatchNorm becomes an ``Identity``. Outputs are unchanged up to float
-    rounding. Never call it on a model that will be trained.
-
-    Returns:
-        The number of layers folded.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    if model.training:
-        raise ValueError("fuse_batchnorm needs a model in eval mode")
-    folded = 0
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module._modules.items())
-        for (name_a, a), (name_b, b) in itertools.pairwise(children):
-            if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d) and b.track_running_stats:
-                module._modules[name_a] = fuse_conv_bn_eval(a, b)
-                module._modules[name_b] = nn.Identity()
-                folded += 1
-    return folded
-
-
 def default_bundle_path() -> Path:
     """Path of the shipped default model.
 
@@ -269,6 +328,6 @@ def default_bundle_path() -> Path:
 
 
 __all__ = [
-    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "fuse_batchnorm",
-    "load_bundle", "save_bundle",
+    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "export_bundle",
+    "fuse_batchnorm", "load_bundle", "save_bundle",
 ]

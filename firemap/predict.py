@@ -21,10 +21,11 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from firemap.accel import CPU_BATCH_SIZE, GraphedForward, InFlight, batch_size_for_memory, free_device_memory, submit
 from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError, OutputWriteError
-from firemap.models import Bundle, fuse_batchnorm, load_bundle
+from firemap.models import Bundle, load_bundle
 from firemap.postprocess import HookFactory, RowBlock, SceneStream, apply_hooks
 from firemap.raster import (
     CLASS_NODATA,
@@ -223,6 +224,8 @@ class _Context:
     device: torch.device
     amp: torch.dtype | None
     cfg: PredictConfig
+    batch_size: int
+    forward: Callable[[torch.Tensor], torch.Tensor]
     checked_scaling: bool = False
 
     @property
@@ -243,7 +246,29 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
 
 def _scene_context(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> _Context:
     device = select_device(cfg.device)
-    return _Context(bundle, plan, list(bundle.config.mean), device, autocast_dtype(device, cfg.precision), cfg)
+    amp = autocast_dtype(device, cfg.precision)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return forward_probs(bundle.model, x, cfg.tta, amp, cfg.tta_scales, bundle.config.stride)
+
+    plain = cfg.tta == "none" and tuple(cfg.tta_scales) == (1.0,)
+    use = GraphedForward(forward) if cfg.cuda_graphs and device.type == "cuda" and plain else forward
+    return _Context(bundle, plan, list(bundle.config.mean), device, amp, cfg, batch_size(cfg, bundle, device), use)
+
+
+def batch_size(cfg: PredictConfig, bundle: Bundle, device: torch.device | None = None) -> int:
+    """Tiles per forward pass: ``cfg.batch_size``, or for ``auto`` the largest batch the free CUDA memory holds
+    (:func:`firemap.accel.batch_size_for_memory`; 8 on the CPU)."""
+    if cfg.batch_size != "auto":
+        return cfg.batch_size
+    device = device or select_device(cfg.device)
+    free = free_device_memory(device)
+    if free is None:
+        return CPU_BATCH_SIZE
+    tile = cfg.tile_size or bundle.config.tile_size
+    chosen = batch_size_for_memory(free, tile, TILE_BYTES_PER_PIXEL, autocast_dtype(device, cfg.precision) is not None)
+    log.info("--batch-size auto: %d tiles of %d px (%.1f GiB free on %s)", chosen, tile, free / 2**30, device)
+    return chosen
 
 
 def _check_scaling(ctx: _Context, data: np.ndarray, valid: np.ndarray, name: str) -> None:
@@ -253,16 +278,6 @@ def _check_scaling(ctx: _Context, data: np.ndarray, valid: np.ndarray, name: str
             text = check_reflectance_range(values[valid], band)
             if text:
                 warnings.warn(f"{name}: {text}", BandScalingWarning, stacklevel=2)
-
-
-def _run_batch(ctx: _Context, batch: list[np.ndarray]) -> np.ndarray:
-    x = torch.from_numpy(np.stack(batch))
-    if ctx.device.type == "cuda":
-        x = x.pin_memory().to(ctx.device, non_blocking=True)
-    x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return forward_probs(ctx.bundle.model, x, ctx.cfg.tta, ctx.amp, ctx.cfg.tta_scales,
-                             ctx.bundle.config.stride).cpu().numpy()
 
 
 CHUNK_TILES = 12
@@ -335,18 +350,24 @@ def _tiles(ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray 
             yield tile, with_presence(x[:, :, start : start + size], ctx.bundle.config, ctx.present), tile_valid
 
 
-def _predict_queue(
-    queue: list[tuple[Tile, np.ndarray | None, np.ndarray | None]], ctx: _Context
-) -> Iterator[tuple[Tile, np.ndarray | None]]:
-    """Run the queued tiles' inputs through the network in one batch; yield ``(tile, classes + 1 channels)``.
+QueueItem = tuple[Tile, np.ndarray | None, np.ndarray | None]
+
+
+def _submit_queue(queue: list[QueueItem], ctx: _Context) -> InFlight:
+    """Start the queued tiles' inputs through the network in one batch (see :func:`firemap.accel.submit`)."""
+    return submit(ctx.forward, [x for _, x, _ in queue if x is not None], ctx.device, queue)
+
+
+def _collect(flight: InFlight, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None]]:
+    """A submitted batch's tiles as ``(tile, classes + 1 channels)``, waiting for the device if needed.
 
     The extra last channel is the tile's validity, stitched along with the probabilities. A tile without
     valid pixels yields None (all zeros: it only adds its blending weights).
     """
-    inputs = [x for _, x, _ in queue if x is not None]
-    probs = iter(_run_batch(ctx, inputs)) if inputs else iter(())
+    result = flight.result()
+    probs = iter(result) if result is not None else iter(())
     n = len(ctx.bundle.config.classes)
-    for tile, x, valid in queue:
+    for tile, x, valid in flight.items:
         if valid is None:
             yield tile, None
             continue
@@ -363,6 +384,10 @@ def _row_blocks(released: Iterator[tuple[int, np.ndarray]]) -> Iterator[RowBlock
         probs[:, ~valid] = 0.0
         yield RowBlock(row_off, probs, valid)
 
+
+PIPELINE_DEPTH = {"cuda": 1}
+"""Batches left computing on the device (per device type) while the tile loop reads, normalizes and stitches:
+on CUDA one, so the GPU always has the next batch queued; on the CPU none (the same cores would do both)."""
 
 MAX_QUEUED_BATCHES = 4
 """The tile loop runs the network when ``batch_size`` tiles with data are queued, or when
@@ -387,7 +412,8 @@ def iter_predictions(
 
     Tiles with no valid pixel skip the network. Validity is stitched along with the probabilities (it is the
     same in every tile that covers a pixel), so no second read is needed. At most
-    ``MAX_QUEUED_BATCHES * cfg.batch_size`` tiles are held between reading and stitching.
+    ``MAX_QUEUED_BATCHES * batch_size`` tiles are held between reading and stitching (twice that on CUDA, where one
+    batch computes on the device while the next is read).
 
     Args:
         scene: the scene (see :func:`firemap.raster.open_scene`) or its plan (:func:`plan_scene`).
@@ -409,27 +435,36 @@ def iter_predictions(
 
 
 def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) -> Iterator[RowBlock]:
-    bundle, cfg = ctx.bundle, ctx.cfg
+    bundle = ctx.bundle
     bundle.model.to(ctx.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     grid = plan.grid
     stitcher = RowStitcher(grid, len(bundle.config.classes) + 1)
-    queue: list[tuple[Tile, np.ndarray | None, np.ndarray | None]] = []
+    queue: list[QueueItem] = []
     last_col = grid.shape[1] - 1
-    max_queued = MAX_QUEUED_BATCHES * cfg.batch_size
+    max_queued = MAX_QUEUED_BATCHES * ctx.batch_size
+    in_flight: list[InFlight] = []
+    depth = PIPELINE_DEPTH.get(ctx.device.type, 0)
     with_data = 0
-    for i, item in enumerate(_tiles(ctx)):
-        queue.append(item)
-        with_data += item[1] is not None
-        if with_data < cfg.batch_size and len(queue) < max_queued and i + 1 < len(grid):
-            continue
-        for done, pred in _predict_queue(queue, ctx):
+
+    def stitch(flight: InFlight) -> Iterator[RowBlock]:
+        for done, pred in _collect(flight, ctx):
             stitcher.add(done, pred)
             if done.col == last_col:  # tile-row complete: its final rows can go
                 yield from _row_blocks(stitcher.release(done.row))
         if progress:
-            progress(len(queue))
-        queue.clear()
-        with_data = 0
+            progress(len(flight.items))
+
+    for i, item in enumerate(_tiles(ctx)):
+        queue.append(item)
+        with_data += item[1] is not None
+        if with_data < ctx.batch_size and len(queue) < max_queued and i + 1 < len(grid):
+            continue
+        in_flight.append(_submit_queue(queue, ctx))
+        while len(in_flight) > depth:
+            yield from stitch(in_flight.pop(0))
+        queue, with_data = [], 0
+    for flight in in_flight:
+        yield from stitch(flight)
 
 
 TILE_BYTES_PER_PIXEL = 256
@@ -461,10 +496,11 @@ def tile_grid(info: SceneInfo, bundle: Bundle, cfg: PredictConfig) -> TileGrid:
     overlap = cfg.overlap if cfg.overlap is not None else bundle.config.overlap
     validate_tiling(tile_size, overlap, bundle.config.stride)
     grid = TileGrid(info.grid.height, info.grid.width, tile_size, overlap)
-    need, have = memory_estimate(grid, bundle, cfg.batch_size), available_memory()
+    batch = batch_size(cfg, bundle)
+    need, have = memory_estimate(grid, bundle, batch), available_memory()
     if need > have:
         raise ConfigError(
-            f"--tile-size {tile_size} with --batch-size {cfg.batch_size} would need about {need / 2**30:.1f} GiB "
+            f"--tile-size {tile_size} with --batch-size {batch} would need about {need / 2**30:.1f} GiB "
             f"of memory on {info.path.name} but {have / 2**30:.1f} GiB are available; use a smaller --tile-size "
             f"(the model's default is {bundle.config.tile_size}) or --batch-size"
         )
@@ -675,6 +711,34 @@ def plan_scenes(
     return plans
 
 
+def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundle:
+    """The bundle with its network ready for inference on ``cfg.device``: on the CPU the exported TorchScript
+    network when the bundle has one (torch alone: no smp, timm or torchvision), else the smp network with its
+    BatchNorm folded (see :func:`firemap.models.load_bundle`).
+
+    Raises:
+        BundleError: the bundle cannot be loaded. ConfigError: ``--device cuda`` without CUDA.
+    """
+    device = select_device(cfg.device)
+    bundle = load_bundle(model, inference=True, exported=device.type == "cpu")
+    log.info("model %s: %s network", bundle.name, bundle.runtime)
+    return bundle
+
+
+def with_runtime(bundle: Bundle, cfg: PredictConfig, tiles: int) -> Bundle:
+    """The bundle on the runtime ``cfg.runtime`` picks for a job of ``tiles`` tiles (:mod:`firemap.runtimes`).
+
+    Raises:
+        ConfigError: ``--runtime openvino`` without the package, on CUDA or with a reduced precision.
+    """
+    from firemap.runtimes import choose_runtime, to_openvino
+
+    device = select_device(cfg.device)
+    if choose_runtime(cfg.runtime, device, autocast_dtype(device, cfg.precision), tiles) == "openvino":
+        return to_openvino(bundle)
+    return bundle
+
+
 def predict_scenes(
     scenes: Sequence[str | Path],
     out_dir: str | Path,
@@ -697,9 +761,9 @@ def predict_scenes(
         One :class:`SceneResult` per scene, in input order.
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
-    bundle = load_bundle(model)
+    bundle = load_inference_bundle(model, cfg)
     plans = plan_scenes(infos, out_dir, bundle, cfg)
-    log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(bundle.model))
+    bundle = with_runtime(bundle, cfg, sum(len(plan.grid) for plan in plans))
     results = []
     with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
         for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
