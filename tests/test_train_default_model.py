@@ -25,7 +25,7 @@ def default() -> Bundle:
 
 
 def test_bundle_is_small_and_documents_itself(default: Bundle) -> None:
-    assert default_bundle_path().stat().st_size <= 25e6
+    assert default_bundle_path().stat().st_size <= 40e6  # weights (17 MB) + exported TorchScript network (16.5 MB)
     cfg = default.config
     assert set(cfg.bands) >= {"red", "nir", "swir2"} and "swir1" in cfg.optional_bands and cfg.band_presence
     prov = default.provenance
