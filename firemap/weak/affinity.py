@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from firemap.models import _smp
-from firemap.weak.cam import background
+from firemap.weak.cam import background, optimise
 from firemap.weak.config import WeakConfig
-from firemap.weak.samples import WindowSample, augment, pick_batch
+from firemap.weak.samples import WindowSample, augment, pick_batch, shape_groups
 
 log = logging.getLogger(__name__)
 
@@ -180,27 +180,18 @@ def train_affinity(
     net = AffinityNet(in_channels, cfg.feature_dim, cfg.walk_stride, cfg.encoder)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     offsets = pair_offsets(cfg.radius)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(samples):
-        groups.setdefault(s.x.shape, []).append(i)
-    net.train()
-    losses: list[float] = []
-    for step in range(cfg.aff_steps):
-        idx = pick_batch(list(groups.values()), rng, cfg.batch_size)
+    groups = shape_groups(samples)
+
+    def step_loss(step: int) -> torch.Tensor:
+        idx = pick_batch(groups, rng, cfg.batch_size)
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         pairs = [augment([samples[i].x, labels[i]], k, flip) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in pairs]))
         y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-        loss = affinity_loss(pair_affinities(net(x), offsets), y, offsets)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if progress:
-            progress(1)
-        if (step + 1) % 100 == 0:
-            log.info("AffinityNet step %d: loss %.4f", step + 1, float(np.mean(losses[-100:])))
-    return net.eval()
+        return affinity_loss(pair_affinities(net(x), offsets), y, offsets)
+
+    optimise(net, opt, cfg.aff_steps, step_loss, "AffinityNet (loss)", progress)
+    return net
 
 
 __all__ = ["UNSURE", "AffinityNet", "affinity_loss", "confident_labels", "neighbour_offsets", "pair_affinities",

@@ -73,6 +73,29 @@ def _batch(samples: Sequence[WindowSample], idx: Sequence[int], rng: np.random.G
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(masks)), torch.from_numpy(target)
 
 
+def optimise(
+    net: nn.Module, opt: torch.optim.Optimizer, steps: int, step_loss: Callable[[int], torch.Tensor | None],
+    what: str, progress: Callable[[int], None] | None = None,
+) -> nn.Module:
+    """Run ``steps`` optimizer steps of ``step_loss(step)`` (None = nothing to learn at that step, skipped),
+    logging the mean loss every 100 steps as ``what``; returns the network in eval mode."""
+    net.train()
+    losses: list[float] = []
+    for step in range(steps):
+        loss = step_loss(step)
+        if loss is None:
+            continue
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if progress:
+            progress(1)
+        if (step + 1) % 100 == 0:
+            log.info("%s step %d: %.4f", what, step + 1, float(np.mean(losses[-100:])))
+    return net.eval()
+
+
 def train_classifier(
     samples: Sequence[WindowSample], in_channels: int, classes: int, cfg: WeakConfig,
     progress: Callable[[int], None] | None = None,
@@ -86,24 +109,17 @@ def train_classifier(
     rng = np.random.default_rng(cfg.seed)
     net = CamNet(in_channels, classes, cfg.encoder)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    groups, losses = shape_groups(samples), []
-    net.train()
-    for step in range(cfg.cam_steps):
+    groups = shape_groups(samples)
+
+    def step_loss(step: int) -> torch.Tensor | None:
         x, mask, target = _batch(samples, pick_batch(groups, rng, cfg.batch_size), rng)
         known = ~torch.isnan(target)
         if not known.any():
-            continue
-        logits = net(x, mask)
-        loss = F.binary_cross_entropy_with_logits(logits[known], target[known])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if progress:
-            progress(1)
-        if (step + 1) % 100 == 0:
-            log.info("classifier step %d: BCE %.4f", step + 1, float(np.mean(losses[-100:])))
-    return net.eval()
+            return None
+        return F.binary_cross_entropy_with_logits(net(x, mask)[known], target[known])
+
+    optimise(net, opt, cfg.cam_steps, step_loss, "classifier (BCE)", progress)
+    return net
 
 
 def window_cams(net: CamNet, samples: Sequence[WindowSample]) -> list[np.ndarray]:
@@ -159,4 +175,5 @@ def background(cam: np.ndarray, alpha: float) -> np.ndarray:
     return np.power(np.clip(1.0 - peak, 0.0, 1.0), alpha).astype(np.float32)
 
 
-__all__ = ["CamNet", "background", "cam_scales", "cams", "normalize_window", "train_classifier", "window_cams"]
+__all__ = ["CamNet", "background", "cam_scales", "cams", "normalize_window", "optimise", "train_classifier",
+           "window_cams"]
