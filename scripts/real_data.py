@@ -20,6 +20,7 @@ import rasterio.shutil
 import yaml
 from scipy import ndimage
 
+from firemap import CLASS_NAMES
 from firemap.label import label_config, label_scene
 from firemap.raster import CLASS_NODATA
 
@@ -159,6 +160,22 @@ def corumba_labels(recipe: dict[str, Any], folder: Path, image: Path, pre: Path,
     return result.outputs["labels"]
 
 
+def _write_labels(path: Path, valid: np.ndarray, hot: np.ndarray, scar: np.ndarray, profile: dict[str, Any],
+                  **tags: str) -> Path:
+    """Write bands-format labels ``(fire, smoke, burn_scar)`` uint8: fire 0 on valid pixels away from ``hot``
+    (255 there), smoke 255, burn_scar ``scar`` (0/1) on valid pixels; 255 off ``valid``. Arrays ``(rows, cols)``."""
+    out = np.full((3, *valid.shape), CLASS_NODATA, np.uint8)
+    out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
+    out[2] = np.where(valid, scar.astype(np.uint8), CLASS_NODATA)
+    profile = {**profile, "driver": "GTiff", "count": 3, "dtype": "uint8", "nodata": CLASS_NODATA,
+               "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(out)
+        dst.descriptions = CLASS_NAMES
+        dst.update_tags(**tags)
+    return path
+
+
 def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
     """Labels of a fire-free scene: fire 0 and burn_scar 0 on valid pixels, smoke 255 (not labelled).
 
@@ -173,15 +190,9 @@ def negative_labels(scene: Scene, image: Path, folder: Path) -> Path:
         labels, profile = src.read(), src.profile
     valid = labels[2] != CLASS_NODATA  # burn_scar: NBR labelled wherever nir/swir2 are valid
     hot = ndimage.binary_dilation((labels[0] != 0) & valid, iterations=2) & valid
-    out = np.full_like(labels, CLASS_NODATA)
-    out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
-    out[2] = np.where(valid, 0, CLASS_NODATA)
-    path = folder / f"{image.name.split('.')[0]}.labels.tif"
-    profile.update(driver="GTiff", compress="deflate")
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(out)
-        dst.descriptions = ("fire", "smoke", "burn_scar")
-        dst.update_tags(LABELLER="scripts/real_data.py negative_labels", HOT_PIXELS_UNLABELLED=str(int(hot.sum())))
+    path = _write_labels(folder / f"{image.name.split('.')[0]}.labels.tif", valid, hot, np.zeros_like(valid),
+                         profile, LABELLER="scripts/real_data.py negative_labels",
+                         HOT_PIXELS_UNLABELLED=str(int(hot.sum())))
     log.info("%s: fire-free labels, %d hot pixels left unlabelled", scene.name, int(hot.sum()))
     return path
 
@@ -217,12 +228,7 @@ def california_labels(data: Path, names: list[str], folder: Path) -> Path:
         with rasterio.open(data / "masks" / f"{name}.tif") as src:
             mask, profile = src.read(1), src.profile
         hot = ndimage.binary_dilation((swir2 >= CALIFORNIA_HOT_SWIR2) & valid, iterations=2)
-        out = np.full((3, *mask.shape), CLASS_NODATA, np.uint8)
-        out[0] = np.where(valid & ~hot, 0, CLASS_NODATA)
-        out[2] = np.where(valid, (mask == 1).astype(np.uint8), CLASS_NODATA)
-        profile.update(driver="GTiff", count=3, dtype="uint8", nodata=None, compress="deflate")
-        with rasterio.open(folder / f"{name}.tif", "w", **profile) as dst:
-            dst.write(out)
-            dst.descriptions = ("fire", "smoke", "burn_scar")
+        _write_labels(folder / f"{name}.tif", valid, hot, mask == 1, profile,
+                      LABELLER="scripts/real_data.py california_labels", HOT_PIXELS_UNLABELLED=str(int(hot.sum())))
         log.info("%s: California labels, %d bright-SWIR2 pixels left unlabelled for fire", name, int(hot.sum()))
     return folder
