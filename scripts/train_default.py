@@ -103,8 +103,8 @@ LOSS: dict[str, Any] = {"class_weights": {"fire": 2.0}, "pos_weights": {"fire": 
 """Fire positives weigh 10x in BCE: fires are mostly single pixels, and without it the network learns to hedge
 (measured on simulated hold-out scenes, U-Net/mobilenet_v2, 360 steps: fire F1 0.50 -> 0.81)."""
 PRECISION_HELP = ("training autocast: auto = fp16 on CUDA, fp32 on CPU; bf16 pays only on CPUs with native bf16 "
-                  "(AVX512-BF16/AMX): on an AVX2 CPU it is emulated, measured 71 s vs 8.4 s fp32 per training step "
-                  "(DeepLabv3+ refine=full, batch 8, 1 thread)")
+                  "(AVX512-BF16/AMX): on an AVX2 CPU it is emulated, 8314 vs 925 ms fp32 per tile per training "
+                  "step (DeepLabv3+ refine=full, batch 8, 1 thread; docs/benchmarks.md, compare_architectures.py)")
 SIM_S2 = {"kind": "simulator", "sensor": "sentinel2", "pool_scenes": 24, "pool_size": 384}
 SIM_L8 = {"kind": "simulator", "sensor": "landsat8", "pool_scenes": 16, "pool_size": 384}
 
