@@ -196,6 +196,9 @@ def predict(
         None, help="Multi-scale inference: comma list of resize factors, e.g. 0.75,1,1.25 (default 1)."
     ),
     crf: bool = typer.Option(False, "--crf", help="Refine probabilities with a local mean-field CRF (off)."),
+    bn_adapt: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Weight in [0, 1] of each scene's own BatchNorm statistics, mixed with the "
+        "training ones (test-time adaptation); 0 = training statistics [default: the model's]."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable), CLASS one of the model's classes; "
         "default: the model's calibrated one, else 0.5"
@@ -231,7 +234,7 @@ def predict(
         "device": device, "precision": precision, "cuda_graphs": cuda_graphs or None, "runtime": runtime,
         "tta": tta,
         "tta_scales": parse_scales(tta_scales),
-        "crf": crf or None, "min_area": min_area, "simplify": simplify,
+        "crf": crf or None, "bn_adapt": bn_adapt, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
         "allow_no_crs": allow_no_crs or None, "resolution": resolution,
         "thresholds": parse_thresholds(threshold, [t.partition("=")[0] for t in threshold or []]) or None,
@@ -668,6 +671,9 @@ def evaluate(
     tta: str = typer.Option("none", help="none | flip | d4."),
     tta_scales: str | None = typer.Option(None, help="Multi-scale inference factors, e.g. 0.75,1,1.25."),
     crf: bool = typer.Option(False, "--crf", help="Refine probabilities with the mean-field CRF."),
+    bn_adapt: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Weight in [0, 1] of each scene's own BatchNorm statistics, mixed with the "
+        "training ones (test-time adaptation); 0 = training statistics [default: the model's]."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
     ),
@@ -687,7 +693,7 @@ def evaluate(
     src = scene_source(images, masks, mask_format, mask_value, labelled, sensor, bands)
     cfg = validate(PredictConfig, {k: v for k, v in {
         "tile_size": tile_size, "overlap": overlap, "tta": tta, "tta_scales": parse_scales(tta_scales),
-        "crf": crf, "device": device, "overwrite": overwrite,
+        "crf": crf, "bn_adapt": bn_adapt, "device": device, "overwrite": overwrite,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
     }.items() if v is not None}, "options")
     with _progress(is_quiet(quiet)) as factory:

@@ -232,7 +232,8 @@ def _check_finite(p: Path, config: ModelConfig, state: Mapping[str, Any]) -> Non
 
 
 def load_bundle(
-    path: str | os.PathLike[str] | None = None, inference: bool = False, exported: bool = True
+    path: str | os.PathLike[str] | None = None, inference: bool = False, exported: bool = True,
+    keep_batchnorm: bool | None = None,
 ) -> Bundle:
     """Load a bundle (``None`` = the default model shipped with firemap).
 
@@ -244,6 +245,9 @@ def load_bundle(
             ``(batch, classes, H, W)`` logits with the same values up to float rounding; neither can be trained.
         exported: with ``inference``, use the exported network when there is one (False: always the smp network,
             e.g. for CUDA, where the frozen TorchScript constants would stay on the CPU).
+        keep_batchnorm: with ``inference``, return the smp network with its BatchNorm layers (not folded, no
+            exported network), as test-time BatchNorm adaptation needs (:mod:`firemap.adapt`); None = when the
+            bundle's config asks for it (``bn_adapt > 0``).
 
     Raises:
         BundleError: missing, unreadable, foreign or inconsistent bundle (weights not matching the config).
@@ -259,6 +263,11 @@ def load_bundle(
     summary = export_summary(entry) if isinstance(entry, dict) else None
     versions = payload.get("versions", {})
     meta = (payload.get("provenance", {}), versions.get("firemap", "?"), p, summary)
+    if keep_batchnorm is None:
+        keep_batchnorm = config.bn_adapt > 0
+    if inference and keep_batchnorm:
+        inference = False
+        log.debug("%s: keeping BatchNorm layers for test-time adaptation", p)
     if inference and exported and isinstance(entry, dict):
         try:
             network = load_network(entry, state_fingerprint(payload["state_dict"]))

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -429,9 +429,64 @@ def iter_predictions(
         InputReadError: the scene's pixels cannot be read (truncated or corrupt file).
     """
     plan = scene if isinstance(scene, ScenePlan) else plan_scene(scene, bundle, cfg)
+    bundle = adapt_to_scene(plan, bundle, cfg)
     ctx = _scene_context(plan, bundle, cfg)
     stream = SceneStream(plan.info, bundle.config, plan.sources, plan.zero_is_nodata)
     yield from apply_hooks(_stitched_rows(plan, ctx, progress), [make(stream) for make in row_hooks(cfg)])
+
+
+def bn_adapt_weight(bundle: Bundle, cfg: PredictConfig) -> float:
+    """Weight of a scene's own BatchNorm statistics: ``--bn-adapt``, else the bundle's (:mod:`firemap.adapt`)."""
+    return float(cfg.bn_adapt if cfg.bn_adapt is not None else bundle.config.bn_adapt)
+
+
+def _sample_batches(
+    plan: ScenePlan, bundle: Bundle, cfg: PredictConfig, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Network inputs ``(batch, in_channels, tile, tile)`` float32 of up to :data:`firemap.adapt.ADAPT_MAX_TILES`
+    tiles spread evenly over the scene, read and normalized as the tile loop does; tiles without data skipped."""
+    from firemap.adapt import sample_indices
+
+    grid, config = plan.grid, bundle.config
+    cols = grid.shape[1]
+    size = batch_size(cfg, bundle, device)
+    batch: list[np.ndarray] = []
+    with _open_input(plan.info.path) as src:
+        for i in sample_indices(len(grid)):
+            tile = grid.tile(i // cols, i % cols)
+            data, valid = read_window(src, tile.window, plan.sources, plan.zero_is_nodata, list(config.mean))
+            if not valid.any():
+                continue
+            batch.append(with_presence(normalize_(data, config, plan.present), config, plan.present))
+            if len(batch) == size:
+                yield torch.from_numpy(np.stack(batch)).to(device)
+                batch = []
+    if batch:
+        yield torch.from_numpy(np.stack(batch)).to(device)
+
+
+def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundle:
+    """The bundle with its network's BatchNorm statistics adapted to the scene (:mod:`firemap.adapt`), folded for
+    inference; the bundle itself when the weight is 0, the scene has no valid pixel, or the network has no
+    BatchNorm layers left to adapt (an exported or folded network: a warning says so)."""
+    weight = bn_adapt_weight(bundle, cfg)
+    if weight == 0.0:
+        return bundle
+    from firemap.adapt import adapted_network, batchnorm_layers
+
+    if not isinstance(bundle.model, torch.nn.Module) or not batchnorm_layers(bundle.model):
+        log.warning("%s: the %s network has no BatchNorm layers to adapt to the scene; predicting with its "
+                    "training statistics (load the bundle with keep_batchnorm=True)", bundle.name, bundle.runtime)
+        return bundle
+    device = select_device(cfg.device)
+    batches = list(_sample_batches(plan, bundle, cfg, device))
+    if not batches:
+        return bundle
+    t0 = time.perf_counter()
+    network = adapted_network(bundle.model.to(device), batches, weight)
+    log.info("%s: BatchNorm adapted to the scene (weight %.2f, %d tiles, %.1f s)", plan.info.path.name, weight,
+             sum(len(b) for b in batches), time.perf_counter() - t0)
+    return replace(bundle, model=network, runtime="eager-adapted")
 
 
 def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) -> Iterator[RowBlock]:
@@ -720,7 +775,8 @@ def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundl
         BundleError: the bundle cannot be loaded. ConfigError: ``--device cuda`` without CUDA.
     """
     device = select_device(cfg.device)
-    bundle = load_bundle(model, inference=True, exported=device.type == "cpu")
+    keep = None if cfg.bn_adapt is None else cfg.bn_adapt > 0
+    bundle = load_bundle(model, inference=True, exported=device.type == "cpu", keep_batchnorm=keep)
     log.info("model %s: %s network", bundle.name, bundle.runtime)
     return bundle
 
@@ -734,6 +790,12 @@ def with_runtime(bundle: Bundle, cfg: PredictConfig, tiles: int) -> Bundle:
     from firemap.runtimes import choose_runtime, to_openvino
 
     device = select_device(cfg.device)
+    if bn_adapt_weight(bundle, cfg) > 0:
+        if cfg.runtime == "openvino":
+            raise ConfigError("--runtime openvino runs one fixed network, but this model adapts its BatchNorm to "
+                              "each scene: use --runtime torch, or --bn-adapt 0 to predict with the training "
+                              "statistics")
+        return bundle
     if choose_runtime(cfg.runtime, device, autocast_dtype(device, cfg.precision), tiles) == "openvino":
         return to_openvino(bundle)
     return bundle

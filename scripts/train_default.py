@@ -221,10 +221,10 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
                     "seed": 70_000 + args.seed}
 
 
-def with_thresholds(bundle_path: Path, thresholds: dict[str, float], out: Path) -> Path:
-    """Copy a bundle with calibrated default thresholds in its config."""
+def with_config(bundle_path: Path, updates: dict[str, Any], out: Path) -> Path:
+    """Copy a bundle with some of its config's fields replaced (calibrated thresholds, ``bn_adapt``)."""
     bundle = load_bundle(bundle_path)
-    config = bundle.config.model_copy(update={"thresholds": thresholds})
+    config = bundle.config.model_copy(update=updates)
     save_bundle(out, bundle.model, type(config).model_validate(config.model_dump()), bundle.provenance,
                 overwrite=True)
     return out
@@ -462,7 +462,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0 + (args.training_seconds or 0.0)
         log.info("training done after %.0f s", seconds)
     fire_threshold, calibration = calibrate_fire_threshold(last, args)
-    final = with_thresholds(last, {"fire": fire_threshold}, args.out / "final.firemap.pt")
+    final = with_config(last, {"thresholds": {"fire": fire_threshold}}, args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -516,6 +516,8 @@ def run_recipe(args: argparse.Namespace) -> None:
         last = fit(train_config_from_dict(cfg)).last
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
+    if recipe.get("bn_adapt"):  # calibrate and score the network as predict will run it
+        last = with_config(last, {"bn_adapt": float(recipe["bn_adapt"])}, args.out / "adapted.firemap.pt")
     previous = args.out / "metrics.json"
     if args.fire_threshold is not None:  # given (e.g. the init bundle's calibrated value): not recalibrated
         fire_threshold = args.fire_threshold
@@ -527,8 +529,8 @@ def run_recipe(args: argparse.Namespace) -> None:
         negatives = [SceneSource(**src) for src in real if src["name"] != "corumba_north"]
         fire_threshold, calibration = calibrate_fire_threshold(last, args, negatives)
     scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
-    final = with_thresholds(last, {"fire": fire_threshold, "burn_scar": scar_threshold},
-                            args.out / "final.firemap.pt")
+    final = with_config(last, {"thresholds": {"fire": fire_threshold, "burn_scar": scar_threshold}},
+                        args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
     metrics["calibration_burn_scar"] = scar_calibration
