@@ -303,6 +303,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
         ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
         ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
         ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
+        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt)" if c.bn_adapt
+         else "training statistics (--bn-adapt W adapts them to each scene)"),
         ("exported", describe_export(bundle.exported)),
     ]
     prov = bundle.provenance

@@ -283,7 +283,9 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
     lines = [
         "# Real scenes: held-out validation", "",
         f"Model: `{model}` ({bundle.name}; thresholds "
-        f"{', '.join(f'{k} {v:g}' for k, v in thresholds.items())}). Written by `{command}` "
+        f"{', '.join(f'{k} {v:g}' for k, v in thresholds.items())}; BatchNorm "
+        + (f"adapted to each scene, weight {bundle.config.bn_adapt:g}" if bundle.config.bn_adapt
+           else "training statistics") + "). Written by `{command}` "
         f"({seconds:.0f} s, {threads} CPU threads). Split and references: `configs/default_model.yaml` (one source for "
         "training and validation).", "",
         "## Corumba 2019-08-25, held-out rows >= 600 (Landsat-8 L1, Pantanal fires)", "",

@@ -143,3 +143,11 @@ def test_openvino_refuses_adaptation() -> None:
     with pytest.raises(ConfigError, match="--bn-adapt 0"):
         with_runtime(bundle, PredictConfig(device="cpu", runtime="openvino"), 10)
     assert with_runtime(bundle, PredictConfig(device="cpu", runtime="auto"), 10_000) is bundle
+
+
+def test_info_says_whether_batchnorm_adapts() -> None:
+    from firemap.models import describe_bundle
+
+    assert "training statistics" in dict(describe_bundle(Bundle(raw_config(), NirNet(), {})))["batchnorm"]
+    shown = dict(describe_bundle(Bundle(raw_config(bn_adapt=0.5), NirNet(), {})))["batchnorm"]
+    assert shown.startswith("adapted to each scene, weight 0.5")
