@@ -175,7 +175,9 @@ def main() -> None:
 def predict(
     scenes: Annotated[list[Path], typer.Argument(help="Input GeoTIFF scene(s).")],
     out: OutDir,
-    model: Path | None = typer.Option(None, help="Model bundle (.firemap.pt); default: the shipped model."),
+    model: Path | None = typer.Option(
+        None, help="Model bundle (.firemap.pt); default: the shipped model of each scene's sensor family (Landsat "
+        "or other)."),
     config: Path | None = typer.Option(None, help="YAML with predict options (configs/predict.yaml); flags win."),
     sensor: Sensor = None,
     bands: Bands = None,
@@ -325,7 +327,8 @@ def info(
     sensor: Sensor = None,
     bands: Bands = None,
     model: str | None = typer.Option(
-        None, help="Describe a model bundle instead: its path, or 'default' for the shipped model."
+        None, help="Describe a model bundle instead: its path, or 'default' for the shipped model (with --sensor: "
+        "the default of that sensor's family, e.g. --sensor landsat8-l1)."
     ),
 ) -> None:
     """Show a scene's CRS, size, resolution, dtype, nodata, band descriptions and how its bands resolve.
@@ -336,9 +339,9 @@ def info(
 
     out = Console()
     if model is not None:
-        from firemap.models import describe_bundle, load_bundle
+        from firemap.models import default_bundle_path, describe_bundle, load_bundle
 
-        for name, value in describe_bundle(load_bundle(None if model == "default" else model)):
+        for name, value in describe_bundle(load_bundle(default_bundle_path(sensor) if model == "default" else model)):
             out.print(f"[bold]{name:>22}[/]: {value}", highlight=False, soft_wrap=True)
         return
     if scene is None:
@@ -657,7 +660,8 @@ def evaluate(
     images: Path = typer.Option(..., help="Folder (or glob) of image GeoTIFFs."),
     masks: Path | None = typer.Option(None, help="Folder of masks named like the images [default: <stem>.labels.tif "
                                       "beside each image]."),
-    model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
+    model: Path | None = typer.Option(
+        None, help="Model bundle; default: the shipped model of the scenes' sensor family."),
     mask_format: str = typer.Option("values", help="values (one band, values -> classes) | bands (one 0/1 band "
                                     "per class, 255 = not labelled, as written by simulate/label)."),
     mask_value: list[str] | None = typer.Option(None, help="CLASS=V[,V...] for --mask-format values (repeatable) "

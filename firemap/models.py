@@ -43,7 +43,11 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "firemap-bundle"
 BUNDLE_VERSION = 1
 DEFAULT_BUNDLE = "default.firemap.pt"
-"""File name of the default model shipped in ``firemap/assets``."""
+"""File name of the default model shipped in ``firemap/assets`` (Sentinel-2, HLS and scenes of unknown sensor)."""
+DEFAULT_BUNDLES: dict[str, str] = {"generic": DEFAULT_BUNDLE, "landsat": "default-landsat.firemap.pt"}
+"""The shipped default model of each sensor family (see :func:`sensor_family`), in ``firemap/assets``. Landsat
+scenes get their own: the model fine-tuned on real Landsat fire and fire-free scenes finds fire fronts and fresh
+char the generic one misses, but loses on Sentinel-2 burn scars (docs/training.md, "Default models per sensor")."""
 
 
 def _smp() -> Any:
@@ -326,19 +330,25 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
     return rows
 
 
-def default_bundle_path() -> Path:
-    """Path of the shipped default model.
+def sensor_family(sensor: str | None) -> str:
+    """The key of :data:`DEFAULT_BUNDLES` for a sensor preset name (``landsat8-l1`` -> ``landsat``; Sentinel-2,
+    HLS and None -> ``generic``)."""
+    return "landsat" if sensor and sensor.lower().startswith("landsat") else "generic"
+
+
+def default_bundle_path(sensor: str | None = None) -> Path:
+    """Path of the shipped default model for scenes of ``sensor`` (a preset name; None = the generic one).
 
     Raises:
         BundleError: the package was installed without it.
     """
-    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLE))
+    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLES[sensor_family(sensor)]))
     if not path.is_file():
         raise BundleError(f"no default model at {path}; pass --model PATH or train one with scripts/train_default.py")
     return path
 
 
 __all__ = [
-    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "export_bundle",
-    "fuse_batchnorm", "load_bundle", "save_bundle",
+    "ARCHITECTURES", "DEFAULT_BUNDLES", "Bundle", "build_model", "default_bundle_path", "describe_bundle",
+    "export_bundle", "fuse_batchnorm", "load_bundle", "save_bundle", "sensor_family",
 ]

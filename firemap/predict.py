@@ -738,9 +738,12 @@ def check_thresholds(cfg: PredictConfig, bundle: Bundle) -> None:
 
 
 def plan_scenes(
-    scenes: Sequence[str | Path | SceneInfo], out_dir: str | Path, bundle: Bundle, cfg: PredictConfig
+    scenes: Sequence[str | Path | SceneInfo], out_dir: str | Path, bundle: Bundle | Sequence[Bundle],
+    cfg: PredictConfig,
 ) -> list[ScenePlan]:
     """Open and plan every scene, and check every output name, before any work (fail fast, nothing half done).
+
+    ``bundle`` is the model of every scene, or one per scene.
 
     Raises:
         InputFileError, NotARasterError, MissingCRSError, MissingBandsError, BandResolutionError, ConfigError,
@@ -749,10 +752,12 @@ def plan_scenes(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
-    check_thresholds(cfg, bundle)
+    bundles = [bundle] * len(scenes) if isinstance(bundle, Bundle) else list(bundle)
+    for b in {id(b): b for b in bundles}.values():
+        check_thresholds(cfg, b)
     select_device(cfg.device)
     infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]
-    plans = [plan_scene(info, bundle, cfg, out) for info in infos]
+    plans = [plan_scene(info, b, cfg, out) for info, b in zip(infos, bundles, strict=True)]
     seen: dict[Path, Path] = {}
     for plan in plans:
         for p in plan.outputs.values():
@@ -823,12 +828,38 @@ def predict_scenes(
         One :class:`SceneResult` per scene, in input order.
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
-    bundle = load_inference_bundle(model, cfg)
-    plans = plan_scenes(infos, out_dir, bundle, cfg)
-    bundle = with_runtime(bundle, cfg, sum(len(plan.grid) for plan in plans))
+    paths = [model_for_scene(model, info, cfg) for info in infos]
+    loaded = {p: load_inference_bundle(p, cfg) for p in dict.fromkeys(paths)}
+    plans = plan_scenes(infos, out_dir, [loaded[p] for p in paths], cfg)
+    ready = {p: with_runtime(b, cfg, sum(len(plan.grid) for plan, q in zip(plans, paths, strict=True) if q == p))
+             for p, b in loaded.items()}
     results = []
     with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
-        for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
-            progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None
-            results.append(predict_scene(plan, out_dir, bundle, cfg, progress, claimed=True))
+        for plan, path in zip(plans, paths, strict=True):  # outputs claimed at the start: a concurrent run into
+            progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None  # this
+            results.append(predict_scene(plan, out_dir, ready[path], cfg, progress, claimed=True))  # folder fails now
     return results
+
+
+def scene_sensor(info: SceneInfo, cfg: PredictConfig) -> str | None:
+    """The sensor preset of a scene: ``--sensor``, else the one band resolution recognizes (None if none).
+
+    Raises:
+        BandResolutionError: bad ``--sensor``/``--bands``.
+    """
+    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales,
+                         info.offsets).sensor
+
+
+def model_for_scene(model: str | Path | None, info: SceneInfo, cfg: PredictConfig) -> Path:
+    """The bundle to predict a scene with: ``model``, or for None the shipped default of the scene's sensor
+    family (:data:`firemap.models.DEFAULT_BUNDLES`).
+
+    Raises:
+        BundleError: no default model is installed. BandResolutionError: bad ``--sensor``/``--bands``.
+    """
+    if model is not None:
+        return Path(model)
+    from firemap.models import default_bundle_path
+
+    return default_bundle_path(scene_sensor(info, cfg))
