@@ -42,7 +42,7 @@ from firemap.raster import (
     read_window,
     staged_outputs,
 )
-from firemap.resources import available_memory
+from firemap.resources import available_memory, limit_malloc_arenas
 from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -793,6 +793,7 @@ def predict_scenes(
         One :class:`SceneResult` per scene, in input order.
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
+    limit_malloc_arenas()  # before the reader and OpenMP threads allocate: peak memory independent of run length
     bundle = load_inference_bundle(model, cfg)
     plans = plan_scenes(infos, out_dir, bundle, cfg)
     bundle = with_runtime(bundle, cfg, sum(len(plan.grid) for plan in plans))

@@ -254,3 +254,15 @@ def test_cog_bytes_do_not_depend_on_the_scratch_compression(tmp_path, monkeypatc
             np.testing.assert_array_equal(src.read(), data)
             assert src.overviews(1) == [2]
     assert out[True] == out[False]
+
+
+def test_malloc_arenas_are_limited_on_glibc_unless_the_user_chose(monkeypatch) -> None:
+    import platform
+
+    from firemap.resources import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the user's own setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas() is glibc
