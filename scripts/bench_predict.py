@@ -209,7 +209,13 @@ def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -
 
 
 def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str, threads: int,
-          tmp: Path) -> list[dict]:
+          tmp: Path, repeats: int = 1) -> list[dict]:
+    """One row per scene size: the predict run (its time, in-run network time, peak RSS) and the bare network.
+
+    With ``repeats`` > 1 the predict process runs that many times per size (each a fresh process: its peak RSS
+    is its own); the row reports the run with the median overhead over its in-run network, and the median peak
+    RSS of all runs.
+    """
     rows = []
     for size in sizes:
         scene = tmp / f"scene{size}.tif"
@@ -217,11 +223,18 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str
         make_scene(scene, size)
         log.info("made %s in %.1f s", scene.name, time.perf_counter() - t)
         load = load_average()
-        e2e = run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
-                                        precision=precision, threads=threads, runtime=runtime), threads)
+        runs = []
+        for _ in range(repeats):
+            runs.append(run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
+                                                  precision=precision, threads=threads, runtime=runtime), threads))
+            log.info("%s: %s", scene.name, runs[-1])
+        e2e = sorted(runs, key=lambda r: r["seconds"] / r["network_seconds"])[len(runs) // 2]
+        rss = [r["rss_mb"] for r in runs]
         bare = run_python(BARE.format(model=model, batch=batch, tiles=e2e["tiles"], precision=precision,
                                       threads=threads, scripts=str(SCRIPTS), runtime=runtime), threads)
-        rows.append({"size": size, **e2e, "bare_seconds": bare["seconds"], "flops": bare["flops"],
+        rows.append({"size": size, **e2e, "rss_mb": statistics.median(rss), "rss_runs": rss,
+                     "overheads": [r["seconds"] / r["network_seconds"] - 1 for r in runs],
+                     "bare_seconds": bare["seconds"], "flops": bare["flops"],
                      "gemm_peak": bare["gemm_peak"], "runtime": bare["runtime"], "load": f"{load} / {load_average()}"})
         log.info("%s", rows[-1])
         scene.unlink()
@@ -252,6 +265,11 @@ def report(rows: list[dict], model: str, batch: int, precision: str, threads: in
         lines += ["", f"Network: {r['flops'] / 1e9:.2f} GFLOP per tile (torch FlopCounterMode); GEMM peak "
                   f"{r['gemm_peak'] / 1e9:.1f} GFLOP/s (2048^2 fp32 matmul in the bare process, best of before and "
                   "after the network)."]
+    if rows and len(rows[0].get("rss_runs", [])) > 1:
+        lines += ["", f"Each size ran in {len(rows[0]['rss_runs'])} fresh processes, one after the other; the row "
+                  "shows the run with the median overhead and the median peak RSS. All runs: "
+                  + "; ".join(f"{r['size']}^2 overhead {', '.join(f'{o:+.0%}' for o in r['overheads'])}, peak RSS "
+                              f"{', '.join(f'{m:.0f}' for m in r['rss_runs'])} MB" for r in rows) + "."]
     if len(rows) >= 2:
         small, large = rows[0], rows[-1]
         area = (large["size"] / small["size"]) ** 2
@@ -279,6 +297,8 @@ def main() -> None:
                         "tiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh predict processes per scene size (median "
+                        "overhead and median peak RSS reported)")
     parser.add_argument("--section", default="bench_predict", help="docs/benchmarks.md section for the scene table")
     parser.add_argument("--startup-section", default="bench_startup", help="docs/benchmarks.md section for start-up")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
@@ -293,7 +313,8 @@ def main() -> None:
         elif args.startup_repeats:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
-            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp)
+            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp,
+                         args.repeats)
             sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads)
     for name, text in sections.items():
         if args.no_write:
