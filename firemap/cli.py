@@ -175,7 +175,9 @@ def main() -> None:
 def predict(
     scenes: Annotated[list[Path], typer.Argument(help="Input GeoTIFF scene(s).")],
     out: OutDir,
-    model: Path | None = typer.Option(None, help="Model bundle (.firemap.pt); default: the shipped model."),
+    model: Path | None = typer.Option(
+        None, help="Model bundle (.firemap.pt); default: the shipped model of each scene's sensor family (Landsat "
+        "or other)."),
     config: Path | None = typer.Option(None, help="YAML with predict options (configs/predict.yaml); flags win."),
     sensor: Sensor = None,
     bands: Bands = None,
@@ -196,6 +198,9 @@ def predict(
         None, help="Multi-scale inference: comma list of resize factors, e.g. 0.75,1,1.25 (default 1)."
     ),
     crf: bool = typer.Option(False, "--crf", help="Refine probabilities with a local mean-field CRF (off)."),
+    bn_adapt: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Weight in [0, 1] of each scene's own BatchNorm statistics, mixed with the "
+        "training ones (test-time adaptation); 0 = training statistics [default: the model's]."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable), CLASS one of the model's classes; "
         "default: the model's calibrated one, else 0.5"
@@ -231,7 +236,7 @@ def predict(
         "device": device, "precision": precision, "cuda_graphs": cuda_graphs or None, "runtime": runtime,
         "tta": tta,
         "tta_scales": parse_scales(tta_scales),
-        "crf": crf or None, "min_area": min_area, "simplify": simplify,
+        "crf": crf or None, "bn_adapt": bn_adapt, "min_area": min_area, "simplify": simplify,
         "vector_format": vector_format, "save_probs": save_probs or None, "overwrite": overwrite or None,
         "allow_no_crs": allow_no_crs or None, "resolution": resolution,
         "thresholds": parse_thresholds(threshold, [t.partition("=")[0] for t in threshold or []]) or None,
@@ -322,7 +327,8 @@ def info(
     sensor: Sensor = None,
     bands: Bands = None,
     model: str | None = typer.Option(
-        None, help="Describe a model bundle instead: its path, or 'default' for the shipped model."
+        None, help="Describe a model bundle instead: its path, or 'default' for the shipped model (with --sensor: "
+        "the default of that sensor's family, e.g. --sensor landsat8-l1)."
     ),
 ) -> None:
     """Show a scene's CRS, size, resolution, dtype, nodata, band descriptions and how its bands resolve.
@@ -333,9 +339,9 @@ def info(
 
     out = Console()
     if model is not None:
-        from firemap.models import describe_bundle, load_bundle
+        from firemap.models import default_bundle_path, describe_bundle, load_bundle
 
-        for name, value in describe_bundle(load_bundle(None if model == "default" else model)):
+        for name, value in describe_bundle(load_bundle(default_bundle_path(sensor) if model == "default" else model)):
             out.print(f"[bold]{name:>22}[/]: {value}", highlight=False, soft_wrap=True)
         return
     if scene is None:
@@ -654,7 +660,8 @@ def evaluate(
     images: Path = typer.Option(..., help="Folder (or glob) of image GeoTIFFs."),
     masks: Path | None = typer.Option(None, help="Folder of masks named like the images [default: <stem>.labels.tif "
                                       "beside each image]."),
-    model: Path | None = typer.Option(None, help="Model bundle; default: the shipped model."),
+    model: Path | None = typer.Option(
+        None, help="Model bundle; default: the shipped model of the scenes' sensor family."),
     mask_format: str = typer.Option("values", help="values (one band, values -> classes) | bands (one 0/1 band "
                                     "per class, 255 = not labelled, as written by simulate/label)."),
     mask_value: list[str] | None = typer.Option(None, help="CLASS=V[,V...] for --mask-format values (repeatable) "
@@ -668,6 +675,9 @@ def evaluate(
     tta: str = typer.Option("none", help="none | flip | d4."),
     tta_scales: str | None = typer.Option(None, help="Multi-scale inference factors, e.g. 0.75,1,1.25."),
     crf: bool = typer.Option(False, "--crf", help="Refine probabilities with the mean-field CRF."),
+    bn_adapt: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Weight in [0, 1] of each scene's own BatchNorm statistics, mixed with the "
+        "training ones (test-time adaptation); 0 = training statistics [default: the model's]."),
     threshold: list[str] | None = typer.Option(
         None, help="Per-class probability threshold CLASS=P (repeatable); default: the model's calibrated one, else 0.5"
     ),
@@ -687,7 +697,7 @@ def evaluate(
     src = scene_source(images, masks, mask_format, mask_value, labelled, sensor, bands)
     cfg = validate(PredictConfig, {k: v for k, v in {
         "tile_size": tile_size, "overlap": overlap, "tta": tta, "tta_scales": parse_scales(tta_scales),
-        "crf": crf, "device": device, "overwrite": overwrite,
+        "crf": crf, "bn_adapt": bn_adapt, "device": device, "overwrite": overwrite,
         "thresholds": parse_thresholds(threshold, ("fire", "smoke", "burn_scar")),
     }.items() if v is not None}, "options")
     with _progress(is_quiet(quiet)) as factory:

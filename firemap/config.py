@@ -93,6 +93,9 @@ class ModelConfig(Closed):
         overlap: default tile overlap, pixels.
         thresholds: calibrated default probability threshold per class name (classes not listed: 0.5);
             ``PredictConfig.thresholds`` (``--threshold``) overrides them class by class.
+        bn_adapt: weight in [0, 1] of each scene's own BatchNorm statistics at inference, mixed with the training
+            ones (:mod:`firemap.adapt`; 0 = training statistics, the exported network usable);
+            ``PredictConfig.bn_adapt`` (``--bn-adapt``) overrides it.
     """
 
     arch: str = "deeplabv3plus"
@@ -113,6 +116,7 @@ class ModelConfig(Closed):
     tile_size: int = 256
     overlap: int = 64
     thresholds: dict[str, float] = Field(default_factory=dict)
+    bn_adapt: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @field_validator("arch")
     @classmethod
@@ -229,6 +233,8 @@ class PredictConfig(Closed):
             ``tta`` views) and the probabilities averaged; (1.0,) = single scale. DeepLabv3 uses 0.5-1.75.
         crf: refine the probabilities with a local mean-field CRF on the reflectance bands
             (:mod:`firemap.crf`; off by default).
+        bn_adapt: weight in [0, 1] of the scene's own BatchNorm statistics (:mod:`firemap.adapt`); None = the
+            bundle's ``bn_adapt``.
         thresholds: probability threshold per class name (default 0.5).
         min_area: drop polygons smaller than this, square metres.
         simplify: simplification tolerance, metres (0 = none).
@@ -252,6 +258,7 @@ class PredictConfig(Closed):
     tta: Tta = "none"
     tta_scales: tuple[float, ...] = (1.0,)
     crf: bool = False
+    bn_adapt: float | None = Field(default=None, ge=0.0, le=1.0)
     thresholds: dict[str, float] = Field(default_factory=dict)
     min_area: float = Field(default=0.0, ge=0)
     simplify: float = Field(default=0.0, ge=0)

@@ -119,6 +119,11 @@ def run_scene(scene: str, out: str, model: str | None, cfg: dict[str, Any], thre
         torch.set_num_threads(threads)
     try:
         pcfg = PredictConfig.model_validate(cfg)
+        if model is None:  # the shipped default of the scene's sensor family
+            from firemap.predict import model_for_scene
+            from firemap.raster import open_scene
+
+            model = str(model_for_scene(None, open_scene(scene, pcfg.allow_no_crs, pcfg.resolution), pcfg))
         bundle, loaded = worker_bundle(model, pcfg)
         with bounded_gdal_cache():
             result = predict_scene(scene, out, bundle, pcfg)

@@ -44,7 +44,11 @@ log = logging.getLogger(__name__)
 BUNDLE_FORMAT = "firemap-bundle"
 BUNDLE_VERSION = 1
 DEFAULT_BUNDLE = "default.firemap.pt"
-"""File name of the default model shipped in ``firemap/assets``."""
+"""File name of the default model shipped in ``firemap/assets`` (Sentinel-2, HLS and scenes of unknown sensor)."""
+DEFAULT_BUNDLES: dict[str, str] = {"generic": DEFAULT_BUNDLE, "landsat": "default-landsat.firemap.pt"}
+"""The shipped default model of each sensor family (see :func:`sensor_family`), in ``firemap/assets``. Landsat
+scenes get their own: the model fine-tuned on real Landsat fire and fire-free scenes finds fire fronts and fresh
+char the generic one misses, but loses on Sentinel-2 burn scars (docs/training.md, "Default models per sensor")."""
 
 
 def _smp() -> Any:
@@ -243,7 +247,8 @@ def _all_finite(tensor: torch.Tensor) -> bool:
 
 
 def load_bundle(
-    path: str | os.PathLike[str] | None = None, inference: bool = False, exported: bool = True
+    path: str | os.PathLike[str] | None = None, inference: bool = False, exported: bool = True,
+    keep_batchnorm: bool | None = None,
 ) -> Bundle:
     """Load a bundle (``None`` = the default model shipped with firemap).
 
@@ -255,6 +260,9 @@ def load_bundle(
             ``(batch, classes, H, W)`` logits with the same values up to float rounding; neither can be trained.
         exported: with ``inference``, use the exported network when there is one (False: always the smp network,
             e.g. for CUDA, where the frozen TorchScript constants would stay on the CPU).
+        keep_batchnorm: with ``inference``, return the smp network with its BatchNorm layers (not folded, no
+            exported network), as test-time BatchNorm adaptation needs (:mod:`firemap.adapt`); None = when the
+            bundle's config asks for it (``bn_adapt > 0``).
 
     Raises:
         BundleError: missing, unreadable, foreign or inconsistent bundle (weights not matching the config).
@@ -270,6 +278,11 @@ def load_bundle(
     summary = export_summary(entry) if isinstance(entry, dict) else None
     versions = payload.get("versions", {})
     meta = (payload.get("provenance", {}), versions.get("firemap", "?"), p, summary)
+    if keep_batchnorm is None:
+        keep_batchnorm = config.bn_adapt > 0
+    if inference and keep_batchnorm:
+        inference = False
+        log.debug("%s: keeping BatchNorm layers for test-time adaptation", p)
     if inference and exported and isinstance(entry, dict):
         try:
             network = load_network(entry, state_fingerprint(payload["state_dict"]))
@@ -305,6 +318,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
         ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
         ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
         ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
+        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt)" if c.bn_adapt
+         else "training statistics (--bn-adapt W adapts them to each scene)"),
         ("exported", describe_export(bundle.exported)),
     ]
     prov = bundle.provenance
@@ -326,19 +341,25 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
     return rows
 
 
-def default_bundle_path() -> Path:
-    """Path of the shipped default model.
+def sensor_family(sensor: str | None) -> str:
+    """The key of :data:`DEFAULT_BUNDLES` for a sensor preset name (``landsat8-l1`` -> ``landsat``; Sentinel-2,
+    HLS and None -> ``generic``)."""
+    return "landsat" if sensor and sensor.lower().startswith("landsat") else "generic"
+
+
+def default_bundle_path(sensor: str | None = None) -> Path:
+    """Path of the shipped default model for scenes of ``sensor`` (a preset name; None = the generic one).
 
     Raises:
         BundleError: the package was installed without it.
     """
-    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLE))
+    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLES[sensor_family(sensor)]))
     if not path.is_file():
         raise BundleError(f"no default model at {path}; pass --model PATH or train one with scripts/train_default.py")
     return path
 
 
 __all__ = [
-    "ARCHITECTURES", "Bundle", "build_model", "default_bundle_path", "describe_bundle", "export_bundle",
-    "fuse_batchnorm", "load_bundle", "save_bundle",
+    "ARCHITECTURES", "DEFAULT_BUNDLES", "Bundle", "build_model", "default_bundle_path", "describe_bundle",
+    "export_bundle", "fuse_batchnorm", "load_bundle", "save_bundle", "sensor_family",
 ]

@@ -13,7 +13,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -461,9 +461,64 @@ def iter_predictions(
         InputReadError: the scene's pixels cannot be read (truncated or corrupt file).
     """
     plan = scene if isinstance(scene, ScenePlan) else plan_scene(scene, bundle, cfg)
+    bundle = adapt_to_scene(plan, bundle, cfg)
     ctx = _scene_context(plan, bundle, cfg)
     stream = SceneStream(plan.info, bundle.config, plan.sources, plan.zero_is_nodata)
     yield from apply_hooks(_stitched_rows(plan, ctx, progress), [make(stream) for make in row_hooks(cfg)])
+
+
+def bn_adapt_weight(bundle: Bundle, cfg: PredictConfig) -> float:
+    """Weight of a scene's own BatchNorm statistics: ``--bn-adapt``, else the bundle's (:mod:`firemap.adapt`)."""
+    return float(cfg.bn_adapt if cfg.bn_adapt is not None else bundle.config.bn_adapt)
+
+
+def _sample_batches(
+    plan: ScenePlan, bundle: Bundle, cfg: PredictConfig, device: torch.device
+) -> Iterator[torch.Tensor]:
+    """Network inputs ``(batch, in_channels, tile, tile)`` float32 of up to :data:`firemap.adapt.ADAPT_MAX_TILES`
+    tiles spread evenly over the scene, read and normalized as the tile loop does; tiles without data skipped."""
+    from firemap.adapt import sample_indices
+
+    grid, config = plan.grid, bundle.config
+    cols = grid.shape[1]
+    size = batch_size(cfg, bundle, device)
+    batch: list[np.ndarray] = []
+    with _open_input(plan.info.path) as src:
+        for i in sample_indices(len(grid)):
+            tile = grid.tile(i // cols, i % cols)
+            data, valid = read_window(src, tile.window, plan.sources, plan.zero_is_nodata, list(config.mean))
+            if not valid.any():
+                continue
+            batch.append(with_presence(normalize_(data, config, plan.present), config, plan.present))
+            if len(batch) == size:
+                yield torch.from_numpy(np.stack(batch)).to(device)
+                batch = []
+    if batch:
+        yield torch.from_numpy(np.stack(batch)).to(device)
+
+
+def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundle:
+    """The bundle with its network's BatchNorm statistics adapted to the scene (:mod:`firemap.adapt`), folded for
+    inference; the bundle itself when the weight is 0, the scene has no valid pixel, or the network has no
+    BatchNorm layers left to adapt (an exported or folded network: a warning says so)."""
+    weight = bn_adapt_weight(bundle, cfg)
+    if weight == 0.0:
+        return bundle
+    from firemap.adapt import adapted_network, batchnorm_layers
+
+    if not isinstance(bundle.model, torch.nn.Module) or not batchnorm_layers(bundle.model):
+        log.warning("%s: the %s network has no BatchNorm layers to adapt to the scene; predicting with its "
+                    "training statistics (load the bundle with keep_batchnorm=True)", bundle.name, bundle.runtime)
+        return bundle
+    device = select_device(cfg.device)
+    batches = list(_sample_batches(plan, bundle, cfg, device))
+    if not batches:
+        return bundle
+    t0 = time.perf_counter()
+    network = adapted_network(bundle.model.to(device), batches, weight)
+    log.info("%s: BatchNorm adapted to the scene (weight %.2f, %d tiles, %.1f s)", plan.info.path.name, weight,
+             sum(len(b) for b in batches), time.perf_counter() - t0)
+    return replace(bundle, model=network, runtime="eager-adapted")
 
 
 def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) -> Iterator[RowBlock]:
@@ -715,9 +770,12 @@ def check_thresholds(cfg: PredictConfig, bundle: Bundle) -> None:
 
 
 def plan_scenes(
-    scenes: Sequence[str | Path | SceneInfo], out_dir: str | Path, bundle: Bundle, cfg: PredictConfig
+    scenes: Sequence[str | Path | SceneInfo], out_dir: str | Path, bundle: Bundle | Sequence[Bundle],
+    cfg: PredictConfig,
 ) -> list[ScenePlan]:
     """Open and plan every scene, and check every output name, before any work (fail fast, nothing half done).
+
+    ``bundle`` is the model of every scene, or one per scene.
 
     Raises:
         InputFileError, NotARasterError, MissingCRSError, MissingBandsError, BandResolutionError, ConfigError,
@@ -726,10 +784,12 @@ def plan_scenes(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputWriteError(f"--out {out} is a file, not a folder; give a folder path (it is created if missing)")
-    check_thresholds(cfg, bundle)
+    bundles = [bundle] * len(scenes) if isinstance(bundle, Bundle) else list(bundle)
+    for b in {id(b): b for b in bundles}.values():
+        check_thresholds(cfg, b)
     select_device(cfg.device)
     infos = [s if isinstance(s, SceneInfo) else open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]
-    plans = [plan_scene(info, bundle, cfg, out) for info in infos]
+    plans = [plan_scene(info, b, cfg, out) for info, b in zip(infos, bundles, strict=True)]
     seen: dict[Path, Path] = {}
     for plan in plans:
         for p in plan.outputs.values():
@@ -752,7 +812,8 @@ def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundl
         BundleError: the bundle cannot be loaded. ConfigError: ``--device cuda`` without CUDA.
     """
     device = select_device(cfg.device)
-    bundle = load_bundle(model, inference=True, exported=device.type == "cpu")
+    keep = None if cfg.bn_adapt is None else cfg.bn_adapt > 0
+    bundle = load_bundle(model, inference=True, exported=device.type == "cpu", keep_batchnorm=keep)
     log.info("model %s: %s network", bundle.name, bundle.runtime)
     return bundle
 
@@ -766,6 +827,12 @@ def with_runtime(bundle: Bundle, cfg: PredictConfig, tiles: int) -> Bundle:
     from firemap.runtimes import choose_runtime, to_openvino
 
     device = select_device(cfg.device)
+    if bn_adapt_weight(bundle, cfg) > 0:
+        if cfg.runtime == "openvino":
+            raise ConfigError("--runtime openvino runs one fixed network, but this model adapts its BatchNorm to "
+                              "each scene: use --runtime torch, or --bn-adapt 0 to predict with the training "
+                              "statistics")
+        return bundle
     if choose_runtime(cfg.runtime, device, autocast_dtype(device, cfg.precision), tiles) == "openvino":
         return to_openvino(bundle)
     return bundle
@@ -794,12 +861,38 @@ def predict_scenes(
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
     limit_malloc_arenas()  # before the reader and OpenMP threads allocate: peak memory independent of run length
-    bundle = load_inference_bundle(model, cfg)
-    plans = plan_scenes(infos, out_dir, bundle, cfg)
-    bundle = with_runtime(bundle, cfg, sum(len(plan.grid) for plan in plans))
+    paths = [model_for_scene(model, info, cfg) for info in infos]
+    loaded = {p: load_inference_bundle(p, cfg) for p in dict.fromkeys(paths)}
+    plans = plan_scenes(infos, out_dir, [loaded[p] for p in paths], cfg)
+    ready = {p: with_runtime(b, cfg, sum(len(plan.grid) for plan, q in zip(plans, paths, strict=True) if q == p))
+             for p, b in loaded.items()}
     results = []
     with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
-        for plan in plans:  # outputs claimed at the start: a concurrent run into this folder fails now, not later
-            progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None
-            results.append(predict_scene(plan, out_dir, bundle, cfg, progress, claimed=True))
+        for plan, path in zip(plans, paths, strict=True):  # outputs claimed at the start: a concurrent run into
+            progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None  # this
+            results.append(predict_scene(plan, out_dir, ready[path], cfg, progress, claimed=True))  # folder fails now
     return results
+
+
+def scene_sensor(info: SceneInfo, cfg: PredictConfig) -> str | None:
+    """The sensor preset of a scene: ``--sensor``, else the one band resolution recognizes (None if none).
+
+    Raises:
+        BandResolutionError: bad ``--sensor``/``--bands``.
+    """
+    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales,
+                         info.offsets).sensor
+
+
+def model_for_scene(model: str | Path | None, info: SceneInfo, cfg: PredictConfig) -> Path:
+    """The bundle to predict a scene with: ``model``, or for None the shipped default of the scene's sensor
+    family (:data:`firemap.models.DEFAULT_BUNDLES`).
+
+    Raises:
+        BundleError: no default model is installed. BandResolutionError: bad ``--sensor``/``--bands``.
+    """
+    if model is not None:
+        return Path(model)
+    from firemap.models import default_bundle_path
+
+    return default_bundle_path(scene_sensor(info, cfg))

@@ -42,7 +42,7 @@ from firemap.bands import resolve_bands  # noqa: E402
 from firemap.config import PredictConfig  # noqa: E402
 from firemap.indices import nbr  # noqa: E402
 from firemap.label import label_config, label_scene  # noqa: E402
-from firemap.models import Bundle, load_bundle  # noqa: E402
+from firemap.models import Bundle, default_bundle_path, load_bundle  # noqa: E402
 from firemap.predict import classify, iter_predictions  # noqa: E402
 from firemap.raster import open_scene, read_window  # noqa: E402
 
@@ -279,11 +279,14 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
     """The markdown page."""
     cor = results["corumba_20190825"]
     h = cor["heldout"]
-    thresholds = bundle.config.class_thresholds({})
+    models = results.get("_models") or {bundle.name: describe_model(bundle)}
+    used = "; ".join(f"{name} ({text})" for name, text in models.items())
+    routed = (" (the shipped default of each scene's sensor family, as `predict` picks it: "
+              "firemap-default-landsat for Landsat scenes, firemap-default for the others)" if model == "default"
+              else "")
     lines = [
         "# Real scenes: held-out validation", "",
-        f"Model: `{model}` ({bundle.name}; thresholds "
-        f"{', '.join(f'{k} {v:g}' for k, v in thresholds.items())}). Written by `{command}` "
+        f"Model: `{model}`{routed}: {used}. Written by `{command}` "
         f"({seconds:.0f} s, {threads} CPU threads). Split and references: `configs/default_model.yaml` (one source for "
         "training and validation).", "",
         "## Corumba 2019-08-25, held-out rows >= 600 (Landsat-8 L1, Pantanal fires)", "",
@@ -325,9 +328,10 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         "counted apart. Lava is a thermal anomaly with a fire's spectrum, not a wildfire (the simulator leaves lava "
         "and industrial hot spots unlabelled for fire; see docs/simulator.md). "
         "\"trained on\": the rows the recipe's real-scene stage trains on "
-        "(`configs/default_model.yaml`); a model not built by it, like the shipped v2, saw none of these scenes.", "",
-        "| scene | held-out rows | trained on | burn scar % land: model | NBR < 0.1 | fire polygons: model "
-        "(+ on lava) | rules (+ on lava) | smoke % |", "|---|---|---|---|---|---|---|---|",
+        "(`configs/default_model.yaml`); a model not built by it, like v2 (the generic default), saw none of these "
+        "scenes.", "",
+        "| scene | model | held-out rows | trained on | burn scar % land: model | NBR < 0.1 | fire polygons: model "
+        "(+ on lava) | rules (+ on lava) | smoke % |", "|---|---|---|---|---|---|---|---|---|",
     ]
     for scene in real_data.scenes(recipe, Path(results["_work"])):
         if scene.role == "fire":
@@ -338,7 +342,8 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
         s = r.get("heldout") or r["all"]
         rows = s["rows"] if r.get("heldout") else f"none ({s['rows']} trained on)"
         fc, rc = s["fire_clusters"], s["rules_fire_clusters"]
-        lines.append(f"| {scene.name}: {scene.note} | {rows} | {trained} | **{s['scar_pct_land']:.2f}** | "
+        lines.append(f"| {scene.name}: {scene.note} | {r.get('model', bundle.name)} | {rows} | {trained} | "
+                     f"**{s['scar_pct_land']:.2f}** | "
                      f"{s['nbr_pct_land']:.2f} | **{fc[0]}** (+{fc[1]}) | {rc[0]} (+{rc[1]}) | "
                      f"{s['smoke_pct']:.2f} |")
     lines += ["", "Quicklooks: " + ", ".join(f"[{n}](img/real_{n}.png)" for n in results if not n.startswith("_")),
@@ -346,14 +351,26 @@ def report(model: str, bundle: Bundle, results: dict[str, Any], recipe: dict[str
     return "\n".join(lines)
 
 
+def describe_model(bundle: Bundle) -> str:
+    """Thresholds and BatchNorm mode of a bundle, for the report."""
+    thresholds = ", ".join(f"{k} {v:g}" for k, v in bundle.config.class_thresholds({}).items())
+    norm = (f"BatchNorm adapted to each scene, weight {bundle.config.bn_adapt:g}" if bundle.config.bn_adapt
+            else "BatchNorm training statistics")
+    return f"thresholds {thresholds}; {norm}"
+
+
 def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None) -> tuple[Bundle, dict[str, Any]]:
     """Score every real scene of the recipe; write quicklooks into ``img`` (None = none)."""
     recipe = real_data.load_recipe(recipe_path)
-    bundle = load_bundle(None if model == "default" else model)
-    results: dict[str, Any] = {"_work": str(work)}
+    loaded: dict[Path, Bundle] = {}
+    results: dict[str, Any] = {"_work": str(work), "_models": {}}
     for scene in real_data.scenes(recipe, work):
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # 'default': the shipped default of the scene's sensor family, as predict picks it
+        path = default_bundle_path(scene.sensor) if model == "default" else Path(model)
+        bundle = loaded[path] = loaded.get(path) or load_bundle(path)
+        results["_models"][bundle.name] = describe_model(bundle)
         results[scene.name] = r = evaluate_scene(bundle, scene, recipe, work, img)
+        r["model"] = bundle.name
         log.info("%s (%.0f s): %s", scene.name, time.perf_counter() - t0,
                  json.dumps(r.get("heldout") or r.get("all"), default=str))
     return bundle, results

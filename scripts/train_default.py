@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from firemap.config import PredictConfig  # noqa: E402
-from firemap.models import load_bundle, save_bundle  # noqa: E402
+from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
@@ -221,10 +221,10 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
                     "seed": 70_000 + args.seed}
 
 
-def with_thresholds(bundle_path: Path, thresholds: dict[str, float], out: Path) -> Path:
-    """Copy a bundle with calibrated default thresholds in its config."""
+def with_config(bundle_path: Path, updates: dict[str, Any], out: Path) -> Path:
+    """Copy a bundle with some of its config's fields replaced (calibrated thresholds, ``bn_adapt``)."""
     bundle = load_bundle(bundle_path)
-    config = bundle.config.model_copy(update={"thresholds": thresholds})
+    config = bundle.config.model_copy(update=updates)
     save_bundle(out, bundle.model, type(config).model_validate(config.model_dump()), bundle.provenance,
                 overwrite=True)
     return out
@@ -245,14 +245,28 @@ def final_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]
     return out
 
 
+def reproduce_command(args: argparse.Namespace) -> str:
+    """The command that rebuilds this run from scratch (the options of this one, without the --reuse-* shortcuts
+    and the thresholds given by hand)."""
+    parts = ["python scripts/train_default.py", f"--out {args.out}"]
+    if args.legacy:
+        parts.append("--legacy")
+    if args.bn_adapt is not None:
+        parts.append(f"--bn-adapt {args.bn_adapt:g}")
+    parts += [f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}", f"--test-scenes {args.test_scenes}",
+              "--install", f"--install-for {args.install_for}"]
+    return " ".join(parts)
+
+
 def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace, seconds: float | None,
             extra: dict[str, Any] | None = None) -> Path:
     """Write the final bundle with its provenance and metrics into firemap/assets."""
     bundle = load_bundle(bundle_path)
     provenance = dict(bundle.provenance)
     provenance.update({
-        "name": "firemap-default", "heldout_real_scene": args.holdout, "metrics": metrics,
-        "reproduce": "python scripts/train_default.py --out runs/default --install",
+        "name": "firemap-default" + ("" if args.install_for == "generic" else f"-{args.install_for}"),
+        "heldout_real_scene": args.holdout, "metrics": metrics,
+        "reproduce": reproduce_command(args),
         "training_seconds": round(seconds) if seconds is not None else None,
         "machine": f"{torch.get_num_threads()} CPU threads, no GPU",
         "real_data": "shared/data/s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
@@ -264,7 +278,7 @@ def install(bundle_path: Path, metrics: dict[str, Any], args: argparse.Namespace
     text = json.dumps(provenance).replace(str(args.data.resolve()), "../shared/data/s2_calfire")
     text = text.replace(str((REPO.parent / "shared" / "data").resolve()), "../shared/data")
     provenance = json.loads(text.replace(str(REPO), "."))
-    target = REPO / "firemap" / "assets" / "default.firemap.pt"
+    target = REPO / "firemap" / "assets" / DEFAULT_BUNDLES[args.install_for]
     target.parent.mkdir(exist_ok=True)
     save_bundle(target, bundle.model, bundle.config, provenance, overwrite=True)
     log.info("installed %s (%.1f MB)", target, target.stat().st_size / 1e6)
@@ -427,7 +441,13 @@ def parse() -> argparse.Namespace:
                    help="seconds already spent on a reused stage (--reuse-stage1/2), added to the provenance")
     p.add_argument("--keep-unreliable", action="store_true",
                    help=f"train and cross-validate on {', '.join(UNRELIABLE)} too (see UNRELIABLE)")
-    p.add_argument("--install", action="store_true", help="write firemap/assets/default.firemap.pt")
+    p.add_argument("--install", action="store_true", help="write the bundle into firemap/assets (see --install-for)")
+    p.add_argument("--install-for", default="generic", choices=list(DEFAULT_BUNDLES),
+                   help="which shipped default --install replaces: " + ", ".join(
+                       f"{k} = {v}" for k, v in DEFAULT_BUNDLES.items()))
+    p.add_argument("--bn-adapt", type=float, default=None,
+                   help="test-time BatchNorm adaptation weight written into the bundle before calibration "
+                        "(firemap/adapt.py; default: the recipe's bn_adapt, 0 with --legacy)")
     p.add_argument("--cv", action="store_true", help="leave-one-scene-out fine-tuning report instead")
     p.add_argument("--recipe", type=Path, default=real_data.RECIPE, help="YAML recipe of the real-scene stage")
     p.add_argument("--legacy", action="store_true",
@@ -461,8 +481,14 @@ def main() -> None:
         last = fit(train_config_from_dict(stage2_config(args, stage1, args.holdout, args.out / "stage2"))).last
         seconds = time.perf_counter() - t0 + (args.training_seconds or 0.0)
         log.info("training done after %.0f s", seconds)
-    fire_threshold, calibration = calibrate_fire_threshold(last, args)
-    final = with_thresholds(last, {"fire": fire_threshold}, args.out / "final.firemap.pt")
+    if args.bn_adapt:  # calibrate and score the network as predict will run it
+        last = with_config(last, {"bn_adapt": args.bn_adapt}, args.out / "adapted.firemap.pt")
+    if args.fire_threshold is not None:
+        fire_threshold = args.fire_threshold
+        calibration = {"fire_threshold": fire_threshold, "note": "given with --fire-threshold, not recalibrated"}
+    else:
+        fire_threshold, calibration = calibrate_fire_threshold(last, args)
+    final = with_config(last, {"thresholds": {"fire": fire_threshold}}, args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -516,6 +542,9 @@ def run_recipe(args: argparse.Namespace) -> None:
         last = fit(train_config_from_dict(cfg)).last
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
+    adapt = args.bn_adapt if args.bn_adapt is not None else float(recipe.get("bn_adapt", 0.0))
+    if adapt:  # calibrate and score the network as predict will run it
+        last = with_config(last, {"bn_adapt": adapt}, args.out / "adapted.firemap.pt")
     previous = args.out / "metrics.json"
     if args.fire_threshold is not None:  # given (e.g. the init bundle's calibrated value): not recalibrated
         fire_threshold = args.fire_threshold
@@ -527,8 +556,8 @@ def run_recipe(args: argparse.Namespace) -> None:
         negatives = [SceneSource(**src) for src in real if src["name"] != "corumba_north"]
         fire_threshold, calibration = calibrate_fire_threshold(last, args, negatives)
     scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
-    final = with_thresholds(last, {"fire": fire_threshold, "burn_scar": scar_threshold},
-                            args.out / "final.firemap.pt")
+    final = with_config(last, {"thresholds": {"fire": fire_threshold, "burn_scar": scar_threshold}},
+                        args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
     metrics["calibration"] = calibration
     metrics["calibration_burn_scar"] = scar_calibration
@@ -543,7 +572,7 @@ def run_recipe(args: argparse.Namespace) -> None:
 def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     return {
         "recipe": "configs/default_model.yaml",
-        "reproduce": f"python scripts/train_default.py --out runs/v3 --install  (recipe {args.recipe.name})",
+        "reproduce": f"{reproduce_command(args)}  (recipe {args.recipe.name})",
         "stages": "1-2: the shipped v2 model (simulator pretraining 12 x 80 steps, California Sentinel-2 fine-tuning "
                   f"6 x 60 steps; git {recipe['init']['git_commit']}), not rerun; 3: real-scene fine-tuning "
                   f"{recipe['finetune']['config']['epochs']} x {recipe['finetune']['config']['steps_per_epoch']} "

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 
 from firemap.config import PredictConfig
 from firemap.errors import MissingBandsError
-from firemap.models import Bundle, default_bundle_path, load_bundle
-from firemap.predict import iter_predictions
+from firemap.models import DEFAULT_BUNDLES, Bundle, default_bundle_path, load_bundle, sensor_family
+from firemap.predict import iter_predictions, model_for_scene, predict_scenes
 from firemap.raster import open_scene
 from firemap.train.config import SceneSource
 from firemap.train.evaluate import evaluate_source
@@ -58,3 +59,48 @@ def test_real_heldout_scene_without_swir1_beats_nbr(default: Bundle) -> None:
     s = evaluate_source(default, src, PredictConfig(device="cpu")).summary()
     assert s["burn_scar_iou"] > s["baseline_best_nbr_iou_pooled"] + 0.05
     assert s["burn_scar_iou"] > 0.7
+
+
+# ----------------------------------------------------------------------------- one default per sensor family
+
+
+@pytest.mark.parametrize(("sensor", "family"), [
+    ("landsat8-l1", "landsat"), ("landsat9-l2", "landsat"), ("LANDSAT8-L2", "landsat"),
+    ("sentinel2-l2a", "generic"), ("hls", "generic"), (None, "generic"),
+])
+def test_sensor_family_picks_the_default(sensor: str | None, family: str) -> None:
+    assert sensor_family(sensor) == family
+    assert default_bundle_path(sensor).name == DEFAULT_BUNDLES[family]
+
+
+def test_every_default_is_small_and_says_how_it_was_made() -> None:
+    generic, landsat = load_bundle(default_bundle_path()), load_bundle(default_bundle_path("landsat8-l1"))
+    for sensor in (None, "landsat8-l1"):
+        assert default_bundle_path(sensor).stat().st_size <= 40e6
+    assert generic.name == "firemap-default" and landsat.name == "firemap-default-landsat"
+    assert generic.config.bn_adapt == 0.5 and landsat.config.bn_adapt == 0.0
+    assert generic.config.bands == landsat.config.bands  # one band contract for every default
+    real = landsat.provenance["metrics"]["real_scenes"]  # held-out Corumba rows and fire-free land (eval_real.py)
+    assert real["fire_f1"] > 0.8 and real["fire_free_fire_polygons_outside_lava"] == 0
+    assert "--install-for landsat" in landsat.provenance["reproduce"]
+
+
+def test_model_for_scene_routes_by_sensor(write_tif) -> None:
+    info = open_scene(write_tif(background(32, 32)))
+    assert model_for_scene(None, info, PredictConfig(sensor="landsat8-l2")).name == DEFAULT_BUNDLES["landsat"]
+    assert model_for_scene(None, info, PredictConfig(sensor="sentinel2")).name == DEFAULT_BUNDLES["generic"]
+    assert model_for_scene(None, info, PredictConfig()).name == DEFAULT_BUNDLES["generic"]  # sensor unknown
+    assert model_for_scene("mine.firemap.pt", info, PredictConfig(sensor="landsat8-l2")) == Path("mine.firemap.pt")
+
+
+def test_predict_uses_each_scenes_default(tmp_path: Path) -> None:
+    """Real provider products: the Landsat one is mapped by the Landsat default, the Sentinel-2 one by the
+    generic default, in one job (the class raster's MODEL tag says which)."""
+    root = requires_shared("real_scenes", "provider_formats")
+    scenes = [root / "LC08_L2SP_001062_20201031_20201106_02_T2", root / "S2A_29RKH_20200219_0_L2A"]
+    results = predict_scenes(scenes, tmp_path / "out", None, PredictConfig(device="cpu"))
+    tags = []
+    for r in results:
+        with rasterio.open(r.outputs["classes"]) as ds:
+            tags.append(ds.tags()["MODEL"])
+    assert tags == ["firemap-default-landsat", "firemap-default"]

@@ -35,7 +35,7 @@ from firemap.bands import resolve_bands
 from firemap.config import PredictConfig, validate
 from firemap.errors import ConfigError
 from firemap.indices import nbr
-from firemap.models import Bundle, load_bundle
+from firemap.models import Bundle, default_bundle_path, load_bundle
 from firemap.predict import classify, iter_predictions
 from firemap.raster import SceneInfo, atomic_output, open_scene, read_window
 from firemap.train.config import SceneSource
@@ -389,13 +389,14 @@ def evaluate(
     baselines: bool = True,
     progress: Callable[[Path, int], Callable[[int], None]] | None = None,
 ) -> EvalReport:
-    """``firemap evaluate``: load a bundle (None = the shipped default), evaluate, optionally write JSON.
+    """``firemap evaluate``: load a bundle (None = the shipped default of the source's sensor family), evaluate,
+    optionally write JSON.
 
     Raises:
         FiremapError subclasses: unreadable bundle, missing images/masks, bands that do not fit, existing JSON
         without ``cfg.overwrite``.
     """
-    bundle = load_bundle(model)
+    bundle = load_bundle(model if model is not None else default_bundle_path(cfg.sensor or src.sensor))
     report = evaluate_source(bundle, src, cfg, baselines, progress)
     if json_path is not None:
         with atomic_output(json_path, cfg.overwrite) as tmp:

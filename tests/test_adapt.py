@@ -1,0 +1,153 @@
+"""Test-time BatchNorm adaptation (firemap.adapt, --bn-adapt): statistics, mixing, and predict on a shifted scene."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from firemap.adapt import adapted_network, batchnorm_layers, mix_statistics, sample_indices, scene_statistics
+from firemap.config import PredictConfig
+from firemap.errors import ConfigError
+from firemap.models import Bundle, load_bundle
+from firemap.predict import _sample_batches, iter_predictions, plan_scene, with_runtime
+from firemap.raster import open_scene
+
+from .conftest import background, raw_config
+
+TRAIN_NIR, TRAIN_NIR_STD = 0.30, 0.05
+
+
+class NirNet(nn.Sequential):
+    """burn_scar logit = -10 * (nir - mean) / std through a BatchNorm trained on nir 0.30 +- 0.05 (fire and smoke
+    logits -20): a scene whose nir is darker overall (another sensor, say) is all burn scar with the training
+    statistics, and only its darkest part with the scene's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(6, 3, 1)  # registered in this order: Sequential runs conv, then bn
+        self.bn = nn.BatchNorm2d(3)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            self.conv.weight[2, 3] = 1.0
+            self.bn.running_mean.copy_(torch.tensor([0.0, 0.0, TRAIN_NIR]))
+            self.bn.running_var.copy_(torch.tensor([1.0, 1.0, TRAIN_NIR_STD**2]))
+            self.bn.weight.copy_(torch.tensor([0.0, 0.0, -10.0]))
+            self.bn.bias.copy_(torch.tensor([-20.0, -20.0, 0.0]))
+
+
+def shifted_scene() -> tuple[np.ndarray, np.ndarray]:
+    """``(6, 150, 170)`` reflectance with nir 0.20 (darker than training) and a scar block of nir 0.05 crossing
+    tile borders; and the scar's true mask."""
+    data = background(150, 170, seed=3)
+    data[3] = 0.20 + np.random.default_rng(1).normal(0, 0.01, (150, 170)).astype(np.float32)
+    scar = np.zeros((150, 170), bool)
+    scar[40:110, 50:130] = True
+    data[3][scar] = 0.05
+    return data, scar
+
+
+def scar_mask(path: Path, bundle: Bundle, cfg: PredictConfig) -> np.ndarray:
+    info = open_scene(path)
+    rows = [block.probs[2] > 0.5 for block in iter_predictions(info, bundle, cfg)]
+    return np.concatenate(rows)
+
+
+def test_sample_indices_spread_and_cover() -> None:
+    assert sample_indices(5, 64) == [0, 1, 2, 3, 4]
+    picked = sample_indices(1000, 64)
+    assert len(picked) == 64 and picked[0] == 0 and picked[-1] == 999
+    assert max(np.diff(picked)) - min(np.diff(picked)) <= 1
+
+
+def test_scene_statistics_follow_batchnorm_training_mode() -> None:
+    net = nn.Sequential(nn.BatchNorm2d(2))
+    torch.manual_seed(0)
+    batches = [torch.randn(3, 2, 8, 8) + 1.0, torch.randn(5, 2, 8, 8) * 3.0 - 2.0]
+    ((mean, var),) = scene_statistics(net, batches)
+    expect_mean = torch.stack([b.mean(dim=(0, 2, 3)) for b in batches]).mean(0)
+    expect_var = torch.stack([b.transpose(0, 1).reshape(2, -1).var(dim=1) for b in batches]).mean(0)
+    torch.testing.assert_close(mean, expect_mean)
+    torch.testing.assert_close(var, expect_var)
+    assert net[0].running_mean.abs().max() == 0  # the model itself is untouched
+
+
+def test_mix_statistics_weights() -> None:
+    net = NirNet()
+    scene = [(torch.tensor([1.0, 2.0, 0.2]), torch.tensor([4.0, 4.0, 0.01]))]
+    mix_statistics(net, scene, 0.0)
+    torch.testing.assert_close(net.bn.running_mean, torch.tensor([0.0, 0.0, TRAIN_NIR]))
+    mix_statistics(net, scene, 0.25)
+    torch.testing.assert_close(net.bn.running_mean, torch.tensor([0.25, 0.5, 0.75 * TRAIN_NIR + 0.25 * 0.2]))
+    torch.testing.assert_close(net.bn.running_var, torch.tensor([1.75, 1.75, 0.75 * TRAIN_NIR_STD**2 + 0.0025]))
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        mix_statistics(net, scene, 1.5)
+
+
+def test_adapted_network_is_folded_copy() -> None:
+    net = NirNet().eval()
+    adapted = adapted_network(net, [torch.rand(2, 6, 16, 16)], 0.5)
+    assert not batchnorm_layers(adapted)  # folded into the conv
+    assert batchnorm_layers(net) and float(net.bn.running_mean[2]) == pytest.approx(TRAIN_NIR)
+    x = torch.rand(1, 6, 8, 8)
+    reference = NirNet().eval()
+    mix_statistics(reference, scene_statistics(net, [torch.rand(2, 6, 16, 16)]), 0.0)
+    with torch.no_grad():  # weight 0 after folding: the network's own outputs
+        torch.testing.assert_close(adapted_network(net, [torch.rand(2, 6, 16, 16)], 0.0)(x), reference(x))
+
+
+def test_predict_adapts_to_a_shifted_scene(write_tif: Callable[..., Path]) -> None:
+    data, scar = shifted_scene()
+    path = write_tif(data)
+    bundle = Bundle(raw_config(), NirNet().eval(), {"name": "nir"})
+    plain = scar_mask(path, bundle, PredictConfig(device="cpu"))
+    assert plain.mean() > 0.95  # training statistics: the whole darker scene looks burnt
+    adapted = scar_mask(path, bundle, PredictConfig(device="cpu", bn_adapt=1.0))
+    iou = (adapted & scar).sum() / (adapted | scar).sum()
+    assert iou > 0.97
+    # the bundle's own weight applies when the command line gives none, and --bn-adapt 0 switches it off
+    bundle.config = raw_config(bn_adapt=1.0)
+    np.testing.assert_array_equal(scar_mask(path, bundle, PredictConfig(device="cpu")), adapted)
+    np.testing.assert_array_equal(scar_mask(path, bundle, PredictConfig(device="cpu", bn_adapt=0.0)), plain)
+
+
+def test_adapted_stream_equals_whole_image(write_tif: Callable[..., Path]) -> None:
+    """The statistics are fixed per scene before any tile is predicted: the stitched result is that of the
+    adapted network on the whole image (seam-free)."""
+    data, _ = shifted_scene()
+    path = write_tif(data)
+    bundle = Bundle(raw_config(), NirNet().eval(), {"name": "nir"})
+    cfg = PredictConfig(device="cpu", bn_adapt=0.5)
+    plan = plan_scene(open_scene(path), bundle, cfg)
+    network = adapted_network(bundle.model, list(_sample_batches(plan, bundle, cfg, torch.device("cpu"))), 0.5)
+    with torch.no_grad():
+        whole = torch.sigmoid(network(torch.from_numpy(data)[None]))[0].numpy()
+    stream = np.concatenate([b.probs for b in iter_predictions(plan, bundle, cfg)], axis=1)
+    np.testing.assert_allclose(stream, whole, atol=1e-6)
+
+
+def test_bundle_keeps_batchnorm_for_adaptation(smp_bundle_path: Path) -> None:
+    folded = load_bundle(smp_bundle_path, inference=True)
+    assert folded.runtime == "torchscript"
+    kept = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
+    assert kept.runtime == "eager" and batchnorm_layers(kept.model)
+
+
+def test_openvino_refuses_adaptation() -> None:
+    bundle = Bundle(raw_config(bn_adapt=0.5), NirNet().eval(), {"name": "nir"})
+    with pytest.raises(ConfigError, match="--bn-adapt 0"):
+        with_runtime(bundle, PredictConfig(device="cpu", runtime="openvino"), 10)
+    assert with_runtime(bundle, PredictConfig(device="cpu", runtime="auto"), 10_000) is bundle
+
+
+def test_info_says_whether_batchnorm_adapts() -> None:
+    from firemap.models import describe_bundle
+
+    assert "training statistics" in dict(describe_bundle(Bundle(raw_config(), NirNet(), {})))["batchnorm"]
+    shown = dict(describe_bundle(Bundle(raw_config(bn_adapt=0.5), NirNet(), {})))["batchnorm"]
+    assert shown.startswith("adapted to each scene, weight 0.5")
