@@ -730,10 +730,15 @@ def predict_scene(
                     writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
                     writers["probs"].write_mask(block.valid, block.row_off)
                 collector.add(block.row_off, masks, block.probs, block.valid)
-        gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-        tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
-        tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-        write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+            # every row is in: GDAL builds the COGs (overviews, compression; no GIL) in a worker thread while
+            # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
+            with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
+                cogs = pool.submit(lambda: [w.close() for w in writers.values()])
+                gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+                tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+                tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+                write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+                cogs.result()
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf

@@ -95,7 +95,7 @@ PREDICT = textwrap.dedent("""
     P.forward_probs = timed
     t = time.perf_counter()
     r = P.predict_scenes([{scene!r}], {out!r}, {model!r}, PredictConfig(batch_size={batch}, overwrite=True,
-                         precision={precision!r}, device="cpu", runtime={runtime!r}))[0]
+                         precision={precision!r}, device="cpu", runtime={runtime!r}, bn_adapt={bn_adapt!r}))[0]
     print(json.dumps({{"seconds": time.perf_counter() - t, "tiles": r.tiles, "network_seconds": spent[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """)
@@ -107,7 +107,7 @@ BARE = textwrap.dedent("""
     from benchlib import gemm_peak, network_flops
     from firemap.config import PredictConfig
     from firemap.predict import autocast_dtype, forward_probs, load_inference_bundle, with_runtime
-    cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r})
+    cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r}, bn_adapt={bn_adapt!r})
     b = load_inference_bundle({model!r}, cfg)
     c, t = b.config.in_channels, b.config.tile_size
     flops = network_flops(b.model, (1, c, t, t))  # counted on the torch network (OpenVINO's is the same graph)
@@ -209,7 +209,7 @@ def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -
 
 
 def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str, threads: int,
-          tmp: Path, repeats: int = 1) -> list[dict]:
+          tmp: Path, repeats: int = 1, bn_adapt: float | None = None) -> list[dict]:
     """One row per scene size: the predict run (its time, in-run network time, peak RSS) and the bare network.
 
     With ``repeats`` > 1 the predict process runs that many times per size (each a fresh process: its peak RSS
@@ -226,12 +226,14 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str
         runs = []
         for _ in range(repeats):
             runs.append(run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
-                                                  precision=precision, threads=threads, runtime=runtime), threads))
+                                                  precision=precision, threads=threads, runtime=runtime,
+                                                  bn_adapt=bn_adapt), threads))
             log.info("%s: %s", scene.name, runs[-1])
         e2e = sorted(runs, key=lambda r: r["seconds"] / r["network_seconds"])[len(runs) // 2]
         rss = [r["rss_mb"] for r in runs]
         bare = run_python(BARE.format(model=model, batch=batch, tiles=e2e["tiles"], precision=precision,
-                                      threads=threads, scripts=str(SCRIPTS), runtime=runtime), threads)
+                                      threads=threads, scripts=str(SCRIPTS), runtime=runtime, bn_adapt=bn_adapt),
+                          threads)
         rows.append({"size": size, **e2e, "rss_mb": statistics.median(rss), "rss_runs": rss,
                      "overheads": [r["seconds"] / r["network_seconds"] - 1 for r in runs],
                      "bare_seconds": bare["seconds"], "flops": bare["flops"],
@@ -241,11 +243,14 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str
     return rows
 
 
-def report(rows: list[dict], model: str, batch: int, precision: str, threads: int) -> str:
+def report(rows: list[dict], model: str, batch: int, precision: str, threads: int,
+           bn_adapt: float | None = None) -> str:
+    adapt = "the bundle's" if bn_adapt is None else f"{bn_adapt:g}"
     lines = [
         f"## predict: overhead and memory (--runtime {rows[0]['runtime'] if rows else '?'})", "",
         f"Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}.", "",
+        f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}, "
+        f"--bn-adapt {adapt}.", "",
         "| scene (6 bands) | tiles | runtime | end-to-end s | bare network s | overhead vs bare "
         "| network inside the run s | overhead vs that | ms/tile (bare) | % of fp32 GEMM peak (same process) "
         "| peak RSS MB | load before / after |",
@@ -297,6 +302,8 @@ def main() -> None:
                         "tiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
+    parser.add_argument("--bn-adapt", type=float, default=None, help="predict's --bn-adapt (default: the bundle's; "
+                        "0 predicts with the exported network and no per-scene adaptation pass)")
     parser.add_argument("--repeats", type=int, default=1, help="fresh predict processes per scene size (median "
                         "overhead and median peak RSS reported)")
     parser.add_argument("--section", default="bench_predict", help="docs/benchmarks.md section for the scene table")
@@ -314,8 +321,9 @@ def main() -> None:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
             rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp,
-                         args.repeats)
-            sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads)
+                         args.repeats, args.bn_adapt)
+            sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads,
+                                            args.bn_adapt)
     for name, text in sections.items():
         if args.no_write:
             sys.stdout.write(text + "\n\n")

@@ -37,6 +37,7 @@ PHASES = [  # (label, module, attribute, kind): kind "call", "method" (Class.nam
     ("scene opening, band resolution, tile grid", "firemap.predict", "open_scene", "call"),
     ("scene opening, band resolution, tile grid", "firemap.predict", "plan_scenes", "call"),
     ("scene opening, band resolution, tile grid", "firemap.predict", "with_runtime", "call"),
+    ("BatchNorm adaptation to the scene (--bn-adapt)", "firemap.predict", "adapt_to_scene", "call"),
     ("tile loop: waiting for reads, band checks, normalization", "firemap.predict", "_tiles", "generator"),
     ("batch assembly (submit minus network)", "firemap.predict", "_submit_queue", "call"),
     ("network", "firemap.predict", "forward_probs", "call"),
@@ -104,7 +105,7 @@ CHILD = textwrap.dedent('''
             p = torch.sigmoid(torch.cat([s * 0 - 5, 30 * (s + 0.75), s * 0 - 5], 1))
             return p.contiguous(memory_format=torch.channels_last)
         P.forward_probs = wrapped("network", fake, "call")
-    cfg = PredictConfig(batch_size=8, overwrite=True, device="cpu", runtime={runtime!r})
+    cfg = PredictConfig(batch_size=8, overwrite=True, device="cpu", runtime={runtime!r}, **{extra!r})
     t0, c0 = time.perf_counter(), time.thread_time()
     result = P.predict_scenes([{scene!r}], {out!r}, None, cfg)[0]
     total, total_cpu = time.perf_counter() - t0, time.thread_time() - c0
@@ -114,10 +115,13 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def profile(code: Path, scene: Path, out: Path, threads: int, runtime: str, fake: bool) -> dict:
+def profile(code: Path, scene: Path, out: Path, threads: int, runtime: str, fake: bool,
+            bn_adapt: float | None = None) -> dict:
     """Run one profiled predict in a fresh process with the firemap code at ``code``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(code)}
-    src = CHILD.format(threads=threads, phases=PHASES, fake=fake, runtime=runtime, scene=str(scene), out=str(out))
+    extra = {} if bn_adapt is None else {"bn_adapt": bn_adapt}
+    src = CHILD.format(threads=threads, phases=PHASES, fake=fake, runtime=runtime, scene=str(scene), out=str(out),
+                       extra=extra)
     load = load_average()
     done = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, env=env, check=False,
                           cwd=out.parent)  # not this tree's folder: ``-c`` puts the working folder first on sys.path
@@ -175,6 +179,7 @@ def main() -> None:
     parser.add_argument("--runtime", default="torch")
     parser.add_argument("--before", type=Path, default=None, help="firemap code to compare with (a checkout)")
     parser.add_argument("--fake-network", action="store_true", help="a cheap stand-in for the network")
+    parser.add_argument("--bn-adapt", type=float, default=None, help="predict's --bn-adapt (default: the bundle's)")
     parser.add_argument("--section", default=None, help="write the table into this docs/benchmarks.md section")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -186,8 +191,15 @@ def main() -> None:
         codes = ([("before", args.before)] if args.before else []) + [("after" if args.before else "run", ROOT)]
         for name, code in codes:
             t = time.perf_counter()
-            runs[name] = profile(code, scene, tmp / name, args.threads, args.runtime, args.fake_network)
+            runs[name] = profile(code, scene, tmp / name, args.threads, args.runtime, args.fake_network,
+                                 args.bn_adapt)
             log.info("%s: %.1f s (load %s)", name, time.perf_counter() - t, runs[name]["load"])
+        same = ""
+        if args.before:  # the two runs' outputs, byte for byte
+            files = sorted(p.name for p in (tmp / "before").iterdir())
+            same = " Outputs of before and after byte-identical: " + ", ".join(
+                f"{f} {'yes' if (tmp / 'before' / f).read_bytes() == (tmp / 'after' / f).read_bytes() else 'NO'}"
+                for f in files) + "."
     first = next(iter(runs.values()))
     lines = [
         f"## predict phase by phase ({args.size}^2{', fake network' if args.fake_network else ''})", "",
@@ -195,7 +207,7 @@ def main() -> None:
         f"Machine: {machine(args.threads)}. Scene: the synthetic 6-band {args.size}^2 scene of "
         f"`scripts/bench_predict.py` ({first['tiles']} tiles), `--runtime {args.runtime}`, batch 8.  ",
         "Runs: " + "; ".join(f"{n}: load before / after {r['load']}, {r['polygons']} polygons, peak RSS "
-                             f"{r['rss_mb']:.0f} MB" for n, r in runs.items()) + ".", "",
+                             f"{r['rss_mb']:.0f} MB" for n, r in runs.items()) + "." + same, "",
         "Wall and main-thread CPU seconds per phase (CPU time is robust to the machine's load; the reader thread's "
         "CPU runs beside the network and slows it on a machine whose cores all run torch threads).", "",
         *table(runs),
