@@ -717,28 +717,27 @@ def predict_scene(
     info, paths, classes = plan.info, plan.outputs, bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
     thresholds = bundle.config.class_thresholds(cfg.thresholds)
-    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp:
-        with contextlib.ExitStack() as stack:
-            writers = {"classes": stack.enter_context(
-                _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
-            if cfg.save_probs:
-                writers["probs"] = stack.enter_context(_probs_writer(tmp["probs"], info.grid, classes))
-            for block in iter_predictions(plan, bundle, cfg, progress):
-                masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
-                writers["classes"].write(class_raster, block.row_off)
-                if "probs" in writers:
-                    writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
-                    writers["probs"].write_mask(block.valid, block.row_off)
-                collector.add(block.row_off, masks, block.probs, block.valid)
-            # every row is in: GDAL builds the COGs (overviews, compression; no GIL) in a worker thread while
-            # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
-            with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
-                cogs = pool.submit(lambda: [w.close() for w in writers.values()])
-                gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-                tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
-                tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-                write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
-                cogs.result()
+    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp, contextlib.ExitStack() as stack:
+        writers = {"classes": stack.enter_context(
+            _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
+        if cfg.save_probs:
+            writers["probs"] = stack.enter_context(_probs_writer(tmp["probs"], info.grid, classes))
+        for block in iter_predictions(plan, bundle, cfg, progress):
+            masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
+            writers["classes"].write(class_raster, block.row_off)
+            if "probs" in writers:
+                writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
+                writers["probs"].write_mask(block.valid, block.row_off)
+            collector.add(block.row_off, masks, block.probs, block.valid)
+        # every row is in: GDAL builds the COGs (overviews, compression; no GIL) in a worker thread while
+        # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
+        with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
+            cogs = pool.submit(_close_writers, list(writers.values()))
+            gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+            tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+            tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+            write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+            cogs.result()
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
@@ -747,6 +746,11 @@ def predict_scene(
     result.seconds = time.perf_counter() - t0
     log.info("%s: done in %.1f s", info.path.name, result.seconds)
     return result
+
+
+def _close_writers(writers: Sequence[TiledWriter]) -> None:
+    for writer in writers:
+        writer.close()
 
 
 def _as_plan(
