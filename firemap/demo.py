@@ -190,8 +190,11 @@ def quicklook(
     return write_png(png, image, overwrite)
 
 
-def _model_name(model: str | Path | None) -> str:
-    return "default model" if model is None else Path(model).name.removesuffix(".firemap.pt")
+def _model_name(model: str | Path | None, classes_tif: Path) -> str:
+    if model is not None:
+        return Path(model).name.removesuffix(".firemap.pt")
+    with rasterio.open(classes_tif) as ds:  # the default predict picked for the scene's sensor
+        return f"{ds.tags().get('MODEL', 'default')} (default)"
 
 
 def run_demo(
@@ -234,7 +237,8 @@ def run_demo(
     scene_path, label_path = write_scene(scene, scene_path, overwrite=overwrite)
     cfg = PredictConfig(overwrite=overwrite)
     (result,) = predict_scenes([scene_path], out, model, cfg)
-    quicklook(scene_path, label_path, result.outputs["classes"], png, overwrite, _model_name(model))
+    quicklook(scene_path, label_path, result.outputs["classes"], png, overwrite,
+              _model_name(model, result.outputs["classes"]))
     log.info("demo outputs in %s", out)
     return DemoResult(scene_path, label_path, png, dict(result.outputs), result.area_ha, result.polygons)
 

@@ -432,7 +432,7 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 _NOT_ARCHITECTURE = frozenset({"bands", "optional_bands", "band_presence", "mean", "std", "classes", "tile_size",
-                               "overlap", "thresholds"})
+                               "overlap", "thresholds", "bn_adapt"})
 
 
 def inherit_init_model(data: dict[str, Any]) -> dict[str, Any]:
@@ -475,6 +475,9 @@ def inherit_init_model(data: dict[str, Any]) -> dict[str, Any]:
     if inherited.get("thresholds"):
         log.info("thresholds %s carried over from the init bundle (calibrated for it, not recalibrated; set "
                  "model.thresholds or --threshold to change them)", inherited["thresholds"])
+    if inherited.get("bn_adapt"):
+        log.info("bn_adapt %g carried over from the init bundle: validation and predict adapt BatchNorm to each "
+                 "scene (set model.bn_adapt: 0 to use the training statistics)", inherited["bn_adapt"])
     log.info("model keys from the init bundle %s: %s", init, ", ".join(k for k in inherited))
     return {**data, "model": {**inherited, **given}}
 
