@@ -85,16 +85,17 @@ class InFlight:
         return None if self.probs is None else self.probs.numpy()
 
 
-def submit(forward: Callable[[torch.Tensor], torch.Tensor], inputs: list[np.ndarray], device: torch.device,
-           items: list[Any]) -> InFlight:
-    """Start one batch: ``inputs`` ``(channels, H, W)`` float32 arrays -> forward -> probabilities on the host.
+def submit(forward: Callable[[torch.Tensor], torch.Tensor], inputs: list[np.ndarray] | torch.Tensor,
+           device: torch.device, items: list[Any]) -> InFlight:
+    """Start one batch: ``inputs`` ``(channels, H, W)`` float32 arrays (or the batch already assembled as a
+    ``(tiles, channels, H, W)`` host tensor) -> forward -> probabilities on the host.
 
     On CUDA nothing waits: the host-to-device copy, the forward pass and the copy back are queued on the current
     stream and :meth:`InFlight.result` waits for them. On the CPU the batch is computed here.
     """
-    if not inputs:
+    if len(inputs) == 0:
         return InFlight(items, None)
-    x = torch.from_numpy(np.stack(inputs))
+    x = inputs if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.stack(inputs))
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
     x = x.contiguous(memory_format=torch.channels_last)

@@ -42,7 +42,7 @@ from firemap.raster import (
     read_window,
     staged_outputs,
 )
-from firemap.resources import available_memory
+from firemap.resources import available_memory, limit_malloc_arenas
 from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,49 @@ def normalize_(data: np.ndarray, config: ModelConfig, present: Sequence[str] | N
 
 def with_presence(x: np.ndarray, config: ModelConfig, present: Sequence[str] | None = None) -> np.ndarray:
     """Append the 0/1 band-presence channels (one per optional band) to normalized ``(bands, rows, cols)``."""
-    if not (config.band_presence and config.optional_bands):
+    flags = presence_flags(config, present)
+    if not flags.size:
         return x
+    return np.concatenate([x, np.broadcast_to(flags[:, None, None], (flags.size, *x.shape[1:]))])
+
+
+def presence_flags(config: ModelConfig, present: Sequence[str] | None = None) -> np.ndarray:
+    """The band-presence channel values, ``(optional bands,)`` float32 0/1 (empty without band presence)."""
+    if not (config.band_presence and config.optional_bands):
+        return np.zeros(0, np.float32)
     have = set(config.bands if present is None else present)
-    flags = np.empty((len(config.optional_bands), *x.shape[1:]), np.float32)
-    for i, band in enumerate(config.optional_bands):
-        flags[i] = float(band in have)
-    return np.concatenate([x, flags])
+    return np.asarray([float(band in have) for band in config.optional_bands], np.float32)
+
+
+class BatchBuffer:
+    """Assemble network batches in one reused channels-last buffer: each tile is copied once.
+
+    ``fill`` writes tiles' normalized bands ``(bands, H, W)`` float32 (views of a read chunk) and the
+    band-presence channels straight into a ``(batch, H, W, channels)`` array and returns it as a
+    ``(tiles, channels, H, W)`` channels-last tensor sharing that memory: the same values and layout as stacking
+    :func:`with_presence` inputs and converting to channels-last, without the three intermediate copies. The
+    tensor is valid until the next ``fill``: the forward pass must be done with it (on CUDA it is copied to
+    pinned memory first).
+
+    Args:
+        batch: the largest number of tiles per batch.
+        channels: network input channels (bands + presence channels).
+        tile_size: tile edge, pixels.
+    """
+
+    def __init__(self, batch: int, channels: int, tile_size: int) -> None:
+        self._array = np.empty((batch, tile_size, tile_size, channels), np.float32)
+
+    def fill(self, tiles: Sequence[np.ndarray], flags: np.ndarray) -> torch.Tensor:
+        """The batch of ``tiles`` (each ``(bands, H, W)``) followed by ``flags`` ``(presence channels,)``."""
+        n = len(tiles)
+        out = self._array[:n]
+        bands = out.shape[-1] - flags.size
+        for i, x in enumerate(tiles):
+            out[i, :, :, :bands] = x.transpose(1, 2, 0)
+        if flags.size:
+            out[:, :, :, bands:] = flags
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
 
 
 _D4 = [(k, f) for f in (False, True) for k in range(4)]
@@ -226,6 +262,8 @@ class _Context:
     cfg: PredictConfig
     batch_size: int
     forward: Callable[[torch.Tensor], torch.Tensor]
+    batch: BatchBuffer
+    flags: np.ndarray
     checked_scaling: bool = False
 
     @property
@@ -253,7 +291,10 @@ def _scene_context(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> _Cont
 
     plain = cfg.tta == "none" and tuple(cfg.tta_scales) == (1.0,)
     use = GraphedForward(forward) if cfg.cuda_graphs and device.type == "cuda" and plain else forward
-    return _Context(bundle, plan, list(bundle.config.mean), device, amp, cfg, batch_size(cfg, bundle, device), use)
+    size = batch_size(cfg, bundle, device)
+    buffer = BatchBuffer(size, bundle.config.in_channels, plan.grid.tile_size)
+    flags = presence_flags(bundle.config, plan.present)
+    return _Context(bundle, plan, list(bundle.config.mean), device, amp, cfg, size, use, buffer, flags)
 
 
 def batch_size(cfg: PredictConfig, bundle: Bundle, device: torch.device | None = None) -> int:
@@ -331,8 +372,9 @@ def _open_input(path: Path) -> rasterio.io.DatasetReader:
 
 
 def _tiles(ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray | None]]:
-    """Every tile in row-major order: ``(tile, network input or None when all nodata, validity or None when
-    all nodata)``. A tile without valid pixels keeps no reference to its read chunk."""
+    """Every tile in row-major order: ``(tile, normalized bands or None when all nodata, validity or None when
+    all nodata)``; the bands are a ``(bands, tile_size, tile_size)`` view of the read chunk (the band-presence
+    channels are added by :class:`BatchBuffer`). A tile without valid pixels keeps no reference to its chunk."""
     info, grid = ctx.plan.info, ctx.plan.grid
     size = grid.tile_size
     for row, c0, c1, data, valid in _read_chunks(ctx):
@@ -347,7 +389,7 @@ def _tiles(ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray 
             if not tile_valid.any():
                 yield tile, None, None
                 continue
-            yield tile, with_presence(x[:, :, start : start + size], ctx.bundle.config, ctx.present), tile_valid
+            yield tile, x[:, :, start : start + size], tile_valid
 
 
 QueueItem = tuple[Tile, np.ndarray | None, np.ndarray | None]
@@ -355,33 +397,23 @@ QueueItem = tuple[Tile, np.ndarray | None, np.ndarray | None]
 
 def _submit_queue(queue: list[QueueItem], ctx: _Context) -> InFlight:
     """Start the queued tiles' inputs through the network in one batch (see :func:`firemap.accel.submit`)."""
-    return submit(ctx.forward, [x for _, x, _ in queue if x is not None], ctx.device, queue)
+    tiles = [x for _, x, _ in queue if x is not None]
+    return submit(ctx.forward, ctx.batch.fill(tiles, ctx.flags) if tiles else [], ctx.device, queue)
 
 
-def _collect(flight: InFlight, ctx: _Context) -> Iterator[tuple[Tile, np.ndarray | None]]:
-    """A submitted batch's tiles as ``(tile, classes + 1 channels)``, waiting for the device if needed.
-
-    The extra last channel is the tile's validity, stitched along with the probabilities. A tile without
-    valid pixels yields None (all zeros: it only adds its blending weights).
-    """
+def _collect(flight: InFlight) -> Iterator[tuple[Tile, np.ndarray | None, np.ndarray | None]]:
+    """A submitted batch's tiles as ``(tile, (classes, H, W) probabilities, (H, W) validity)``, waiting for the
+    device if needed. A tile without valid pixels yields ``(tile, None, None)`` (all zeros: it only adds its
+    blending weights); the probabilities are views of the batch result (no copy)."""
     result = flight.result()
     probs = iter(result) if result is not None else iter(())
-    n = len(ctx.bundle.config.classes)
     for tile, x, valid in flight.items:
-        if valid is None:
-            yield tile, None
-            continue
-        pred = np.empty((n + 1, *valid.shape), np.float32)
-        pred[:n] = next(probs) if x is not None else 0.0
-        pred[n] = valid
-        yield tile, pred
+        yield tile, (next(probs) if x is not None else None), valid
 
 
-def _row_blocks(released: Iterator[tuple[int, np.ndarray]]) -> Iterator[RowBlock]:
-    for row_off, values in released:  # ``values`` is a fresh array: zero the invalid pixels in place
-        valid = values[-1] > 0.5
-        probs = values[:-1]
-        probs[:, ~valid] = 0.0
+def _row_blocks(released: Iterator[tuple[int, np.ndarray, np.ndarray]]) -> Iterator[RowBlock]:
+    for row_off, probs, valid in released:  # ``probs`` is a fresh array: zero the invalid pixels in place
+        np.copyto(probs, np.float32(0.0), where=~valid)
         yield RowBlock(row_off, probs, valid)
 
 
@@ -410,7 +442,7 @@ def iter_predictions(
 ) -> Iterator[RowBlock]:
     """Stream a scene's stitched probabilities, top to bottom, through the post-processing hooks of ``cfg``.
 
-    Tiles with no valid pixel skip the network. Validity is stitched along with the probabilities (it is the
+    Tiles with no valid pixel skip the network. The stitcher keeps each pixel's validity from the tiles (it is the
     same in every tile that covers a pixel), so no second read is needed. At most
     ``MAX_QUEUED_BATCHES * batch_size`` tiles are held between reading and stitching (twice that on CUDA, where one
     batch computes on the device while the next is read).
@@ -493,7 +525,7 @@ def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) ->
     bundle = ctx.bundle
     bundle.model.to(ctx.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     grid = plan.grid
-    stitcher = RowStitcher(grid, len(bundle.config.classes) + 1)
+    stitcher = RowStitcher(grid, len(bundle.config.classes), track_valid=True, channels_last=True)
     queue: list[QueueItem] = []
     last_col = grid.shape[1] - 1
     max_queued = MAX_QUEUED_BATCHES * ctx.batch_size
@@ -502,10 +534,10 @@ def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) ->
     with_data = 0
 
     def stitch(flight: InFlight) -> Iterator[RowBlock]:
-        for done, pred in _collect(flight, ctx):
-            stitcher.add(done, pred)
+        for done, pred, valid in _collect(flight):
+            stitcher.add(done, pred, valid)
             if done.col == last_col:  # tile-row complete: its final rows can go
-                yield from _row_blocks(stitcher.release(done.row))
+                yield from _row_blocks(stitcher.release_valid(done.row))
         if progress:
             progress(len(flight.items))
 
@@ -685,23 +717,27 @@ def predict_scene(
     info, paths, classes = plan.info, plan.outputs, bundle.config.classes
     collector = PolygonCollector(info.grid, classes)
     thresholds = bundle.config.class_thresholds(cfg.thresholds)
-    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp:
-        with contextlib.ExitStack() as stack:
-            writers = {"classes": stack.enter_context(
-                _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
-            if cfg.save_probs:
-                writers["probs"] = stack.enter_context(_probs_writer(tmp["probs"], info.grid, classes))
-            for block in iter_predictions(plan, bundle, cfg, progress):
-                masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
-                writers["classes"].write(class_raster, block.row_off)
-                if "probs" in writers:
-                    writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
-                    writers["probs"].write_mask(block.valid, block.row_off)
-                collector.add(block.row_off, masks, block.probs, block.valid)
-        gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-        tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
-        tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-        write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+    with staged_outputs(paths, cfg.overwrite, [info.path], claimed) as tmp, contextlib.ExitStack() as stack:
+        writers = {"classes": stack.enter_context(
+            _class_writer(tmp["classes"], info.grid, classes, bundle.name, thresholds))}
+        if cfg.save_probs:
+            writers["probs"] = stack.enter_context(_probs_writer(tmp["probs"], info.grid, classes))
+        for block in iter_predictions(plan, bundle, cfg, progress):
+            masks, class_raster = classify(block.probs, block.valid, classes, thresholds)
+            writers["classes"].write(class_raster, block.row_off)
+            if "probs" in writers:
+                writers["probs"].write(np.round(block.probs * 255).astype(np.uint8), block.row_off)
+                writers["probs"].write_mask(block.valid, block.row_off)
+            collector.add(block.row_off, masks, block.probs, block.valid)
+        # every row is in: GDAL builds the COGs (overviews, compression; no GIL) in a worker thread while
+        # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
+        with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
+            cogs = pool.submit(_close_writers, list(writers.values()))
+            gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+            tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+            tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+            write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+            cogs.result()
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
@@ -710,6 +746,11 @@ def predict_scene(
     result.seconds = time.perf_counter() - t0
     log.info("%s: done in %.1f s", info.path.name, result.seconds)
     return result
+
+
+def _close_writers(writers: Sequence[TiledWriter]) -> None:
+    for writer in writers:
+        writer.close()
 
 
 def _as_plan(
@@ -828,6 +869,7 @@ def predict_scenes(
         One :class:`SceneResult` per scene, in input order.
     """
     infos = [open_scene(s, cfg.allow_no_crs, cfg.resolution) for s in scenes]  # input errors before loading the model
+    limit_malloc_arenas()  # before the reader and OpenMP threads allocate: peak memory independent of run length
     paths = [model_for_scene(model, info, cfg) for info in infos]
     loaded = {p: load_inference_bundle(p, cfg) for p in dict.fromkeys(paths)}
     plans = plan_scenes(infos, out_dir, [loaded[p] for p in paths], cfg)

@@ -73,7 +73,7 @@ once per tile row, in chunks, so a small cache is enough."""
 
 def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
     """A ``rasterio.Env`` capping GDAL's block cache, for streaming jobs (``with bounded_gdal_cache(): ...``)."""
-    return rasterio.Env(GDAL_CACHEMAX=megabytes)
+    return rasterio.Env(GDAL_CACHEMAX=megabytes * 2**20)  # rasterio passes an int to GDALSetCacheMax: bytes
 
 
 @dataclass(frozen=True)
@@ -581,6 +581,12 @@ def colormap_for(colors: Mapping[int, tuple[int, int, int]]) -> dict[int, tuple[
     return cmap
 
 
+RAW_SCRATCH_BYTES = 512 * 2**20
+"""Largest :class:`TiledWriter` scratch file written uncompressed: the COG copy re-encodes every block anyway, so
+compressing the scratch is wasted work (about 0.5 s per 8192^2 byte band); larger rasters (a 30 000 px mosaic)
+keep DEFLATE so the scratch does not take gigabytes of disk."""
+
+
 class TiledWriter:
     """Write a raster block by block (rows in any order), then turn it into a Cloud-Optimized GeoTIFF.
 
@@ -589,8 +595,9 @@ class TiledWriter:
         with atomic_output(final) as tmp, TiledWriter(tmp, grid, count=1, dtype="uint8") as w:
             w.write(block, row_off=0)
 
-    Pixels go to a tiled GTiff scratch file next to ``path``; on a clean exit the scratch file is copied to
-    ``path`` with GDAL's COG driver (internal overviews, DEFLATE) and removed.
+    Pixels go to a tiled GTiff scratch file next to ``path`` (uncompressed up to :data:`RAW_SCRATCH_BYTES`, else
+    DEFLATE); on a clean exit the scratch file is copied to ``path`` with GDAL's COG driver (internal overviews,
+    DEFLATE, compressed on all cores) and removed.
 
     Args:
         path: destination (normally a temporary name from :func:`atomic_output`).
@@ -638,7 +645,8 @@ class TiledWriter:
             "tiled": True,
             "blockxsize": 256,
             "blockysize": 256,
-            "compress": "deflate",
+            "compress": "none" if grid.width * grid.height * count * np.dtype(dtype).itemsize <= RAW_SCRATCH_BYTES
+            else "deflate",
             "BIGTIFF": "IF_SAFER",
         }
         self._ds = rasterio.open(self.scratch, "w", **profile)
@@ -682,6 +690,7 @@ class TiledWriter:
                     BLOCKSIZE=256,
                     OVERVIEW_RESAMPLING=self.overview_resampling.upper(),
                     BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",  # the last step of a scene: the network is done, the cores are free
                 )
         finally:
             self.scratch.unlink(missing_ok=True)

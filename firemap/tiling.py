@@ -134,34 +134,77 @@ class RowStitcher:
     float32 weighted means (fresh arrays, at most :data:`RELEASE_BYTES` each). After the last tile-row every
     scene row has been released exactly once.
 
+    With ``track_valid`` the stitcher also keeps each pixel's validity, given per tile to :meth:`add` (a pixel's
+    validity is the same in every tile that covers it, so the last one is kept), and :meth:`release_valid`
+    yields it with the values: cheaper than stitching validity as a weighted channel.
+
+    With ``channels_last`` the sums are kept pixel-interleaved ``(rows, width, channels)``: the fast layout for
+    predictions that are views of a channels-last network batch (each tile is then added without a copy). The
+    released values are the same, to the bit, in either layout.
+
     Args:
         grid: the tile grid.
         channels: prediction channels (classes).
+        track_valid: keep per-pixel validity (see above).
+        channels_last: keep the sums pixel-interleaved (see above).
     """
 
-    def __init__(self, grid: TileGrid, channels: int) -> None:
+    def __init__(self, grid: TileGrid, channels: int, track_valid: bool = False, channels_last: bool = False) -> None:
         self.grid, self.channels = grid, channels
+        self.channels_last = channels_last
         self._weights = grid.weights()
+        # channels-last: the weights repeated per channel, for a contiguous multiply (broadcasting over 1-3
+        # interleaved channels is several times slower)
+        self._weights_c = np.repeat(self._weights[:, :, None], channels, axis=2) if channels_last else None
         self._top = 0  # first scene row held in the buffers
         rows = grid.tile_size
-        self._sum = np.zeros((channels, rows, grid.width), dtype=np.float32)
+        shape = (rows, grid.width, channels) if channels_last else (channels, rows, grid.width)
+        self._sum = np.zeros(shape, dtype=np.float32)
         self._wsum = np.zeros((rows, grid.width), dtype=np.float32)
+        self._valid = np.zeros((rows, grid.width), dtype=bool) if track_valid else None
 
-    def add(self, tile: Tile, pred: np.ndarray | None) -> None:
-        """Accumulate one tile's ``(channels, tile_size, tile_size)`` float32 prediction (None = all zeros)."""
+    def add(self, tile: Tile, pred: np.ndarray | None, valid: np.ndarray | None = None) -> None:
+        """Accumulate one tile's ``(channels, tile_size, tile_size)`` float32 prediction (None = all zeros) and,
+        with ``track_valid``, its ``(tile_size, tile_size)`` bool validity (None = all invalid)."""
         (r0, r1), (c0, c1) = tile.core_rows, tile.core_cols
         if r1 <= r0 or c1 <= c0:
             return
         rs, cs = tile.core_slices()
         offset = self.grid.crop
-        w = self._weights[rs.start - offset : rs.stop - offset, cs.start - offset : cs.stop - offset]
+        core = slice(rs.start - offset, rs.stop - offset), slice(cs.start - offset, cs.stop - offset)
+        w = self._weights[core]
         b0, b1 = r0 - self._top, r1 - self._top
         self._wsum[b0:b1, c0:c1] += w
-        if pred is not None:
+        if pred is not None and self._weights_c is not None:
+            self._sum[b0:b1, c0:c1] += pred.transpose(1, 2, 0)[rs, cs] * self._weights_c[core]
+        elif pred is not None:
             self._sum[:, b0:b1, c0:c1] += pred[:, rs, cs] * w
+        if self._valid is not None:
+            self._valid[b0:b1, c0:c1] = False if valid is None else valid[rs, cs]
 
     def release(self, tile_row: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield the rows that tile-rows after ``tile_row`` will not touch, and drop them from the buffers."""
+        for row_off, rows in self._finished(tile_row):
+            yield row_off, self._mean(rows)
+
+    def release_valid(self, tile_row: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """:meth:`release` with the rows' validity: ``(row_off, values, valid)``, ``valid`` ``(rows, width)`` bool
+        (a fresh array). Needs ``track_valid``."""
+        if self._valid is None:
+            raise ValueError("release_valid needs RowStitcher(..., track_valid=True)")
+        valid = self._valid
+        for row_off, rows in self._finished(tile_row):
+            yield row_off, self._mean(rows), valid[rows].copy()
+
+    def _mean(self, rows: slice) -> np.ndarray:
+        weights = np.maximum(self._wsum[rows], np.float32(1e-12))
+        if not self.channels_last:
+            return self._sum[:, rows] / weights
+        out = np.empty((self.channels, *weights.shape), np.float32)
+        return np.divide(self._sum[rows].transpose(2, 0, 1), weights, out=out)
+
+    def _finished(self, tile_row: int) -> Iterator[tuple[int, slice]]:
+        """``(scene row, buffer rows)`` of each band of finished rows; then drops them from the buffers."""
         last = tile_row + 1 >= len(self.grid.row_origins)
         done = self.grid.height if last else self.grid.row_core(tile_row + 1)[0]
         n = done - self._top
@@ -169,13 +212,21 @@ class RowStitcher:
             return
         step = max(1, min(n, RELEASE_BYTES // (4 * self.channels * self.grid.width)))
         for r in range(0, n, step):  # a very wide scene is handed out in thinner bands: bounded temporaries
-            rows = slice(r, min(r + step, n))
-            yield self._top + r, self._sum[:, rows] / np.maximum(self._wsum[rows], np.float32(1e-12))
-        self._sum[:, :-n] = self._sum[:, n:].copy() if n < self._sum.shape[1] else 0
-        self._sum[:, -n:] = 0
-        self._wsum[:-n] = self._wsum[n:].copy() if n < self._wsum.shape[0] else 0
-        self._wsum[-n:] = 0
+            yield self._top + r, slice(r, min(r + step, n))
+        _drop_rows(self._sum, n, 0 if self.channels_last else 1)
+        _drop_rows(self._wsum, n, 0)
+        if self._valid is not None:
+            _drop_rows(self._valid, n, 0)
         self._top = done
+
+
+def _drop_rows(buf: np.ndarray, n: int, axis: int) -> None:
+    """Move the rows (along ``axis``) after the first ``n`` to the top, in place, and zero the rest."""
+    rows = np.moveaxis(buf, axis, 0)
+    kept = rows.shape[0] - n
+    if kept > 0:
+        rows[:kept] = rows[n:]  # numpy copies through a temporary when the two overlap
+    rows[max(kept, 0) :] = 0
 
 
 @dataclass(frozen=True)

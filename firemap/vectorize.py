@@ -156,6 +156,9 @@ class PolygonCollector:
         Returns:
             The component ids (int64, -1 = none) of the band's first and last rows, ``(width,)`` each.
         """
+        if not mask.any():  # the usual case for most classes of most bands: nothing to label or polygonize
+            none = np.full(mask.shape[1], -1, dtype=np.int64)
+            return none, none.copy()
         labels, n = ndimage.label(mask, structure=_FOUR_CONNECTED)
         first = self._n_ids
         top, bottom = (np.where(row > 0, row.astype(np.int64) + (first - 1), -1) for row in (labels[0], labels[-1]))

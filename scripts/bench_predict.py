@@ -95,7 +95,7 @@ PREDICT = textwrap.dedent("""
     P.forward_probs = timed
     t = time.perf_counter()
     r = P.predict_scenes([{scene!r}], {out!r}, {model!r}, PredictConfig(batch_size={batch}, overwrite=True,
-                         precision={precision!r}, device="cpu", runtime={runtime!r}))[0]
+                         precision={precision!r}, device="cpu", runtime={runtime!r}, bn_adapt={bn_adapt!r}))[0]
     print(json.dumps({{"seconds": time.perf_counter() - t, "tiles": r.tiles, "network_seconds": spent[0],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """)
@@ -107,7 +107,7 @@ BARE = textwrap.dedent("""
     from benchlib import gemm_peak, network_flops
     from firemap.config import PredictConfig
     from firemap.predict import autocast_dtype, forward_probs, load_inference_bundle, with_runtime
-    cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r})
+    cfg = PredictConfig(device="cpu", precision={precision!r}, runtime={runtime!r}, bn_adapt={bn_adapt!r})
     b = load_inference_bundle({model!r}, cfg)
     c, t = b.config.in_channels, b.config.tile_size
     flops = network_flops(b.model, (1, c, t, t))  # counted on the torch network (OpenVINO's is the same graph)
@@ -209,7 +209,13 @@ def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -
 
 
 def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str, threads: int,
-          tmp: Path) -> list[dict]:
+          tmp: Path, repeats: int = 1, bn_adapt: float | None = None) -> list[dict]:
+    """One row per scene size: the predict run (its time, in-run network time, peak RSS) and the bare network.
+
+    With ``repeats`` > 1 the predict process runs that many times per size (each a fresh process: its peak RSS
+    is its own); the row reports the run with the median overhead over its in-run network, and the median peak
+    RSS of all runs.
+    """
     rows = []
     for size in sizes:
         scene = tmp / f"scene{size}.tif"
@@ -217,22 +223,34 @@ def bench(sizes: list[int], model: str, batch: int, precision: str, runtime: str
         make_scene(scene, size)
         log.info("made %s in %.1f s", scene.name, time.perf_counter() - t)
         load = load_average()
-        e2e = run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
-                                        precision=precision, threads=threads, runtime=runtime), threads)
+        runs = []
+        for _ in range(repeats):
+            runs.append(run_python(PREDICT.format(scene=str(scene), out=str(tmp / "out"), model=model, batch=batch,
+                                                  precision=precision, threads=threads, runtime=runtime,
+                                                  bn_adapt=bn_adapt), threads))
+            log.info("%s: %s", scene.name, runs[-1])
+        e2e = sorted(runs, key=lambda r: r["seconds"] / r["network_seconds"])[len(runs) // 2]
+        rss = [r["rss_mb"] for r in runs]
         bare = run_python(BARE.format(model=model, batch=batch, tiles=e2e["tiles"], precision=precision,
-                                      threads=threads, scripts=str(SCRIPTS), runtime=runtime), threads)
-        rows.append({"size": size, **e2e, "bare_seconds": bare["seconds"], "flops": bare["flops"],
+                                      threads=threads, scripts=str(SCRIPTS), runtime=runtime, bn_adapt=bn_adapt),
+                          threads)
+        rows.append({"size": size, **e2e, "rss_mb": statistics.median(rss), "rss_runs": rss,
+                     "overheads": [r["seconds"] / r["network_seconds"] - 1 for r in runs],
+                     "bare_seconds": bare["seconds"], "flops": bare["flops"],
                      "gemm_peak": bare["gemm_peak"], "runtime": bare["runtime"], "load": f"{load} / {load_average()}"})
         log.info("%s", rows[-1])
         scene.unlink()
     return rows
 
 
-def report(rows: list[dict], model: str, batch: int, precision: str, threads: int) -> str:
+def report(rows: list[dict], model: str, batch: int, precision: str, threads: int,
+           bn_adapt: float | None = None) -> str:
+    adapt = "the bundle's" if bn_adapt is None else f"{bn_adapt:g}"
     lines = [
         f"## predict: overhead and memory (--runtime {rows[0]['runtime'] if rows else '?'})", "",
         f"Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`  ",
-        f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}.", "",
+        f"Machine: {machine(threads)}. Model: `{Path(model).name}`, batch {batch}, precision {precision}, "
+        f"--bn-adapt {adapt}.", "",
         "| scene (6 bands) | tiles | runtime | end-to-end s | bare network s | overhead vs bare "
         "| network inside the run s | overhead vs that | ms/tile (bare) | % of fp32 GEMM peak (same process) "
         "| peak RSS MB | load before / after |",
@@ -252,6 +270,11 @@ def report(rows: list[dict], model: str, batch: int, precision: str, threads: in
         lines += ["", f"Network: {r['flops'] / 1e9:.2f} GFLOP per tile (torch FlopCounterMode); GEMM peak "
                   f"{r['gemm_peak'] / 1e9:.1f} GFLOP/s (2048^2 fp32 matmul in the bare process, best of before and "
                   "after the network)."]
+    if rows and len(rows[0].get("rss_runs", [])) > 1:
+        lines += ["", f"Each size ran in {len(rows[0]['rss_runs'])} fresh processes, one after the other; the row "
+                  "shows the run with the median overhead and the median peak RSS. All runs: "
+                  + "; ".join(f"{r['size']}^2 overhead {', '.join(f'{o:+.0%}' for o in r['overheads'])}, peak RSS "
+                              f"{', '.join(f'{m:.0f}' for m in r['rss_runs'])} MB" for r in rows) + "."]
     if len(rows) >= 2:
         small, large = rows[0], rows[-1]
         area = (large["size"] / small["size"]) ** 2
@@ -279,6 +302,10 @@ def main() -> None:
                         "tiles)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--startup-repeats", type=int, default=5, help="fresh processes per start-up row (0: skip)")
+    parser.add_argument("--bn-adapt", type=float, default=None, help="predict's --bn-adapt (default: the bundle's; "
+                        "0 predicts with the exported network and no per-scene adaptation pass)")
+    parser.add_argument("--repeats", type=int, default=1, help="fresh predict processes per scene size (median "
+                        "overhead and median peak RSS reported)")
     parser.add_argument("--section", default="bench_predict", help="docs/benchmarks.md section for the scene table")
     parser.add_argument("--startup-section", default="bench_startup", help="docs/benchmarks.md section for start-up")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
@@ -293,8 +320,10 @@ def main() -> None:
         elif args.startup_repeats:
             log.warning("%s not found: start-up not measured", CROP)
         if args.sizes:
-            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp)
-            sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads)
+            rows = bench(args.sizes, fast, args.batch_size, args.precision, args.runtime, args.threads, tmp,
+                         args.repeats, args.bn_adapt)
+            sections[args.section] = report(rows, fast, args.batch_size, args.precision, args.threads,
+                                            args.bn_adapt)
     for name, text in sections.items():
         if args.no_write:
             sys.stdout.write(text + "\n\n")

@@ -25,7 +25,7 @@ from firemap.errors import OutputExistsError, OutputLockedError, OutputWriteErro
 from firemap.models import Bundle
 from firemap.predict import iter_predictions, predict_scene
 from firemap.raster import claimed_outputs, open_scene, output_stem
-from tests.conftest import background
+from tests.conftest import UTM_TRANSFORM, background
 
 CFG = PredictConfig(tile_size=64, overlap=16, save_probs=True)
 FINALS = ["scene.classes.qml", "scene.classes.tif", "scene.geojson", "scene.probs.tif", "scene.qml"]
@@ -231,3 +231,38 @@ def test_bundle_with_nan_weights_or_stats_is_refused(smp_bundle_path, tmp_path) 
     with pytest.raises(BundleError, match="normalization std"):
         load_bundle(tmp_path / "inf.firemap.pt")
 
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_cog_bytes_do_not_depend_on_the_scratch_compression(tmp_path, monkeypatch, count) -> None:
+    """An uncompressed scratch (the default up to RAW_SCRATCH_BYTES) and a DEFLATE one give the same COG file, and
+    the GDAL block cache is really bounded in megabytes (rasterio passes GDAL_CACHEMAX as bytes)."""
+    from firemap.raster import GeoGrid, TiledWriter, bounded_gdal_cache
+
+    grid = GeoGrid(200, 300, rasterio.crs.CRS.from_epsg(32610), UTM_TRANSFORM)  # width, height
+    data = (np.random.default_rng(0).random((count, 300, 200)) * 4).astype(np.uint8)
+    out = {}
+    for raw in (True, False):
+        monkeypatch.setattr(firemap.raster, "RAW_SCRATCH_BYTES", 2**40 if raw else 0)
+        path = tmp_path / f"{raw}.tif"
+        with bounded_gdal_cache() as env, TiledWriter(path, grid, count, "uint8", nodata=255) as w:
+            assert env.options["GDAL_CACHEMAX"] == firemap.raster.GDAL_CACHE_MB * 2**20
+            for r in range(0, 300, 96):  # row blocks that straddle the 256-row scratch blocks
+                w.write(data[:, r : r + 96], r)
+        out[raw] = path.read_bytes()
+        with rasterio.open(path) as src:
+            np.testing.assert_array_equal(src.read(), data)
+            assert src.overviews(1) == [2]
+    assert out[True] == out[False]
+
+
+def test_malloc_arenas_are_limited_on_glibc_unless_the_user_chose(monkeypatch) -> None:
+    import platform
+
+    from firemap.resources import limit_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the user's own setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert limit_malloc_arenas() is glibc

@@ -182,6 +182,26 @@ def test_absent_optional_band_is_zero_and_flagged(write_tif, tmp_path) -> None:
     assert (x[4] == 0).all() and (x[6] == 0).all() and (x[5] == 1).all()
 
 
+def test_batch_buffer_equals_stacked_inputs_in_channels_last() -> None:
+    """The reused batch buffer holds what stacking :func:`with_presence` inputs and converting to channels-last
+    gave, in the same memory layout, and a smaller batch reuses its first rows."""
+    from firemap.predict import BatchBuffer, presence_flags, with_presence
+    from tests.conftest import raw_config
+
+    cfg = raw_config(optional_bands=("swir1",), band_presence=True)
+    present = [b for b in cfg.bands if b != "swir1"]
+    chunk = np.random.default_rng(1).random((6, 16, 40), dtype=np.float32)
+    tiles = [chunk[:, :, s : s + 16] for s in (0, 12, 24)]
+    buffer = BatchBuffer(4, cfg.in_channels, 16)
+    for n in (3, 1):
+        got = buffer.fill(tiles[:n], presence_flags(cfg, present))
+        want = torch.from_numpy(np.stack([with_presence(x, cfg, present) for x in tiles[:n]]))
+        want = want.contiguous(memory_format=torch.channels_last)
+        assert got.shape == want.shape == (n, 7, 16, 16) and got.stride() == want.stride()
+        assert torch.equal(got, want)
+    assert presence_flags(raw_config()).size == 0
+
+
 def test_interrupted_run_leaves_nothing_under_final_names(write_tif, threshold_bundle, tmp_path) -> None:
     class Boom(torch.nn.Module):
         def __init__(self) -> None:

@@ -89,10 +89,41 @@ def test_wide_rows_are_released_in_thin_bands_with_the_same_values(write_tif, co
     info = open_scene(write_tif(background(100, 130, seed=5)))
     cfg = PredictConfig(tile_size=32, overlap=16, batch_size=3)
     whole = list(iter_predictions(info, conv_bundle, cfg))
-    monkeypatch.setattr(firemap.tiling, "RELEASE_BYTES", 4 * 4 * 130 * 3)  # 3 rows of 4 channels
+    monkeypatch.setattr(firemap.tiling, "RELEASE_BYTES", 4 * 3 * 130 * 3)  # 3 rows of 3 class channels
     thin = list(iter_predictions(info, conv_bundle, cfg))
     assert max(b.probs.shape[1] for b in thin) == 3 < max(b.probs.shape[1] for b in whole)
     ends = np.cumsum([b.probs.shape[1] for b in thin])
     assert [b.row_off for b in thin] == [0, *ends[:-1]] and ends[-1] == 100
     np.testing.assert_array_equal(np.concatenate([b.probs for b in thin], 1),
                                   np.concatenate([b.probs for b in whole], 1))
+
+
+def test_channels_last_stitcher_releases_the_same_bits_and_validity() -> None:
+    """The pixel-interleaved layout (fed views of a channels-last batch) gives bit-identical means, and the kept
+    validity is each pixel's own (None tiles: invalid)."""
+    grid = TileGrid(70, 90, 32, 12)
+    rng = np.random.default_rng(0)
+    valid_scene = rng.random((70, 90)) > 0.2
+    plain, fast = RowStitcher(grid, 3), RowStitcher(grid, 3, track_valid=True, channels_last=True)
+    got_plain, got_fast, got_valid = [], [], []
+    for r in range(grid.shape[0]):
+        for c in range(grid.shape[1]):
+            tile = grid.tile(r, c)
+            pred = rng.random((3, 32, 32), dtype=np.float32)
+            interleaved = np.ascontiguousarray(pred.transpose(1, 2, 0)).transpose(2, 0, 1)  # a channels-last view
+            rows = np.clip(np.arange(32) + int(tile.window.row_off), 0, 69)
+            cols = np.clip(np.arange(32) + int(tile.window.col_off), 0, 89)
+            empty = (r + c) % 5 == 0
+            plain.add(tile, None if empty else pred)
+            fast.add(tile, None if empty else interleaved, None if empty else valid_scene[np.ix_(rows, cols)])
+            if empty:
+                valid_scene[tile.core_rows[0]:tile.core_rows[1], tile.core_cols[0]:tile.core_cols[1]] = False
+        got_plain += [v for _, v in plain.release(r)]
+        for _, v, ok in fast.release_valid(r):
+            got_fast.append(v)
+            got_valid.append(ok)
+    np.testing.assert_array_equal(np.concatenate(got_fast, 1), np.concatenate(got_plain, 1))
+    assert np.concatenate(got_fast, 1).flags.c_contiguous
+    np.testing.assert_array_equal(np.concatenate(got_valid), valid_scene)
+    with pytest.raises(ValueError, match="track_valid"):
+        next(plain.release_valid(0))
