@@ -17,7 +17,7 @@ that of one batch. The adapted copy has its BatchNorm folded like any inference 
 
 Cost: one forward pass over the sampled tiles per scene (at most 64: 3.5% more network time on a 8192^2 scene,
 twice the network time on a crop of a few tiles), and a network built through smp instead of the exported one
-(about 2-3 s more start-up on 2 CPU threads).
+(start-up about 3 s longer on 2 CPU threads: 7.2 against 4.0 s for a small crop, docs/benchmarks.md).
 """
 
 from __future__ import annotations
