@@ -12,9 +12,10 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -690,6 +691,15 @@ def _probs_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo]) -> Til
     )
 
 
+def _wait_through_signals(future: Future[Any]) -> None:
+    """Wait until ``future`` is done, even if Ctrl-C or SIGTERM interrupts the wait: the COG worker must finish
+    with the writers before the caller unwinds, closes them again and removes their files (leaving early crashed
+    GDAL). The interrupting exception is dropped here; the one already unwinding, if any, carries on."""
+    while not future.done():
+        with contextlib.suppress(BaseException):
+            wait([future])
+
+
 def predict_scene(
     scene: str | Path | SceneInfo | ScenePlan,
     out_dir: str | Path,
@@ -733,11 +743,14 @@ def predict_scene(
         # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
         with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
             cogs = pool.submit(_close_writers, list(writers.values()))
-            gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-            tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
-            tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-            write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
-            cogs.result()
+            try:
+                gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+                tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+                tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+                write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+                cogs.result()
+            finally:
+                _wait_through_signals(cogs)
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
