@@ -24,7 +24,7 @@ import numpy as np
 import rasterio
 from pydantic import Field, field_validator
 
-from firemap.bands import BandMap, BandSource, get_sensor, resolve_bands
+from firemap.bands import BandMap, BandSource, get_sensor
 from firemap.config import DEFAULT_CLASSES, Closed, VectorFormat, validate
 from firemap.errors import ConfigError, MissingBandsError
 from firemap.indices import INDEX_BANDS, dnbr, dnbr_burn_scar, nbr, nbr2, nbr_burn_scar, ndvi, smoke_index, smoke_mask
@@ -199,7 +199,7 @@ class LabelPlan:
 
 
 def _bandmap(info: SceneInfo, cfg: LabelConfig) -> BandMap:
-    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
+    return info.bandmap(cfg.sensor, cfg.bands)
 
 
 def _missing_error(info: SceneInfo, what: str, missing: Sequence[str], bandmap: BandMap, fix: str) -> MissingBandsError:

@@ -23,7 +23,7 @@ import torch
 from rasterio.windows import Window
 
 from firemap.accel import CPU_BATCH_SIZE, GraphedForward, InFlight, batch_size_for_memory, free_device_memory, submit
-from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources, resolve_bands
+from firemap.bands import THERMAL_BANDS, BandSource, check_reflectance_range, model_sources
 from firemap.config import ClassInfo, ModelConfig, PredictConfig, validate_tiling
 from firemap.errors import BandScalingWarning, ConfigError, OutputExistsError, OutputWriteError
 from firemap.models import Bundle, load_bundle
@@ -279,8 +279,7 @@ def scene_sources(info: SceneInfo, config: ModelConfig, cfg: PredictConfig) -> t
         MissingBandsError: a required band is missing (the message lists what the file offers).
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
-    return model_sources(bandmap, config.bands, config.optional_bands, info.path.name)
+    return model_sources(info.bandmap(cfg.sensor, cfg.bands), config.bands, config.optional_bands, info.path.name)
 
 
 def _scene_context(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> _Context:
@@ -902,8 +901,7 @@ def scene_sensor(info: SceneInfo, cfg: PredictConfig) -> str | None:
     Raises:
         BandResolutionError: bad ``--sensor``/``--bands``.
     """
-    return resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales,
-                         info.offsets).sensor
+    return info.bandmap(cfg.sensor, cfg.bands).sensor
 
 
 def model_for_scene(model: str | Path | None, info: SceneInfo, cfg: PredictConfig) -> Path:

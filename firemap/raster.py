@@ -30,7 +30,7 @@ from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
-from firemap.bands import MIN_REFLECTANCE, BandSource
+from firemap.bands import MIN_REFLECTANCE, BandMap, BandSource, resolve_bands
 from firemap.errors import (
     GridMismatchError,
     InputFileError,
@@ -132,6 +132,15 @@ class SceneInfo:
     scales: tuple[float, ...] = ()
     offsets: tuple[float, ...] = ()
     source: Path | None = None
+
+    def bandmap(self, sensor: str | None = None, bands: str | None = None) -> BandMap:
+        """How this scene's bands resolve to canonical bands (:func:`firemap.bands.resolve_bands` with the file's
+        descriptions, tags and GDAL scale/offset), for ``--sensor`` and ``--bands``.
+
+        Raises:
+            BandResolutionError: bad ``sensor``/``bands``.
+        """
+        return resolve_bands(self.descriptions, self.count, sensor, bands, self.tags, self.scales, self.offsets)
 
 
 def open_scene(
@@ -758,11 +767,10 @@ def describe_scene(
         products, CRS, size, resolution, dtype, nodata, sensor, scaling precedence); ``band_rows`` are (index,
         description, canonical band or '-', physical = raw * scale + offset, where that scaling came from).
     """
-    from firemap.bands import resolve_bands
     from firemap.sources import describe_product
 
     info = open_scene(path, allow_no_crs, resolution)
-    bandmap = resolve_bands(info.descriptions, info.count, sensor, bands, info.tags, info.scales, info.offsets)
+    bandmap = info.bandmap(sensor, bands)
     crs = info.grid.crs
     units = crs.linear_units if crs is not None and crs.is_projected else ("degrees" if crs else "pixels")
     fields = describe_product(info.path) if info.source is not None else []

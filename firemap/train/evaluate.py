@@ -31,7 +31,6 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from firemap.bands import resolve_bands
 from firemap.config import PredictConfig, validate
 from firemap.errors import ConfigError
 from firemap.indices import nbr
@@ -267,7 +266,7 @@ def _nbr_histogram(info: SceneInfo, pair: ScenePair, src: SceneSource, classes: 
                    cfg: PredictConfig) -> np.ndarray | None:
     if "burn_scar" not in src.labelled_classes or "burn_scar" not in classes:
         return None
-    bandmap = resolve_bands(info.descriptions, info.count, cfg.sensor, cfg.bands, info.tags, info.scales, info.offsets)
+    bandmap = info.bandmap(cfg.sensor, cfg.bands)
     if not {"nir", "swir2"} <= set(bandmap.sources):
         return None
     sources = [bandmap.sources["nir"], bandmap.sources["swir2"]]
