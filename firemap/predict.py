@@ -12,10 +12,9 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import rasterio
@@ -348,7 +347,7 @@ def _read_chunks(ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.
     info, grid = ctx.plan.info, ctx.plan.grid
     size = grid.tile_size
     chunks = _chunks(grid)
-    with _open_input(info.path) as src, ThreadPoolExecutor(1, thread_name_prefix="firemap-read") as pool:
+    with _open_input(info.path) as src, worker_thread("firemap-read") as pool:
 
         def read(k: int) -> tuple[np.ndarray, np.ndarray]:
             row, c0, c1 = chunks[k]
@@ -690,13 +689,22 @@ def _probs_writer(tmp: Path, grid: GeoGrid, classes: Sequence[ClassInfo]) -> Til
     )
 
 
-def _wait_through_signals(future: Future[Any]) -> None:
-    """Wait until ``future`` is done, even if Ctrl-C or SIGTERM interrupts the wait: the COG worker must finish
-    with the writers before the caller unwinds, closes them again and removes their files (leaving early crashed
-    GDAL). The interrupting exception is dropped here; the one already unwinding, if any, carries on."""
-    while not future.done():
-        with contextlib.suppress(BaseException):
-            wait([future])
+@contextlib.contextmanager
+def worker_thread(name: str) -> Iterator[ThreadPoolExecutor]:
+    """One worker thread whose running job is always finished before the block is left, even when Ctrl-C or
+    SIGTERM interrupts the wait for it: the caller goes on to close datasets and remove files the worker may still
+    be using in GDAL (leaving early crashed the process under load). Jobs not started yet are cancelled. An
+    interrupting exception is dropped here; the one already unwinding, if any, carries on."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        joined = False
+        while not joined:
+            with contextlib.suppress(BaseException):
+                pool.shutdown(wait=True)
+                joined = True
 
 
 def predict_scene(
@@ -740,16 +748,13 @@ def predict_scene(
             collector.add(block.row_off, masks, block.probs, block.valid)
         # every row is in: GDAL builds the COGs (overviews, compression; no GIL) in a worker thread while
         # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
-        with ThreadPoolExecutor(1, thread_name_prefix="firemap-cog") as pool:
+        with worker_thread("firemap-cog") as pool:
             cogs = pool.submit(_close_writers, list(writers.values()))
-            try:
-                gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
-                tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
-                tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-                write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
-                cogs.result()
-            finally:
-                _wait_through_signals(cogs)
+            gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+            tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
+            tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
+            write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+            cogs.result()
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
         sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf

@@ -268,26 +268,28 @@ def test_malloc_arenas_are_limited_on_glibc_unless_the_user_chose(monkeypatch) -
     assert limit_malloc_arenas() is glibc
 
 
-def test_cog_worker_is_waited_for_through_a_signal(monkeypatch) -> None:
-    """SIGTERM or Ctrl-C while predict waits for the COG worker must not let it unwind (and delete the scratch
-    files GDAL is still reading) before the worker is done: that crashed GDAL under load."""
+def test_worker_thread_is_waited_for_through_a_signal(monkeypatch) -> None:
+    """SIGTERM or Ctrl-C while predict waits for its reader or COG worker must not let it unwind (and close the
+    datasets or delete the scratch files GDAL is still using) before the worker is done: that crashed GDAL under
+    load."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
-    from concurrent.futures import wait as real_wait
 
     import firemap.predict as predict_module
 
-    release, calls = threading.Event(), []
+    real_shutdown, calls = ThreadPoolExecutor.shutdown, []
 
-    def interrupted_wait(fs, *args, **kwargs):  # the first wait is hit by a signal
-        calls.append(1)
-        if len(calls) == 1:
-            release.set()
-            raise KeyboardInterrupt
-        return real_wait(fs, *args, **kwargs)
+    def interrupted_shutdown(self, wait=True, **kwargs):  # the first wait for the thread is hit by a signal
+        if wait:
+            calls.append(1)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+        return real_shutdown(self, wait=wait, **kwargs)
 
-    monkeypatch.setattr(predict_module, "wait", interrupted_wait)
-    with ThreadPoolExecutor(1) as pool:
-        future = pool.submit(lambda: release.wait(5) and time.sleep(0.2))
-        predict_module._wait_through_signals(future)
-        assert future.done() and len(calls) >= 2
+    monkeypatch.setattr(ThreadPoolExecutor, "shutdown", interrupted_shutdown)
+    started = threading.Event()
+    with pytest.raises(RuntimeError, match="unwinding"), predict_module.worker_thread("test") as pool:
+        future = pool.submit(lambda: started.set() or time.sleep(0.3))
+        started.wait(5)
+        raise RuntimeError("unwinding")  # the error already in flight when the signal arrives
+    assert future.done() and len(calls) >= 2
