@@ -8,6 +8,7 @@ tiles: tiles are read one by one, batched, and stitched rows are written and vec
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import warnings
@@ -510,13 +511,21 @@ def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundl
                     "training statistics (load the bundle with keep_batchnorm=True)", bundle.name, bundle.runtime)
         return bundle
     device = select_device(cfg.device)
-    batches = list(_sample_batches(plan, bundle, cfg, device))
-    if not batches:
-        return bundle
     t0 = time.perf_counter()
-    network = adapted_network(bundle.model.to(device), batches, weight)
+    batches = _sample_batches(plan, bundle, cfg, device)  # read lazily: one batch in memory at a time
+    first = next(batches, None)
+    if first is None:
+        return bundle
+    tiles: list[int] = []
+
+    def counted() -> Iterator[torch.Tensor]:
+        for b in itertools.chain([first], batches):
+            tiles.append(len(b))
+            yield b
+
+    network = adapted_network(bundle.model.to(device), counted(), weight)
     log.info("%s: BatchNorm adapted to the scene (weight %.2f, %d tiles, %.1f s)", plan.info.path.name, weight,
-             sum(len(b) for b in batches), time.perf_counter() - t0)
+             sum(tiles), time.perf_counter() - t0)
     return replace(bundle, model=network, runtime="eager-adapted")
 
 
