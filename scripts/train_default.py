@@ -58,7 +58,7 @@ from firemap.config import PredictConfig  # noqa: E402
 from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
-from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
+from firemap.train.evaluate import EvalReport, evaluate_source, evaluate_thresholds  # noqa: E402
 from firemap.train.loop import fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -197,18 +197,19 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
                                          scene_size=384), args.out / f"calib_{sensor}", seed=70_000 + args.seed)
         for sensor in ("sentinel2", "landsat8")
     ]
+    pcfg = PredictConfig(device="cpu")
+    candidates = [{"fire": t} for t in FIRE_THRESHOLDS]  # each scene predicted once, scored per threshold
+    sim = [evaluate_thresholds(bundle, src, pcfg, candidates) for src in sources]
+    on_real = {src.name: evaluate_thresholds(bundle, src, pcfg, candidates) for src in real or ()}
     table: dict[str, Any] = {}
-    for t in FIRE_THRESHOLDS:
-        reports = [evaluate_source(bundle, src, PredictConfig(device="cpu", thresholds={"fire": t}), baselines=False)
-                   for src in sources]
+    for i, t in enumerate(FIRE_THRESHOLDS):
+        reports = [per_source[i] for per_source in sim]
         pooled = reports[0].pooled()
         for r in reports[1:]:
             pooled.merge(r.pooled())
         fire_f1 = float(pooled.f1()[pooled.classes.index("fire")])
         false_objects = sum(sc.predicted_fire_objects for r in reports for sc in r.scenes if sc.fire_objects[1] == 0)
-        real_false = {src.name: evaluate_source(bundle, src, PredictConfig(device="cpu", thresholds={"fire": t}),
-                                                baselines=False).summary()["predicted_fire_objects"]
-                      for src in real or ()}
+        real_false = {name: per_source[i].summary()["predicted_fire_objects"] for name, per_source in on_real.items()}
         table[f"{t:g}"] = {"fire_f1": round(fire_f1, 4), "false_objects": false_objects + sum(real_false.values()),
                            "false_objects_simulated": false_objects, "false_objects_real": real_false}
         log.info("calibration fire threshold %.2f: %s", t, table[f"{t:g}"])
@@ -385,11 +386,12 @@ def calibrate_scar_threshold(bundle_path: Path, recipe: dict[str, Any], work: Pa
         negatives.append((scene.name, p[k], v & ~eval_real.water_mask(bands)))
     s2 = recipe["finetune"]["real"]["s2_calfire"]
     california = SceneSource(**_real(s2["holdout"], data, 1.0, tuple(s2.get("exclude", ()))))
+    on_california = evaluate_thresholds(bundle, california, PredictConfig(device="cpu"),
+                                        [{"burn_scar": t} for t in SCAR_THRESHOLDS])
     table: dict[str, Any] = {}
-    for t in SCAR_THRESHOLDS:
+    for t, ca_report in zip(SCAR_THRESHOLDS, on_california, strict=True):
         iou = eval_real.binary_scores((probs[k] >= t) & valid, ref, valid)["iou"]
-        ca = evaluate_source(bundle, california, PredictConfig(device="cpu", thresholds={"burn_scar": t}),
-                             baselines=False).summary()["burn_scar_iou"]
+        ca = ca_report.summary()["burn_scar_iou"]
         pct = {n: 100 * float(((p >= t) & land).sum()) / max(int(land.sum()), 1) for n, p, land in negatives}
         table[f"{t:g}"] = {"corumba_train_iou": round(iou, 4), "california_train_iou": round(ca, 4),
                            "mean_iou": round((iou + ca) / 2, 4), "max_false_pct": round(max(pct.values()), 3),

@@ -239,3 +239,35 @@ def test_real_crops_nbr_baseline() -> None:
     assert best is not None and len(report.scenes) == 6
     assert best["iou_scene_mean"] == pytest.approx(0.54, abs=0.02)
     assert -0.12 <= best["threshold_scene_mean"] <= -0.06
+
+
+def test_threshold_sweep_equals_one_evaluation_per_threshold(tmp_path: Path, threshold_bundle: Bundle) -> None:
+    """evaluate_thresholds predicts once and scores every candidate exactly as evaluate_source would."""
+    from firemap.train.evaluate import evaluate_thresholds
+
+    image = background(64, 64)
+    image[3, 10:30, 10:30] = np.linspace(0.0, 0.2, 20)[None, :]  # scar probability falls across the square
+    image[5, 40:42, 40:44] = np.array([0.49, 0.51, 0.53, 0.6])[None, :]  # fire probability 0.4 .. 1
+    labels = np.zeros((3, 64, 64), np.uint8)
+    labels[2, 10:30, 10:20] = 1
+    labels[0, 40:42, 42:44] = 1
+    labels[1] = 255
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    write(tmp_path / "img" / "ramp.tif", image, ("blue", "green", "red", "nir", "swir1", "swir2"))
+    write(tmp_path / "msk" / "ramp.tif", labels)
+    src = SceneSource(images=str(tmp_path / "img"), masks=str(tmp_path / "msk"), mask_format="bands",
+                      labelled=["fire", "burn_scar"])
+    cfg = PredictConfig(tile_size=32, overlap=8, device="cpu")
+    candidates = [{"fire": 0.3, "burn_scar": 0.9}, {"fire": 0.5}, {"fire": 0.7, "burn_scar": 0.2}]
+    threshold_bundle.model.tiles = 0
+    swept = evaluate_thresholds(threshold_bundle, src, cfg, candidates)
+    tiles_once = threshold_bundle.model.tiles
+    summaries = []
+    for cand, report in zip(candidates, swept, strict=True):
+        one = evaluate_source(threshold_bundle, src, cfg.model_copy(update={"thresholds": cand}), baselines=False)
+        assert report.summary() == one.summary()
+        summaries.append(report.summary())
+    assert threshold_bundle.model.tiles == tiles_once * (1 + len(candidates))  # the sweep ran the network once
+    assert len({s["burn_scar_iou"] for s in summaries}) == 3  # the candidates really differ
+    assert len({s["fire_f1"] for s in summaries}) == 3

@@ -184,40 +184,62 @@ def _labels_rows(
     return labels
 
 
+class _SceneScorer:
+    """Scores one scene's probability rows at one set of thresholds (several scorers share one prediction)."""
+
+    def __init__(self, name: str, info: SceneInfo, src: SceneSource, bundle: Bundle,
+                 thresholds: dict[str, float]) -> None:
+        from firemap.vectorize import PolygonCollector
+
+        self.classes = tuple(c.name for c in bundle.config.classes)
+        self.score = SceneScore(name, Confusion(self.classes))
+        self.k_fire = self.classes.index("fire") if "fire" in self.classes else None
+        fire = [c for c in bundle.config.classes if c.name == "fire"]
+        self.polygons = PolygonCollector(info.grid, fire)  # fire objects exactly as predict's polygons
+        self.truth_fire: list[np.ndarray] = []
+        self.pred_fire: list[np.ndarray] = []
+        self.src, self.bundle, self.thresholds = src, bundle, thresholds
+
+    def update(self, block: Any, labels: np.ndarray) -> None:
+        masks, _ = classify(block.probs, block.valid, self.bundle.config.classes, self.thresholds)
+        score, k_fire = self.score, self.k_fire
+        score.confusion.update(masks, labels)
+        for k, name in enumerate(self.classes):
+            score.predicted_pixels[name] = score.predicted_pixels.get(name, 0) + int(masks[k].sum())
+        if k_fire is not None:
+            fire_rows = slice(k_fire, k_fire + 1)
+            counted = masks[fire_rows]
+            if "fire" in self.src.labelled_classes:  # unlabelled hot spots: neither a hit nor a false alarm
+                counted = counted & ~((labels[k_fire] == IGNORE) & block.valid)[None]
+            self.polygons.add(block.row_off, counted, block.probs[fire_rows], block.valid)
+            self.truth_fire.append(labels[k_fire] == 1)
+            self.pred_fire.append(masks[k_fire])
+
+    def finish(self, min_area: float) -> SceneScore:
+        score = self.score
+        if self.k_fire is not None and self.pred_fire:
+            score.predicted_fire_objects = len(self.polygons.finish(min_area))
+            if "fire" in self.src.labelled_classes:
+                score.fire_objects = object_recall(np.concatenate(self.truth_fire), np.concatenate(self.pred_fire),
+                                                   connectivity=OBJECT_CONNECTIVITY)
+        return score
+
+
 def _score_model(
     info: SceneInfo, pair: ScenePair, src: SceneSource, bundle: Bundle, cfg: PredictConfig,
-    progress: Callable[[int], None] | None,
-) -> SceneScore:
-    from firemap.vectorize import PolygonCollector
-
+    progress: Callable[[int], None] | None, candidates: Sequence[dict[str, float]] = ({},),
+) -> list[SceneScore]:
+    """One prediction of the scene, scored at ``cfg.thresholds`` updated by each of ``candidates``."""
     classes = tuple(c.name for c in bundle.config.classes)
-    score = SceneScore(pair.image.name, Confusion(classes))
-    k_fire = classes.index("fire") if "fire" in classes else None
-    fire = [c for c in bundle.config.classes if c.name == "fire"]
-    polygons = PolygonCollector(info.grid, fire)  # fire objects exactly as predict's polygons
-    truth_fire, pred_fire = [], []
-    thresholds = bundle.config.class_thresholds(cfg.thresholds)
+    scorers = [_SceneScorer(pair.image.name, info, src, bundle,
+                            bundle.config.class_thresholds({**(cfg.thresholds or {}), **cand}))
+               for cand in candidates]
     with rasterio.open(pair.mask) as msk:
         for block in iter_predictions(info, bundle, cfg, progress):
-            masks, _ = classify(block.probs, block.valid, bundle.config.classes, thresholds)
             labels = _labels_rows(msk, src, classes, block.row_off, block.valid)
-            score.confusion.update(masks, labels)
-            for k, name in enumerate(classes):
-                score.predicted_pixels[name] = score.predicted_pixels.get(name, 0) + int(masks[k].sum())
-            if k_fire is not None:
-                fire_rows = slice(k_fire, k_fire + 1)
-                counted = masks[fire_rows]
-                if "fire" in src.labelled_classes:  # unlabelled hot spots: neither a hit nor a false alarm
-                    counted = counted & ~((labels[k_fire] == IGNORE) & block.valid)[None]
-                polygons.add(block.row_off, counted, block.probs[fire_rows], block.valid)
-                truth_fire.append(labels[k_fire] == 1)
-                pred_fire.append(masks[k_fire])
-    if k_fire is not None and pred_fire:
-        score.predicted_fire_objects = len(polygons.finish(cfg.min_area))
-        if "fire" in src.labelled_classes:
-            score.fire_objects = object_recall(np.concatenate(truth_fire), np.concatenate(pred_fire),
-                                               connectivity=OBJECT_CONNECTIVITY)
-    return score
+            for scorer in scorers:
+                scorer.update(block, labels)
+    return [scorer.finish(cfg.min_area) for scorer in scorers]
 
 
 def _baseline_rows(info: SceneInfo, cfg: PredictConfig) -> Iterator[tuple[int, np.ndarray, np.ndarray]] | None:
@@ -313,7 +335,7 @@ def evaluate_source(
     for pair in find_pairs(src):
         info = open_scene(pair.image, cfg.allow_no_crs)
         tick = progress(pair.image, len(tile_grid(info, bundle, cfg))) if progress else None
-        score = _score_model(info, pair, src, bundle, cfg, tick)
+        (score,) = _score_model(info, pair, src, bundle, cfg, tick)
         score.in_training = in_training_data(pair.image, bundle.provenance)
         if score.in_training:
             log.warning("%s is in the training data of %s: its scores are in-sample and overstate what the model "
@@ -325,6 +347,40 @@ def evaluate_source(
         log.info("%s: %s", pair.image.name, {k: round(v, 4) for k, v in score.confusion.summary().items()})
     return report
 
+
+
+def evaluate_thresholds(
+    bundle: Bundle,
+    src: SceneSource,
+    cfg: PredictConfig,
+    candidates: Sequence[dict[str, float]],
+) -> list[EvalReport]:
+    """Evaluate ``bundle`` on every scene of ``src`` at several threshold settings, predicting each scene once.
+
+    Equal to ``[evaluate_source(bundle, src, cfg with thresholds updated by c, baselines=False) for c in
+    candidates]`` at one network pass per scene instead of one per candidate (threshold calibration).
+
+    Args:
+        bundle: the model.
+        src: the labelled scenes.
+        cfg: predict options; ``cfg.thresholds`` are the starting point each candidate updates.
+        candidates: class name -> probability threshold in [0, 1], per setting (e.g. ``[{"fire": 0.5},
+            {"fire": 0.6}]``).
+
+    Returns:
+        One report per candidate, in order.
+    """
+    cfg = cfg.model_copy(update={"sensor": cfg.sensor or src.sensor, "bands": cfg.bands or src.bands})
+    classes = tuple(c.name for c in bundle.config.classes)
+    labelled = tuple(c for c in classes if c in src.labelled_classes)
+    reports = [EvalReport(src.label, bundle.name, classes, labelled) for _ in candidates]
+    for pair in find_pairs(src):
+        info = open_scene(pair.image, cfg.allow_no_crs)
+        in_training = in_training_data(pair.image, bundle.provenance)
+        for report, score in zip(reports, _score_model(info, pair, src, bundle, cfg, None, candidates), strict=True):
+            score.in_training = in_training
+            report.scenes.append(score)
+    return reports
 
 def in_training_data(image: Path, provenance: dict[str, Any]) -> bool:
     """Whether a bundle was trained on ``image``, from its provenance.
