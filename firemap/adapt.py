@@ -65,7 +65,11 @@ def scene_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[
     Raises:
         ValueError: no batch was given, or the network has no BatchNorm layer to measure.
     """
-    probe = copy.deepcopy(model).eval()
+    return _measure(copy.deepcopy(model).eval(), batches)
+
+
+def _measure(probe: nn.Module, batches: Iterable[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`scene_statistics` on ``probe`` itself (its running statistics are overwritten)."""
     layers = batchnorm_layers(probe)
     if not layers:
         raise ValueError("the network has no BatchNorm layers with running statistics")
@@ -113,8 +117,12 @@ def adapted_network(model: nn.Module, batches: Iterable[torch.Tensor], weight: f
     Returns:
         The adapted copy, in eval mode.
     """
-    stats = scene_statistics(model, batches)
-    network = copy.deepcopy(model).eval()
+    network = copy.deepcopy(model).eval()  # one copy: measured, then given back the training statistics and mixed
+    stats = _measure(network, batches)
+    for mine, trained in zip(batchnorm_layers(network), batchnorm_layers(model), strict=True):
+        mine.load_state_dict(trained.state_dict())
+        mine.momentum = trained.momentum
+        mine.eval()
     mix_statistics(network, stats, weight)
     if fold:
         from firemap.export import fuse_batchnorm

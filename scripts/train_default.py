@@ -252,9 +252,11 @@ def reproduce_command(args: argparse.Namespace) -> str:
     parts = ["python scripts/train_default.py", f"--out {args.out}"]
     if args.legacy:
         parts.append("--legacy")
+    if args.variant != DEFAULT_VARIANT:
+        parts.append(f"--variant {args.variant}")
     if args.bn_adapt is not None:
         parts.append(f"--bn-adapt {args.bn_adapt:g}")
-    parts += [f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}", f"--test-scenes {args.test_scenes}",
+    parts += [f"--precision {args.precision}", f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}", f"--test-scenes {args.test_scenes}",
               "--install", f"--install-for {args.install_for}"]
     return " ".join(parts)
 

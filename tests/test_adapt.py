@@ -99,6 +99,12 @@ def test_adapted_network_is_folded_copy() -> None:
     mix_statistics(reference, scene_statistics(net, [torch.rand(2, 6, 16, 16)]), 0.0)
     with torch.no_grad():  # weight 0 after folding: the network's own outputs
         torch.testing.assert_close(adapted_network(net, [torch.rand(2, 6, 16, 16)], 0.0)(x), reference(x))
+    batch = [torch.rand(2, 6, 16, 16)]
+    half = adapted_network(net, batch, 0.5, fold=False)  # unfolded: the statistics are half training, half scene
+    ((mean, var),) = scene_statistics(net, batch)
+    torch.testing.assert_close(half.bn.running_mean, 0.5 * net.bn.running_mean + 0.5 * mean)
+    torch.testing.assert_close(half.bn.running_var, 0.5 * net.bn.running_var + 0.5 * var)
+    assert not half.training and half.bn.momentum == net.bn.momentum
 
 
 def test_predict_adapts_to_a_shifted_scene(write_tif: Callable[..., Path]) -> None:
