@@ -110,8 +110,8 @@ def run_scene(scene: str, out: str, model: str | None, cfg: dict[str, Any], thre
     """
     import torch
 
-    from firemap.predict import predict_scene
-    from firemap.raster import bounded_gdal_cache
+    from firemap.predict import model_for_scene, predict_scene
+    from firemap.raster import bounded_gdal_cache, open_scene
 
     t0 = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -119,14 +119,12 @@ def run_scene(scene: str, out: str, model: str | None, cfg: dict[str, Any], thre
         torch.set_num_threads(threads)
     try:
         pcfg = PredictConfig.model_validate(cfg)
+        info = open_scene(scene, pcfg.allow_no_crs, pcfg.resolution)  # opened once: routing and prediction
         if model is None:  # the shipped default of the scene's sensor family
-            from firemap.predict import model_for_scene
-            from firemap.raster import open_scene
-
-            model = str(model_for_scene(None, open_scene(scene, pcfg.allow_no_crs, pcfg.resolution), pcfg))
+            model = str(model_for_scene(None, info, pcfg))
         bundle, loaded = worker_bundle(model, pcfg)
         with bounded_gdal_cache():
-            result = predict_scene(scene, out, bundle, pcfg)
+            result = predict_scene(info, out, bundle, pcfg)
     except Exception as exc:  # any failure is this scene's: report it, let the job go on
         message = " ".join(str(exc).split()) or type(exc).__name__
         if not isinstance(exc, FiremapError):
