@@ -30,6 +30,8 @@ Usage (from the repository root)::
     .venv/bin/python scripts/train_default.py --legacy --out runs/default --install \
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install --resume \
+        --training-seconds 3000  # continue an interrupted run (the seconds spent before it)
 
 ``--cv`` runs leave-one-scene-out fine-tuning over the real crops not in ``UNRELIABLE`` (report only, nothing is
 installed) and prints the mean held-out burn-scar IoU next to that of NBR < -0.05.
@@ -59,7 +61,7 @@ from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle  # noqa: E4
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source, evaluate_thresholds  # noqa: E402
-from firemap.train.loop import fit  # noqa: E402
+from firemap.train.loop import STATE_FILE, fit  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_real  # noqa: E402
@@ -246,17 +248,31 @@ def final_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str, Any]
     return out
 
 
+def resumed(cfg: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """``cfg`` set to continue its run folder (``--resume``, when the folder holds a resume state of
+    :func:`firemap.train.fit`: a stage interrupted after an epoch continues there, a finished one is reused)."""
+    if args.resume and (Path(cfg["out"]) / STATE_FILE).is_file():
+        log.info("resuming %s", cfg["out"])
+        return {**cfg, "resume": True, "overwrite": False}
+    return cfg
+
+
+def train(cfg: dict[str, Any], args: argparse.Namespace) -> Path:
+    """Run one training stage (resumed with ``--resume``); the path of its last bundle."""
+    return fit(train_config_from_dict(resumed(cfg, args))).last
+
+
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command that rebuilds this run from scratch (the options of this one, without the --reuse-* shortcuts
     and the thresholds given by hand)."""
     parts = ["python scripts/train_default.py", f"--out {args.out}"]
     if args.legacy:
         parts.append("--legacy")
-    if args.variant != DEFAULT_VARIANT:
-        parts.append(f"--variant {args.variant}")
+    parts.append(f"--variant {args.variant}")
     if args.bn_adapt is not None:
         parts.append(f"--bn-adapt {args.bn_adapt:g}")
-    parts += [f"--precision {args.precision}", f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}", f"--test-scenes {args.test_scenes}",
+    parts += [f"--precision {args.precision}", f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}",
+              f"--test-scenes {args.test_scenes}",
               "--install", f"--install-for {args.install_for}"]
     return " ".join(parts)
 
@@ -411,7 +427,7 @@ def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
     """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU."""
     results = {}
     for scene in (s for s in SCENES if s not in unreliable(args)):
-        r = fit(train_config_from_dict(stage2_config(args, stage1, scene, args.out / f"cv_{scene}")))
+        r = fit(train_config_from_dict(resumed(stage2_config(args, stage1, scene, args.out / f"cv_{scene}"), args)))
         report = evaluate_source(load_bundle(r.last), SceneSource(**_heldout(scene, args.data)),
                                  PredictConfig(device="cpu"))
         results[scene] = _summary(report)
@@ -452,6 +468,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--bn-adapt", type=float, default=None,
                    help="test-time BatchNorm adaptation weight written into the bundle before calibration "
                         "(firemap/adapt.py; default: the recipe's bn_adapt, 0 with --legacy)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the stages an interrupted run of the same command left in --out (each stage "
+                        "resumes after its last finished epoch; finished stages are reused)")
     p.add_argument("--cv", action="store_true", help="leave-one-scene-out fine-tuning report instead")
     p.add_argument("--recipe", type=Path, default=real_data.RECIPE, help="YAML recipe of the real-scene stage")
     p.add_argument("--legacy", action="store_true",
@@ -472,7 +491,7 @@ def main() -> None:
     if not args.legacy and not args.cv:
         return run_recipe(args)
     t0 = time.perf_counter()
-    stage1 = args.reuse_stage1 or args.reuse_stage2 or fit(train_config_from_dict(stage1_config(args))).last
+    stage1 = args.reuse_stage1 or args.reuse_stage2 or train(stage1_config(args), args)
     log.info("stage 1 done after %.0f s: %s", time.perf_counter() - t0, stage1)
     if args.cv:
         cv = cross_validate(args, stage1)
@@ -482,7 +501,7 @@ def main() -> None:
     if args.reuse_stage2:
         last, seconds = args.reuse_stage2, args.training_seconds
     else:
-        last = fit(train_config_from_dict(stage2_config(args, stage1, args.holdout, args.out / "stage2"))).last
+        last = train(stage2_config(args, stage1, args.holdout, args.out / "stage2"), args)
         seconds = time.perf_counter() - t0 + (args.training_seconds or 0.0)
         log.info("training done after %.0f s", seconds)
     if args.bn_adapt:  # calibrate and score the network as predict will run it
@@ -543,7 +562,7 @@ def run_recipe(args: argparse.Namespace) -> None:
     else:
         cfg = finetune_config(recipe, init, args.out / "stage3", real)
         (args.out / "stage3_config.json").write_text(json.dumps(cfg, indent=2))
-        last = fit(train_config_from_dict(cfg)).last
+        last = train(cfg, args)
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
     adapt = args.bn_adapt if args.bn_adapt is not None else float(recipe.get("bn_adapt", 0.0))

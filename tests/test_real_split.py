@@ -103,3 +103,26 @@ def test_california_labels_fire_zero_away_from_bright_swir2(tmp_path):
     assert (labels[0][~hot] == 0).all() and labels[0][10, 10] == 255 and labels[0][8, 10] == 255
     assert (labels[1] == 255).all()
     assert (labels[2] == mask).all()
+
+
+def test_train_default_resume_continues_only_interrupted_stages(tmp_path: Path):
+    """--resume turns a stage config into a resumed one only where its folder holds fit's resume state."""
+    import argparse
+
+    import train_default
+
+    from firemap.train.loop import STATE_FILE
+
+    started, fresh = tmp_path / "stage1", tmp_path / "stage2"
+    started.mkdir()
+    (started / STATE_FILE).write_bytes(b"")
+    on, off = argparse.Namespace(resume=True), argparse.Namespace(resume=False)
+    cfg = {"out": str(started), "overwrite": True, "epochs": 3}
+    assert train_default.resumed(cfg, on) == {"out": str(started), "overwrite": False, "epochs": 3, "resume": True}
+    assert train_default.resumed(cfg, off) == cfg  # without --resume the stage starts over
+    assert train_default.resumed({**cfg, "out": str(fresh)}, on) == {**cfg, "out": str(fresh)}
+    command = train_default.reproduce_command(argparse.Namespace(
+        out=tmp_path, legacy=True, variant="deeplabv3plus-fr-sanet-mobilenet_v2", bn_adapt=None, precision="fp32",
+        threads=1, calib_scenes=24, test_scenes=8, install_for="generic", resume=True))
+    assert "--resume" not in command and "--legacy --variant deeplabv3plus-fr-sanet-mobilenet_v2" in command
+    assert "--precision fp32 --threads 1" in command
