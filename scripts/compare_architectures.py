@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -184,8 +185,9 @@ def _ms_per_tile(fn: Any, batch: int, repeats: int) -> float:
     return 1000 * best / batch
 
 
-def timing(mc: ModelConfig, threads: int, batch: int = 8, size: int = 256) -> dict[str, Any]:
-    """Parameters and best-of-3 CPU ms per tile (inference and training step), fp32 and bf16 autocast."""
+def timing(mc: ModelConfig, threads: int, batch: int = 8, size: int = 256,
+           precisions: tuple[str, ...] = ("fp32", "bf16")) -> dict[str, Any]:
+    """Parameters and best-of-3 CPU ms per tile (inference and training step), fp32 and/or bf16 autocast."""
     torch.set_num_threads(threads)
     model = build_model(mc).to(memory_format=torch.channels_last)
     x = torch.randn(batch, mc.in_channels, size, size).contiguous(memory_format=torch.channels_last)
@@ -194,6 +196,8 @@ def timing(mc: ModelConfig, threads: int, batch: int = 8, size: int = 256) -> di
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     out: dict[str, Any] = {"params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2)}
     for label, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+        if label not in precisions:
+            continue
         def infer(amp: torch.dtype | None = amp) -> None:
             model.eval()
             with torch.inference_mode(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
@@ -253,6 +257,11 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
                                         "train_ms_bf16", "train_seconds")}
         lines.append(f"| {name} | {c['params_m']} | {c['infer_ms_fp32']} / {c['infer_ms_bf16']} | "
                      f"{c['train_ms_fp32']} / {c['train_ms_bf16']} | {c['train_seconds']} |")
+    timed = {r["timed"] for r in results.values() if r.get("timed")}
+    if timed:
+        lines += ["", "fp32 times re-measured for every row in one process, one after the other (`--retime`, "
+                  f"{args.threads} thread(s); started {min(timed)}); bf16 times and wall times from each row's own "
+                  "training run."]
     reused = [name for name, r in results.items() if r.get("reused")]
     if reused:
         lines += ["", f"Rows {', '.join(reused)}: from the run of 2026-11-21 (`--out runs/compare2`, same recipe, "
@@ -326,7 +335,20 @@ def parse() -> argparse.Namespace:
     p.add_argument("--inference-scenes", type=int, default=2,
                    help="simulated hold-out scenes per sensor for the inference rows (the first N)")
     p.add_argument("--no-train", action="store_true", help="only rows already in results.json")
+    p.add_argument("--retime", action="store_true",
+                   help="re-measure the fp32 per-tile times of all rows together (comparable under one load)")
     return p.parse_args()
+
+
+def retime(results: dict[str, Any], names: list[str], args: argparse.Namespace) -> None:
+    """Re-measure the fp32 per-tile times of ``names`` one after the other in this process (``--retime``): rows
+    trained at different times on a shared machine are timed under different loads; these are comparable."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    for name in names:
+        mc = load_bundle(args.out / name / f"fold{len(FOLDS) - 1}" / "last.firemap.pt").config
+        results[name].update(timing(mc, args.threads, precisions=("fp32",)))
+        results[name]["timed"] = f"{time.strftime('%Y-%m-%d %H:%M')} UTC, load before {load}"
+        log.info("%s: %s ms per tile (fp32 inference)", name, results[name]["infer_ms_fp32"])
 
 
 def main() -> None:
@@ -345,6 +367,9 @@ def main() -> None:
         if name not in results:
             results[name] = score(name, args, sims)
             results_path.write_text(json.dumps(results, indent=2))
+    if args.retime:
+        retime(results, names, args)
+        results_path.write_text(json.dumps(results, indent=2))
     inference_path = args.out / "inference.json"
     inference = json.loads(inference_path.read_text()) if inference_path.exists() else {}
     few = {k: v.model_copy(update={"images": sorted(v.images)[:args.inference_scenes]}) for k, v in sims.items()}
