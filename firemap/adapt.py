@@ -16,8 +16,10 @@ scene sees the same network, so the output stays seam-free and independent of th
 that of one batch. The adapted copy has its BatchNorm folded like any inference network.
 
 Cost: one forward pass over the sampled tiles per scene (at most 64: 3.5% more network time on a 8192^2 scene,
-twice the network time on a crop of a few tiles), and a network built through smp instead of the exported one
-(start-up about 3 s longer on 2 CPU threads: 7.2 against 4.0 s for a small crop, docs/benchmarks.md).
+twice the network time on a crop of a few tiles). The network is the bundle's exported
+:class:`~firemap.export.AdaptableNetwork` when it has one (torch alone, the same statistics and outputs), else the
+eager smp network (start-up about 3 s longer: smp, timm and torchvision imported and the network built;
+docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -339,8 +339,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
         ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
         ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
         ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
-        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt)" if c.bn_adapt
-         else "training statistics (--bn-adapt W adapts them to each scene)"),
+        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt; {_adapts_how(bundle)})"
+         if c.bn_adapt else f"training statistics (--bn-adapt W adapts them to each scene; {_adapts_how(bundle)})"),
         ("exported", describe_export(bundle.exported)),
     ]
     prov = bundle.provenance
@@ -360,6 +360,13 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
             else:
                 rows.append((group, str(values)))
     return rows
+
+
+def _adapts_how(bundle: Bundle) -> str:
+    """How predict would adapt this bundle's BatchNorm: with its exported adaptable graphs, or through smp."""
+    if isinstance(bundle.exported, dict) and isinstance(bundle.exported.get("adaptable"), dict):
+        return "with torch alone: the exported BatchNorm-adaptable graphs"
+    return "through smp: no BatchNorm-adaptable export, add it with firemap export MODEL --overwrite"
 
 
 def sensor_family(sensor: str | None) -> str:
