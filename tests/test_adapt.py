@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable
@@ -246,3 +247,27 @@ def test_adapting_predict_imports_torch_alone(smp_bundle_path: Path, write_tif: 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
     assert "torchscript-adaptable network" in out.stderr and "BatchNorm adapted to the scene" in out.stderr
+
+
+def test_bundles_without_adaptable_graphs_or_with_stale_ones_adapt_through_smp(
+        smp_bundle_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from firemap.models import describe_bundle
+
+    payload = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)
+    new = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
+    assert "data" not in new.exported["adaptable"] and new.exported["adaptable"]["bytes"] > 0  # type: ignore[index]
+    rows = dict(describe_bundle(new))
+    assert "BatchNorm-adaptable graphs" in rows["exported"] and "with torch alone" in rows["batchnorm"]
+    payload["exported"].pop("adaptable")  # as the previous firemap wrote bundles
+    torch.save(payload, tmp_path / "old.firemap.pt")
+    old = load_bundle(tmp_path / "old.firemap.pt", inference=True, keep_batchnorm=True)
+    assert old.runtime == "eager" and batchnorm_layers(old.model)
+    assert load_bundle(tmp_path / "old.firemap.pt", inference=True).runtime == "torchscript"
+    rows = dict(describe_bundle(old))
+    assert "no BatchNorm-adaptable graphs" in rows["exported"] and "through smp" in rows["batchnorm"]
+    entry = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)["exported"]["adaptable"]
+    payload["exported"]["adaptable"] = entry | {"state_sha256": "0" * 64}  # made from other weights
+    torch.save(payload, tmp_path / "stale.firemap.pt")
+    with caplog.at_level(logging.WARNING):
+        stale = load_bundle(tmp_path / "stale.firemap.pt", inference=True, keep_batchnorm=True)
+    assert stale.runtime == "eager" and "other weights" in caplog.text
