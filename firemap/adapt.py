@@ -16,8 +16,10 @@ scene sees the same network, so the output stays seam-free and independent of th
 that of one batch. The adapted copy has its BatchNorm folded like any inference network.
 
 Cost: one forward pass over the sampled tiles per scene (at most 64: 3.5% more network time on a 8192^2 scene,
-twice the network time on a crop of a few tiles), and a network built through smp instead of the exported one
-(start-up about 3 s longer on 2 CPU threads: 7.2 against 4.0 s for a small crop, docs/benchmarks.md).
+twice the network time on a crop of a few tiles). The network is the bundle's exported
+:class:`~firemap.export.AdaptableNetwork` when it has one (torch alone, the same statistics and outputs), else the
+eager smp network (start-up about 3 s longer: smp, timm and torchvision imported and the network built;
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from firemap.export import AdaptableNetwork
+
 log = logging.getLogger(__name__)
 
 ADAPT_MAX_TILES = 64
@@ -40,6 +44,12 @@ ADAPT_MAX_TILES = 64
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     """The BatchNorm layers of ``model`` that track running statistics, in module order."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+def can_adapt(model: object) -> bool:
+    """Whether :func:`adapted_network` can adapt ``model``: an eager network with BatchNorm layers, or the
+    exported :class:`~firemap.export.AdaptableNetwork` (a folded or frozen network cannot)."""
+    return isinstance(model, AdaptableNetwork) or (isinstance(model, nn.Module) and bool(batchnorm_layers(model)))
 
 
 def sample_indices(n: int, k: int = ADAPT_MAX_TILES) -> list[int]:
@@ -93,22 +103,23 @@ def mix_statistics(model: nn.Module, scene: Sequence[tuple[torch.Tensor, torch.T
     Raises:
         ValueError: ``weight`` outside [0, 1] or ``scene`` not from this architecture.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"BatchNorm adaptation weight {weight}: give a number in [0, 1]")
+    _check_weight(weight)
     layers = batchnorm_layers(model)
     if len(layers) != len(scene):
         raise ValueError(f"{len(scene)} statistics for {len(layers)} BatchNorm layers")
     for layer, (mean, var) in zip(layers, scene, strict=True):
         assert layer.running_mean is not None and layer.running_var is not None
-        layer.running_mean.mul_(1.0 - weight).add_(mean.to(layer.running_mean), alpha=weight)
-        layer.running_var.mul_(1.0 - weight).add_(var.to(layer.running_var), alpha=weight)
+        layer.running_mean.copy_(_mix(layer.running_mean, mean, weight))
+        layer.running_var.copy_(_mix(layer.running_var, var, weight))
 
 
 def adapted_network(model: nn.Module, batches: Iterable[torch.Tensor], weight: float, fold: bool = True) -> nn.Module:
     """A copy of ``model`` whose BatchNorm statistics mix the training ones with those of ``batches``.
 
     Args:
-        model: the eager network with its BatchNorm layers (not modified).
+        model: the eager network with its BatchNorm layers, or the exported
+            :class:`~firemap.export.AdaptableNetwork` (torch alone; measured with the same BatchNorm training
+            mode, always folded). Not modified.
         batches: network inputs ``(batch, in_channels, H, W)`` float32 from the scene (see :func:`scene_statistics`).
         weight: weight of the scene statistics, in [0, 1].
         fold: fold the BatchNorm layers into the convolutions (inference only; see
@@ -117,6 +128,12 @@ def adapted_network(model: nn.Module, batches: Iterable[torch.Tensor], weight: f
     Returns:
         The adapted copy, in eval mode.
     """
+    if isinstance(model, AdaptableNetwork):
+        _check_weight(weight)
+        scene = model.measure(batches)
+        own = model.statistics()
+        return model.with_statistics({name: (_mix(own[name][0], mean, weight), _mix(own[name][1], var, weight))
+                                      for name, (mean, var) in scene.items()})
     network = copy.deepcopy(model).eval()  # one copy: measured, then given back the training statistics and mixed
     stats = _measure(network, batches)
     for mine, trained in zip(batchnorm_layers(network), batchnorm_layers(model), strict=True):
@@ -129,3 +146,13 @@ def adapted_network(model: nn.Module, batches: Iterable[torch.Tensor], weight: f
 
         fuse_batchnorm(network)
     return network
+
+
+def _check_weight(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"BatchNorm adaptation weight {weight}: give a number in [0, 1]")
+
+
+def _mix(own: torch.Tensor, scene: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - weight) * own + weight * scene``, computed as :func:`mix_statistics` does (same rounding)."""
+    return own.mul(1.0 - weight).add_(scene.to(own), alpha=weight)

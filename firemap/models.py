@@ -34,6 +34,7 @@ from firemap.export import (
     export_network,
     export_summary,
     fuse_batchnorm,
+    load_adaptable,
     load_network,
     state_fingerprint,
 )
@@ -99,8 +100,10 @@ class Bundle:
         path: where it was loaded from, if anywhere.
         exported: the bundle's exported network without its archive (:func:`firemap.export.export_summary`), or
             None when it has none.
-        runtime: what ``model`` is: ``eager`` (the smp network) or ``torchscript`` (the exported network, for
-            inference only: ``load_bundle(..., inference=True)``).
+        runtime: what ``model`` is: ``eager`` (the smp network), ``torchscript`` (the exported network, for
+            inference only: ``load_bundle(..., inference=True)``) or ``torchscript-adaptable`` (the exported
+            :class:`~firemap.export.AdaptableNetwork`, with ``keep_batchnorm``); predict's adapted copies are
+            ``eager-adapted`` / ``torchscript-adapted``.
     """
 
     config: ModelConfig
@@ -260,9 +263,10 @@ def load_bundle(
             ``(batch, classes, H, W)`` logits with the same values up to float rounding; neither can be trained.
         exported: with ``inference``, use the exported network when there is one (False: always the smp network,
             e.g. for CUDA, where the frozen TorchScript constants would stay on the CPU).
-        keep_batchnorm: with ``inference``, return the smp network with its BatchNorm layers (not folded, no
-            exported network), as test-time BatchNorm adaptation needs (:mod:`firemap.adapt`); None = when the
-            bundle's config asks for it (``bn_adapt > 0``).
+        keep_batchnorm: with ``inference``, return a network whose BatchNorm statistics can be adapted to a scene
+            (:mod:`firemap.adapt`): the bundle's exported :class:`~firemap.export.AdaptableNetwork` when it has
+            one (torch alone, runtime ``torchscript-adaptable``), else the smp network with its BatchNorm layers;
+            None = when the bundle's config asks for it (``bn_adapt > 0``).
 
     Raises:
         BundleError: missing, unreadable, foreign or inconsistent bundle (weights not matching the config).
@@ -280,17 +284,13 @@ def load_bundle(
     meta = (payload.get("provenance", {}), versions.get("firemap", "?"), p, summary)
     if keep_batchnorm is None:
         keep_batchnorm = config.bn_adapt > 0
+    if inference and exported and isinstance(entry, dict):
+        loaded = _load_exported(p, entry, payload["state_dict"], keep_batchnorm)
+        if loaded is not None:
+            return Bundle(config, loaded[0], *meta, runtime=loaded[1])
     if inference and keep_batchnorm:
         inference = False
         log.debug("%s: keeping BatchNorm layers for test-time adaptation", p)
-    if inference and exported and isinstance(entry, dict):
-        try:
-            network = load_network(entry, state_fingerprint(payload["state_dict"]))
-        except ExportError as exc:
-            log.warning("%s: %s; building the network through smp instead", p, exc)
-        else:
-            log.debug("%s: loaded the exported network (%s)", p, entry.get("format"))
-            return Bundle(config, network, *meta, runtime=str(entry.get("format")))
     model = build_model(config)
     try:
         model.load_state_dict(payload["state_dict"])
@@ -303,6 +303,27 @@ def load_bundle(
     if inference:
         log.debug("folded %d BatchNorm layers into convolutions", fuse_batchnorm(model))
     return Bundle(config, model, *meta)
+
+
+def _load_exported(p: Path, entry: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+                   keep_batchnorm: bool) -> tuple[nn.Module, str] | None:
+    """The bundle's exported network and its runtime name: the folded one, or with ``keep_batchnorm`` the
+    BatchNorm-adaptable one; None (logged) when the bundle has no usable one."""
+    try:
+        if not keep_batchnorm:
+            network: nn.Module = load_network(entry, state_fingerprint(state))
+            runtime = str(entry.get("format"))
+        elif isinstance(entry.get("adaptable"), dict):
+            network = load_adaptable(entry["adaptable"], state, state_fingerprint(state))
+            runtime = "torchscript-adaptable"
+        else:
+            log.debug("%s: no BatchNorm-adaptable export; keeping the smp network's BatchNorm layers", p)
+            return None
+    except ExportError as exc:
+        log.warning("%s: %s; building the network through smp instead", p, exc)
+        return None
+    log.debug("%s: loaded the exported network (%s)", p, runtime)
+    return network, runtime
 
 
 def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
@@ -318,8 +339,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
         ("classes", ", ".join(f"{k.id}={k.name}" for k in c.classes)),
         ("thresholds", ", ".join(f"{k}={v:g}" for k, v in c.class_thresholds().items())),
         ("tiling", f"{c.tile_size} px tiles, {c.overlap} px overlap"),
-        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt)" if c.bn_adapt
-         else "training statistics (--bn-adapt W adapts them to each scene)"),
+        ("batchnorm", f"adapted to each scene, weight {c.bn_adapt:g} (--bn-adapt; firemap.adapt; {_adapts_how(bundle)})"
+         if c.bn_adapt else f"training statistics (--bn-adapt W adapts them to each scene; {_adapts_how(bundle)})"),
         ("exported", describe_export(bundle.exported)),
     ]
     prov = bundle.provenance
@@ -339,6 +360,13 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
             else:
                 rows.append((group, str(values)))
     return rows
+
+
+def _adapts_how(bundle: Bundle) -> str:
+    """How predict would adapt this bundle's BatchNorm: with its exported adaptable graphs, or through smp."""
+    if isinstance(bundle.exported, dict) and isinstance(bundle.exported.get("adaptable"), dict):
+        return "with torch alone: the exported BatchNorm-adaptable graphs"
+    return "through smp: no BatchNorm-adaptable export, add it with firemap export MODEL --overwrite"
 
 
 def sensor_family(sensor: str | None) -> str:

@@ -500,13 +500,16 @@ def _sample_batches(
 def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundle:
     """The bundle with its network's BatchNorm statistics adapted to the scene (:mod:`firemap.adapt`), folded for
     inference; the bundle itself when the weight is 0, the scene has no valid pixel, or the network has no
-    BatchNorm layers left to adapt (an exported or folded network: a warning says so)."""
+    BatchNorm layers left to adapt (the folded exported network: a warning says so). The network is the eager
+    one (runtime ``eager-adapted``) or the bundle's exported :class:`~firemap.export.AdaptableNetwork`
+    (``torchscript-adapted``: torch alone), with the same statistics and outputs."""
     weight = bn_adapt_weight(bundle, cfg)
     if weight == 0.0:
         return bundle
-    from firemap.adapt import adapted_network, batchnorm_layers
+    from firemap.adapt import adapted_network, can_adapt
+    from firemap.export import AdaptableNetwork
 
-    if not isinstance(bundle.model, torch.nn.Module) or not batchnorm_layers(bundle.model):
+    if not can_adapt(bundle.model):
         log.warning("%s: the %s network has no BatchNorm layers to adapt to the scene; predicting with its "
                     "training statistics (load the bundle with keep_batchnorm=True)", bundle.name, bundle.runtime)
         return bundle
@@ -526,7 +529,8 @@ def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundl
     network = adapted_network(bundle.model.to(device), counted(), weight)
     log.info("%s: BatchNorm adapted to the scene (weight %.2f, %d tiles, %.1f s)", plan.info.path.name, weight,
              sum(tiles), time.perf_counter() - t0)
-    return replace(bundle, model=network, runtime="eager-adapted")
+    runtime = "torchscript-adapted" if isinstance(bundle.model, AdaptableNetwork) else "eager-adapted"
+    return replace(bundle, model=network, runtime=runtime)
 
 
 def _stitched_rows(plan: ScenePlan, ctx: _Context, progress: Progress | None) -> Iterator[RowBlock]:
@@ -840,8 +844,9 @@ def plan_scenes(
 
 def load_inference_bundle(model: str | Path | None, cfg: PredictConfig) -> Bundle:
     """The bundle with its network ready for inference on ``cfg.device``: on the CPU the exported TorchScript
-    network when the bundle has one (torch alone: no smp, timm or torchvision), else the smp network with its
-    BatchNorm folded (see :func:`firemap.models.load_bundle`).
+    network when the bundle has one (torch alone: no smp, timm or torchvision; the BatchNorm-adaptable one when
+    the scene's BatchNorm statistics are to be mixed in, ``--bn-adapt`` > 0), else the smp network with its
+    BatchNorm folded, or kept for adaptation (see :func:`firemap.models.load_bundle`).
 
     Raises:
         BundleError: the bundle cannot be loaded. ConfigError: ``--device cuda`` without CUDA.

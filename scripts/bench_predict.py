@@ -17,7 +17,7 @@ Writes its results between markers in docs/benchmarks.md (other sections of that
    larger scene should use about the same memory (a whole-scene accumulator would grow with the area).
 
 Each measurement runs in its own subprocess so ru_maxrss is that run's own peak. The bundle is ``--model`` or the
-shipped default, given its exported network (``firemap export``) in a temporary folder when it has none.
+shipped default, given its exported networks (``firemap export``) in a temporary folder when it lacks them.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def bundles(arg: str | None, tmp: Path) -> tuple[str, str]:
 
     src = Path(arg) if arg else default_bundle_path()
     payload = torch.load(src, map_location="cpu", weights_only=True)
-    if "exported" in payload:
+    if "adaptable" in payload.get("exported", {}):
         fast = src
     else:
         fast = export_bundle(src, tmp / src.name.replace(".firemap.pt", "-exported.firemap.pt"))
@@ -169,12 +169,18 @@ def bundles(arg: str | None, tmp: Path) -> tuple[str, str]:
 def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -> str:
     """The start-up table: CLI wall times alternated with ``import torch``, and one in-process breakdown each."""
     cli = ["-m", "firemap", "predict", str(CROP), "-o", str(tmp / "startup"), "--overwrite", "-q", "--device", "cpu"]
-    times: dict[str, list[float]] = {"import torch": [], "smp": [], "exported": []}
+    import torch
+
+    adapts = float(torch.load(fast, map_location="cpu", weights_only=True)["config"].get("bn_adapt", 0.0)) > 0
+    commands = {"import torch": ["-c", "import torch"], "smp": [*cli, "--model", slow],
+                "exported": [*cli, "--model", fast]}
+    if adapts:  # the same bundle without the per-scene adaptation pass, for what adaptation itself costs
+        commands["exported, --bn-adapt 0"] = [*cli, "--model", fast, "--bn-adapt", "0"]
+    times: dict[str, list[float]] = {key: [] for key in commands}
     loads = [load_average()]
     wall(["-c", "import torch"], threads)  # page cache warm for every variant
     for _ in range(repeats):
-        for key, args in (("import torch", ["-c", "import torch"]), ("smp", [*cli, "--model", slow]),
-                          ("exported", [*cli, "--model", fast])):
+        for key, args in commands.items():
             times[key].append(wall(args, threads))
     loads.append(load_average())
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -186,13 +192,18 @@ def bench_startup(fast: str, slow: str, threads: int, repeats: int, tmp: Path) -
         f"Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}` (start-up part)  ",
         f"Machine: {machine(threads)}; load before / after: {loads[0]} / {loads[1]}.  ",
         f"Crop: `{CROP.name}` ({size} px, 5 bands, one 2 x 2 tile grid). Each row is the median of {repeats} fresh "
-        "processes, the three commands alternated so that each ratio compares runs seconds apart.", "",
+        f"processes, the {len(commands)} commands alternated so that each ratio compares runs seconds apart.", "",
         "| command | seconds (median) | all runs | x `import torch` |", "|---|---:|---|---:|",
     ]
     names = {"import torch": '`python -c "import torch"`',
              "smp": "`firemap predict CROP` before: bundle without its exported network (smp, timm, torchvision)",
-             "exported": "`firemap predict CROP` after: the bundle's exported TorchScript network (torch alone)"}
+             "exported": "`firemap predict CROP` after: the bundle's exported TorchScript network (torch alone; "
+                         "BatchNorm adapted to the crop when the bundle's bn_adapt > 0)",
+             "exported, --bn-adapt 0": "`firemap predict CROP --bn-adapt 0`: the same, training statistics (no "
+                                       "adaptation pass)"}
     for key, label in names.items():
+        if key not in times:
+            continue
         lines.append(f"| {label} | {med[key]:.2f} | {', '.join(f'{t:.2f}' for t in times[key])} | "
                      f"{med[key] / torch_s:.2f} |")
     lines += ["", "Where the time goes inside one process (in-process timers, one run each):", "",

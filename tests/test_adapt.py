@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,9 +14,17 @@ import pytest
 import torch
 from torch import nn
 
-from firemap.adapt import adapted_network, batchnorm_layers, mix_statistics, sample_indices, scene_statistics
+from firemap.adapt import (
+    adapted_network,
+    batchnorm_layers,
+    can_adapt,
+    mix_statistics,
+    sample_indices,
+    scene_statistics,
+)
 from firemap.config import PredictConfig
 from firemap.errors import ConfigError
+from firemap.export import AdaptableNetwork, check_shapes, export_adaptable, load_adaptable
 from firemap.models import Bundle, load_bundle
 from firemap.predict import _sample_batches, iter_predictions, plan_scene, with_runtime
 from firemap.raster import open_scene
@@ -20,6 +32,7 @@ from firemap.raster import open_scene
 from .conftest import background, raw_config
 
 TRAIN_NIR, TRAIN_NIR_STD = 0.30, 0.05
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class NirNet(nn.Sequential):
@@ -122,12 +135,20 @@ def test_predict_adapts_to_a_shifted_scene(write_tif: Callable[..., Path]) -> No
     np.testing.assert_array_equal(scar_mask(path, bundle, PredictConfig(device="cpu", bn_adapt=0.0)), plain)
 
 
-def test_adapted_stream_equals_whole_image(write_tif: Callable[..., Path]) -> None:
+def torch_only(model: nn.Module, in_channels: int = 6) -> AdaptableNetwork:
+    """``model`` exported for BatchNorm adaptation and loaded back with its own weights, as predict loads it."""
+    entry = export_adaptable(model, check_shapes(in_channels, 16, 8), "sha")
+    return load_adaptable(entry, model.state_dict(), "sha")
+
+
+@pytest.mark.parametrize("runtime", ["eager", "torchscript"])
+def test_adapted_stream_equals_whole_image(write_tif: Callable[..., Path], runtime: str) -> None:
     """The statistics are fixed per scene before any tile is predicted: the stitched result is that of the
-    adapted network on the whole image (seam-free)."""
+    adapted network on the whole image (seam-free), with the eager network or the exported adaptable one."""
     data, _ = shifted_scene()
     path = write_tif(data)
-    bundle = Bundle(raw_config(), NirNet().eval(), {"name": "nir"})
+    net = NirNet().eval()
+    bundle = Bundle(raw_config(), net if runtime == "eager" else torch_only(net), {"name": "nir"})
     cfg = PredictConfig(device="cpu", bn_adapt=0.5)
     plan = plan_scene(open_scene(path), bundle, cfg)
     network = adapted_network(bundle.model, list(_sample_batches(plan, bundle, cfg, torch.device("cpu"))), 0.5)
@@ -139,9 +160,11 @@ def test_adapted_stream_equals_whole_image(write_tif: Callable[..., Path]) -> No
 
 def test_bundle_keeps_batchnorm_for_adaptation(smp_bundle_path: Path) -> None:
     folded = load_bundle(smp_bundle_path, inference=True)
-    assert folded.runtime == "torchscript"
+    assert folded.runtime == "torchscript" and not can_adapt(folded.model)
     kept = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
-    assert kept.runtime == "eager" and batchnorm_layers(kept.model)
+    assert kept.runtime == "torchscript-adaptable" and can_adapt(kept.model)
+    eager = load_bundle(smp_bundle_path, inference=True, exported=False, keep_batchnorm=True)
+    assert eager.runtime == "eager" and batchnorm_layers(eager.model)
 
 
 def test_openvino_refuses_adaptation() -> None:
@@ -157,3 +180,94 @@ def test_info_says_whether_batchnorm_adapts() -> None:
     assert "training statistics" in dict(describe_bundle(Bundle(raw_config(), NirNet(), {})))["batchnorm"]
     shown = dict(describe_bundle(Bundle(raw_config(bn_adapt=0.5), NirNet(), {})))["batchnorm"]
     assert shown.startswith("adapted to each scene, weight 0.5")
+
+
+class TwoLayerNet(nn.Sequential):
+    """conv-BatchNorm-ReLU twice and a BatchNorm after a pooling (not folded): the second layer's statistics depend
+    on the first normalizing with the batch's own, as in BatchNorm training mode."""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(6, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(8, 3, 1, bias=False), nn.BatchNorm2d(3)), nn.AvgPool2d(1),
+                         nn.BatchNorm2d(3))
+        torch.manual_seed(2)
+        for layer in batchnorm_layers(self):
+            with torch.no_grad():
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+                layer.weight.uniform_(0.5, 1.5)
+                layer.bias.uniform_(-0.5, 0.5)
+
+
+def test_torch_only_adaptation_equals_eager() -> None:
+    net = TwoLayerNet().eval()
+    fast = torch_only(net)
+    torch.manual_seed(3)
+    batches = [torch.rand(3, 6, 16, 24) * 2 + 1, torch.rand(2, 6, 24, 16), torch.rand(4, 6, 16, 16) - 1]
+    scene = fast.measure(batches)
+    assert list(scene) == ["1", "3.1", "5"]  # every BatchNorm, by module name
+    for (mean, var), (ref_mean, ref_var) in zip(scene.values(), scene_statistics(net, batches), strict=True):
+        torch.testing.assert_close(mean, ref_mean)
+        torch.testing.assert_close(var, ref_var)
+    x = torch.rand(2, 6, 40, 24) * 2
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), net(x))  # training statistics
+        for weight in (0.0, 0.5, 1.0):
+            eager = torch.sigmoid(adapted_network(net, batches, weight)(x))
+            torch.testing.assert_close(torch.sigmoid(adapted_network(fast, batches, weight)(x)), eager, atol=1e-6,
+                                       rtol=0)
+    assert float(net[1].running_mean.abs().sum()) > 0 and fast.statistics()["1"][0] is fast.state["1.running_mean"]
+
+
+def test_torch_only_adaptation_equals_eager_on_an_smp_network(smp_bundle_path: Path,
+                                                             write_tif: Callable[..., Path]) -> None:
+    data = background(150, 130, seed=3)
+    data[3:, 40:90, 30:80] *= 0.3
+    info = open_scene(write_tif(data))
+    cfg = PredictConfig(device="cpu", precision="fp32", bn_adapt=0.5)
+    fast = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
+    eager = load_bundle(smp_bundle_path, inference=True, exported=False, keep_batchnorm=True)
+    assert (fast.runtime, eager.runtime) == ("torchscript-adaptable", "eager")
+    a = np.concatenate([b.probs for b in iter_predictions(info, fast, cfg)], 1)
+    b = np.concatenate([b.probs for b in iter_predictions(info, eager, cfg)], 1)
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    plain = np.concatenate([b.probs for b in iter_predictions(info, fast, PredictConfig(device="cpu", bn_adapt=0))], 1)
+    assert np.abs(plain - a).max() > 1e-3  # the adaptation did change the outputs
+
+
+def test_adapting_predict_imports_torch_alone(smp_bundle_path: Path, write_tif: Callable[..., Path],
+                                              tmp_path: Path) -> None:
+    scene = write_tif(background(70, 90))
+    code = (f"import sys, json, logging; logging.basicConfig(level=logging.INFO)\n"
+            f"from firemap.predict import predict_scenes; from firemap.config import PredictConfig\n"
+            f"predict_scenes([{str(scene)!r}], {str(tmp_path / 'out')!r}, {str(smp_bundle_path)!r}, "
+            f"PredictConfig(device='cpu', bn_adapt=0.5))\n"
+            "print(json.dumps(sorted(m for m in ('segmentation_models_pytorch', 'timm', 'torchvision') "
+            "if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert "torchscript-adaptable network" in out.stderr and "BatchNorm adapted to the scene" in out.stderr
+
+
+def test_bundles_without_adaptable_graphs_or_with_stale_ones_adapt_through_smp(
+        smp_bundle_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from firemap.models import describe_bundle
+
+    payload = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)
+    new = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
+    assert "data" not in new.exported["adaptable"] and new.exported["adaptable"]["bytes"] > 0  # type: ignore[index]
+    rows = dict(describe_bundle(new))
+    assert "BatchNorm-adaptable graphs" in rows["exported"] and "with torch alone" in rows["batchnorm"]
+    payload["exported"].pop("adaptable")  # as the previous firemap wrote bundles
+    torch.save(payload, tmp_path / "old.firemap.pt")
+    old = load_bundle(tmp_path / "old.firemap.pt", inference=True, keep_batchnorm=True)
+    assert old.runtime == "eager" and batchnorm_layers(old.model)
+    assert load_bundle(tmp_path / "old.firemap.pt", inference=True).runtime == "torchscript"
+    rows = dict(describe_bundle(old))
+    assert "no BatchNorm-adaptable graphs" in rows["exported"] and "through smp" in rows["batchnorm"]
+    entry = torch.load(smp_bundle_path, map_location="cpu", weights_only=True)["exported"]["adaptable"]
+    payload["exported"]["adaptable"] = entry | {"state_sha256": "0" * 64}  # made from other weights
+    torch.save(payload, tmp_path / "stale.firemap.pt")
+    with caplog.at_level(logging.WARNING):
+        stale = load_bundle(tmp_path / "stale.firemap.pt", inference=True, keep_batchnorm=True)
+    assert stale.runtime == "eager" and "other weights" in caplog.text
