@@ -476,25 +476,27 @@ def _sample_batches(
     plan: ScenePlan, bundle: Bundle, cfg: PredictConfig, device: torch.device
 ) -> Iterator[torch.Tensor]:
     """Network inputs ``(batch, in_channels, tile, tile)`` float32 of up to :data:`firemap.adapt.ADAPT_MAX_TILES`
-    tiles spread evenly over the scene, read and normalized as the tile loop does; tiles without data skipped."""
+    tiles spread evenly over the scene, read and normalized as the tile loop does; tiles without data skipped.
+    A last lone tile joins the batch before it (BatchNorm in training mode needs more than one value per channel
+    after global pooling, as in DeepLabv3+'s ASPP)."""
     from firemap.adapt import sample_indices
 
     grid, config = plan.grid, bundle.config
     cols = grid.shape[1]
     size = batch_size(cfg, bundle, device)
-    batch: list[np.ndarray] = []
+    pending: list[np.ndarray] = []  # a full batch leaves only once two more tiles follow it
     with _open_input(plan.info.path) as src:
         for i in sample_indices(len(grid)):
             tile = grid.tile(i // cols, i % cols)
             data, valid = read_window(src, tile.window, plan.sources, plan.zero_is_nodata, list(config.mean))
             if not valid.any():
                 continue
-            batch.append(with_presence(normalize_(data, config, plan.present), config, plan.present))
-            if len(batch) == size:
-                yield torch.from_numpy(np.stack(batch)).to(device)
-                batch = []
-    if batch:
-        yield torch.from_numpy(np.stack(batch)).to(device)
+            pending.append(with_presence(normalize_(data, config, plan.present), config, plan.present))
+            if len(pending) == size + 2:
+                yield torch.from_numpy(np.stack(pending[:size])).to(device)
+                pending = pending[size:]
+    if pending:  # at most size + 1 tiles: one batch, so a lone last tile joins the batch before it
+        yield torch.from_numpy(np.stack(pending)).to(device)
 
 
 def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundle:
@@ -526,7 +528,12 @@ def adapt_to_scene(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> Bundl
             tiles.append(len(b))
             yield b
 
-    network = adapted_network(bundle.model.to(device), counted(), weight)
+    try:
+        network = adapted_network(bundle.model.to(device), counted(), weight)
+    except ValueError as exc:  # e.g. a one-tile scene: one value per channel after DeepLabv3+'s image pooling
+        log.warning("%s: BatchNorm statistics cannot be measured on this scene (%s); predicting with the training "
+                    "statistics", plan.info.path.name, " ".join(str(exc).split()))
+        return bundle
     log.info("%s: BatchNorm adapted to the scene (weight %.2f, %d tiles, %.1f s)", plan.info.path.name, weight,
              sum(tiles), time.perf_counter() - t0)
     runtime = "torchscript-adapted" if isinstance(bundle.model, AdaptableNetwork) else "eager-adapted"

@@ -271,3 +271,30 @@ def test_bundles_without_adaptable_graphs_or_with_stale_ones_adapt_through_smp(
     with caplog.at_level(logging.WARNING):
         stale = load_bundle(tmp_path / "stale.firemap.pt", inference=True, keep_batchnorm=True)
     assert stale.runtime == "eager" and "other weights" in caplog.text
+
+
+def test_deeplab_adapts_small_scenes_without_a_lone_batch(
+    smp_bundle_path: Path, write_tif: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """DeepLabv3+'s image pooling leaves one value per channel for a batch of one tile, which BatchNorm's training
+    mode cannot normalize: a last lone tile joins the batch before it, and a one-tile scene keeps the training
+    statistics (warned) instead of failing."""
+    bundle = load_bundle(smp_bundle_path, inference=True, keep_batchnorm=True)
+    cfg = PredictConfig(device="cpu", bn_adapt=0.5, batch_size=2)
+    three = plan_scene(open_scene(write_tif(background(40, 112), "three.tif")), bundle, cfg)
+    assert len(three.grid) == 3
+    assert [len(b) for b in _sample_batches(three, bundle, cfg, torch.device("cpu"))] == [3]
+    with caplog.at_level(logging.INFO, logger="firemap.predict"):
+        adapted = np.concatenate([b.probs for b in iter_predictions(three, bundle, cfg)], axis=1)
+    assert "BatchNorm adapted to the scene (weight 0.50, 3 tiles" in caplog.text
+    plain = np.concatenate([b.probs for b in iter_predictions(three, bundle, cfg.model_copy(update={"bn_adapt": 0.0}))],
+                           axis=1)
+    assert np.abs(adapted - plain).max() > 1e-3  # the statistics really changed
+    one = plan_scene(open_scene(write_tif(background(40, 40), "one.tif")), bundle, cfg)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="firemap.predict"):
+        kept = np.concatenate([b.probs for b in iter_predictions(one, bundle, cfg)], axis=1)
+    assert "cannot be measured on this scene" in caplog.text
+    unadapted = cfg.model_copy(update={"bn_adapt": 0.0})
+    reference = np.concatenate([b.probs for b in iter_predictions(one, bundle, unadapted)], axis=1)
+    np.testing.assert_array_equal(kept, reference)
