@@ -42,6 +42,7 @@ from firemap.raster import (
     read_error,
     read_window,
     staged_outputs,
+    streaming_cache_megabytes,
 )
 from firemap.resources import available_memory, limit_malloc_arenas
 from firemap.tiling import RELEASE_BYTES, RowStitcher, Tile, TileGrid
@@ -326,6 +327,11 @@ CHUNK_TILES = 12
 with 64 px overlap read 2368 columns at a time)."""
 
 
+def chunk_width(grid: TileGrid) -> int:
+    """Columns of the widest read chunk (:data:`CHUNK_TILES` tiles of a tile row)."""
+    return grid.tile_size + (min(CHUNK_TILES, grid.shape[1]) - 1) * (grid.tile_size - grid.overlap)
+
+
 def _chunks(grid: TileGrid) -> list[tuple[int, int, int]]:
     """``(tile_row, first tile col, end tile col)`` of each read chunk, in row-major order."""
     cols = grid.shape[1]
@@ -585,8 +591,7 @@ def memory_estimate(grid: TileGrid, bundle: Bundle, batch_size: int) -> int:
     mc = bundle.config
     tiles = min(batch_size, len(grid))
     network = tiles * grid.tile_size**2 * TILE_BYTES_PER_PIXEL
-    chunk_width = grid.tile_size + (min(CHUNK_TILES, grid.shape[1]) - 1) * (grid.tile_size - grid.overlap)
-    read = 2 * (len(mc.bands) + 1) * 4 * grid.tile_size * chunk_width  # this chunk and the prefetched next one
+    read = 2 * (len(mc.bands) + 1) * 4 * grid.tile_size * chunk_width(grid)  # this chunk and the prefetched next one
     stitch = (len(mc.classes) + 2) * 4 * grid.tile_size * grid.width + 4 * RELEASE_BYTES  # sums, weights, bands out
     return int(network + read + stitch)
 
@@ -914,11 +919,19 @@ def predict_scenes(
     ready = {p: with_runtime(b, cfg, sum(len(plan.grid) for plan, q in zip(plans, paths, strict=True) if q == p))
              for p, b in loaded.items()}
     results = []
-    with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache():
+    with claimed_outputs([p for plan in plans for p in plan.outputs.values()]), bounded_gdal_cache(
+            max(_cache_megabytes(plan, ready[p], cfg) for plan, p in zip(plans, paths, strict=True))):
         for plan, path in zip(plans, paths, strict=True):  # outputs claimed at the start: a concurrent run into
             progress = progress_factory(plan.info.path, len(plan.grid)) if progress_factory else None  # this
             results.append(predict_scene(plan, out_dir, ready[path], cfg, progress, claimed=True))  # folder fails now
     return results
+
+
+def _cache_megabytes(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> float:
+    """The GDAL block cache streaming ``plan`` needs (:func:`firemap.raster.streaming_cache_megabytes`): its input
+    blocks, the class raster and, with ``--save-probs``, the probability raster."""
+    out = 1 + (len(bundle.config.classes) if cfg.save_probs else 0)
+    return streaming_cache_megabytes(plan.info.path, plan.grid.tile_size, chunk_width(plan.grid), out)
 
 
 def scene_sensor(info: SceneInfo, cfg: PredictConfig) -> str | None:

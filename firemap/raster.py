@@ -71,9 +71,36 @@ read or written until it is full, so peak memory would grow with the scene; the 
 once per tile row, in chunks, so a small cache is enough."""
 
 
-def bounded_gdal_cache(megabytes: int = GDAL_CACHE_MB) -> rasterio.Env:
+def bounded_gdal_cache(megabytes: float = GDAL_CACHE_MB) -> rasterio.Env:
     """A ``rasterio.Env`` capping GDAL's block cache, for streaming jobs (``with bounded_gdal_cache(): ...``)."""
-    return rasterio.Env(GDAL_CACHEMAX=megabytes * 2**20)  # rasterio passes an int to GDALSetCacheMax: bytes
+    return rasterio.Env(GDAL_CACHEMAX=int(megabytes * 2**20))  # rasterio passes an int to GDALSetCacheMax: bytes
+
+
+def streaming_cache_megabytes(path: str | os.PathLike[str], tile_size: int, chunk_width: int,
+                              out_bytes_per_px: int = 1) -> float:
+    """The GDAL block cache, in MB (at most :data:`GDAL_CACHE_MB`), that streaming a GeoTIFF by rows of tiles needs.
+
+    A row of tiles (``tile_size`` rows, read in chunks of ``chunk_width`` columns) touches a band of input blocks;
+    the next row of tiles reuses the lower ones only if the whole band stays cached. When the band of a wide scene
+    does not fit in :data:`GDAL_CACHE_MB` it is decoded again anyway, so the cache only needs the blocks of one
+    chunk (reused by the next chunk of the same row); a larger cache would just hold blocks that are never read
+    again (24 MB of the peak at 8192^2, ``docs/benchmarks.md``). Adds the output rasters' blocks of one row of
+    tiles (``out_bytes_per_px`` bytes per pixel). Files other than GeoTIFF (e.g. a product's VRT, whose sources
+    have their own blocks) keep :data:`GDAL_CACHE_MB`.
+    """
+    cap = GDAL_CACHE_MB * 2**20
+    with rasterio.open(path) as src:
+        if src.driver != "GTiff":
+            return float(GDAL_CACHE_MB)
+        block_h, block_w = src.block_shapes[0]
+        per_px = sum(np.dtype(d).itemsize for d in src.dtypes)
+        width = src.width
+    rows = ((tile_size - 1) // block_h + 2) * block_h  # the block rows one row of tiles can touch
+    across = -(-width // block_w) * block_w
+    row_band = rows * across * per_px
+    chunk = rows * min(across, ((chunk_width - 1) // block_w + 2) * block_w) * per_px
+    need = (row_band if row_band <= cap else chunk) + width * tile_size * out_bytes_per_px
+    return min(cap, need) / 2**20
 
 
 @dataclass(frozen=True)

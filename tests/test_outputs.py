@@ -256,6 +256,50 @@ def test_cog_bytes_do_not_depend_on_the_scratch_compression(tmp_path, monkeypatc
     assert out[True] == out[False]
 
 
+def _tiled(path: Path, width: int, height: int = 48, block: int = 16) -> Path:
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 2, "dtype": "uint16", "tiled": True,
+               "blockxsize": block, "blockysize": block, "crs": "EPSG:32610", "transform": UTM_TRANSFORM}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ones((2, height, width), np.uint16))
+    return path
+
+
+def test_streaming_cache_holds_a_row_of_tiles_when_it_fits_else_one_chunk(tmp_path, monkeypatch) -> None:
+    """2 uint16 bands (4 B/px), 16 px blocks, 32 px tiles: a row of tiles touches 48 block rows. A narrow scene
+    keeps its whole band of blocks (the next row of tiles reuses them); a scene whose band exceeds the cap needs
+    one chunk's blocks (64 px chunk -> 80 px of blocks) whatever its width, plus one row of output blocks."""
+    from firemap.raster import streaming_cache_megabytes
+
+    monkeypatch.setattr(firemap.raster, "GDAL_CACHE_MB", 0.5)  # 524 288 bytes
+    mb = 2**20
+    narrow = streaming_cache_megabytes(_tiled(tmp_path / "n.tif", 256), 32, 64) * mb
+    assert narrow == 48 * 256 * 4 + 256 * 32
+    inputs = [streaming_cache_megabytes(_tiled(tmp_path / f"{w}.tif", w), 32, 64) * mb - w * 32 for w in (4096, 8192)]
+    assert inputs == [48 * 80 * 4, 48 * 80 * 4]  # the chunk's blocks: no growth with the width
+    assert streaming_cache_megabytes(_tiled(tmp_path / "w.tif", 16384), 32, 64) == 0.5  # never above the cap
+    assert streaming_cache_megabytes(tmp_path / "4096.tif", 32, 64, out_bytes_per_px=2) * mb == (
+        48 * 80 * 4 + 4096 * 32 * 2)
+    vrt = tmp_path / "n.vrt"
+    vrt.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="48"><VRTRasterBand dataType="UInt16" band="1">'
+                   f"<SimpleSource><SourceFilename>{tmp_path / 'n.tif'}</SourceFilename><SourceBand>1</SourceBand>"
+                   "</SimpleSource></VRTRasterBand></VRTDataset>")
+    assert streaming_cache_megabytes(vrt, 32, 64) == 0.5  # a VRT's sources have blocks of their own
+
+
+def test_outputs_do_not_depend_on_the_gdal_cache(write_tif, threshold_bundle, tmp_path) -> None:
+    """The cache only decides what GDAL decodes twice: a cache smaller than one block gives the same files."""
+    data = background(96, 96)
+    data[5, 40:50, 60:70] = 0.9
+    scene = write_tif(data)
+    out = {}
+    for mb in (32.0, 0.001):
+        with firemap.raster.bounded_gdal_cache(mb):
+            predict_scene(scene, tmp_path / str(mb), threshold_bundle, PredictConfig(tile_size=32, overlap=8))
+        out[mb] = {p.name: p.read_bytes() for p in sorted((tmp_path / str(mb)).iterdir())}
+    assert list(out[32.0]) == list(out[0.001]) and len(out[32.0]) >= 4
+    assert out[32.0] == out[0.001]
+
+
 def test_malloc_arenas_are_limited_on_glibc_unless_the_user_chose(monkeypatch) -> None:
     import platform
 
