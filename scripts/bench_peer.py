@@ -20,8 +20,8 @@ blends probabilities. What differs is the tiling and accumulation (see ``ACCUMUL
 the peer's API takes one tensor, so it reads the whole scene into memory first (timed separately) and writes one
 class GeoTIFF; firemap streams tile rows and writes its usual outputs (class COG with overviews, polygons, styles).
 
-Every run is a fresh process; its wall time is measured from fork to exit and its peak RSS is the child's own
-``ru_maxrss`` (``os.wait4``). The two tools alternate run by run (firemap first on even repeats, the peer first
+Every run is a fresh process; its wall time is measured from fork to exit and its peak RSS by ``/usr/bin/time``
+(see :func:`run_child`). The two tools alternate run by run (firemap first on even repeats, the peer first
 on odd ones) so load changes hit both. Agreement is measured once on the smallest scene, outside the timed runs.
 """
 
@@ -44,6 +44,7 @@ from benchlib import load_average, machine, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = "/work/peer-venv/bin/python"
+TIME = "/usr/bin/time"
 log = logging.getLogger("bench_peer")
 
 FIREMAP_RUN = textwrap.dedent("""
@@ -98,8 +99,11 @@ PEER_RUN = textwrap.dedent("""
     del raw
     t3 = time.perf_counter()
     spent, tiles = [0.0], [0]
-    def forward(batch):
-        t = time.perf_counter(); p = torch.sigmoid(net(batch)); spent[0] += time.perf_counter() - t
+    def forward(batch):  # tiled_inference stacks its tiles into an NCHW batch
+        t = time.perf_counter()
+        if {channels_last!r}:
+            batch = batch.contiguous(memory_format=torch.channels_last)  # the layout firemap feeds the network
+        p = torch.sigmoid(net(batch)); spent[0] += time.perf_counter() - t
         tiles[0] += batch.shape[0]
         return p
     probs = tiled_inference(forward, torch.from_numpy(x)[None], crop={tile}, stride={stride}, delta={delta},
@@ -120,24 +124,45 @@ PEER_RUN = textwrap.dedent("""
 """)
 
 
+LAYOUT = textwrap.dedent("""
+    import json, time, torch
+    torch.set_num_threads({threads})
+    net = torch.jit.load({network!r}).eval()
+    x = torch.randn({batch}, {channels}, {tile}, {tile}, generator=torch.Generator().manual_seed(0))
+    inputs = {{"nchw": x, "channels_last": x.contiguous(memory_format=torch.channels_last)}}
+    best = {{k: float("inf") for k in inputs}}
+    with torch.inference_mode():
+        diff = float((net(inputs["nchw"]) - net(inputs["channels_last"])).abs().max())
+        for _ in range({rounds}):  # alternated, best of each: the load hits both
+            for k, v in inputs.items():
+                t = time.perf_counter(); net(v); best[k] = min(best[k], time.perf_counter() - t)
+    print(json.dumps({{"ms_per_tile": {{k: 1e3 * v / {batch} for k, v in best.items()}}, "max_logit_diff": diff}}))
+""")
+
+
 def run_child(python: str, code: str, threads: int, env_extra: dict[str, str], log_path: Path) -> dict:
     """Run ``python -c code`` in a fresh process; its JSON line (last stdout line), wall seconds and peak RSS.
 
+    The peak RSS is GNU time's ``%M`` of the child, not ``os.wait4``'s ``ru_maxrss``: Linux carries the parent's
+    peak RSS into a child's ``ru_maxrss`` across fork and exec, so a child of this (large) driver would report at
+    least the driver's peak; ``/usr/bin/time`` is a small parent.
+
     Returns:
-        The child's JSON plus ``wall_s`` (fork to exit) and ``rss_mb`` (the child's own ``ru_maxrss``), or
-        ``{"failed": reason, ...}`` when it exits non-zero (a kill by the OOM killer shows as signal 9).
+        The child's JSON plus ``wall_s`` (fork to exit) and ``rss_mb``, or ``{"failed": reason, ...}`` when it
+        exits non-zero (a kill by the OOM killer shows as signal 9).
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), **env_extra}
+    timing = log_path.with_suffix(".time")
     with open(log_path, "w") as out, open(log_path.with_suffix(".err"), "w") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen([python, "-c", code], stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.run([TIME, "-f", "%M", "-o", str(timing), python, "-c", code], stdout=out, stderr=err,
+                              env=env, check=False)
         wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024}
+    result = {"wall_s": wall, "rss_mb": int(timing.read_text().split()[-1]) / 1024}
     if proc.returncode != 0:
         tail = log_path.with_suffix(".err").read_text().strip().splitlines()[-1:] or [""]
-        return {**result, "failed": f"exit {proc.returncode}: {tail[0][:200]}"}
+        status = timing.read_text().strip().splitlines()[0]
+        return {**result, "failed": f"exit {proc.returncode} ({status}): {tail[0][:200]}"}
     return {**result, **json.loads(log_path.read_text().strip().splitlines()[-1])}
 
 
@@ -265,7 +290,7 @@ def peer_code(args: argparse.Namespace, scene: Path, spec: Path, out: Path, save
               delta: int | None = None) -> str:
     return PEER_RUN.format(threads=args.threads, spec=str(spec), scene=str(scene), tile=args.tile,
                            stride=args.tile - args.overlap, delta=args.peer_delta if delta is None else delta,
-                           batch=args.batch_size,
+                           batch=args.batch_size, channels_last=args.peer_layout == "channels_last",
                            out=str(out), save_probs=save_probs)
 
 
@@ -282,6 +307,22 @@ def one_run(tool: str, scene: Path, model: Path, args: argparse.Namespace, spec:
     res.update(tool=tool, load=f"{before} / {load_average()}")
     log.info("%s %s: %s", tool, scene.name, res)
     return res
+
+
+def layout_cost(args: argparse.Namespace, spec: dict, tmp: Path, rounds: int = 4) -> dict:
+    """The network alone on one batch of random tiles, NCHW vs channels-last, alternated in one fresh process."""
+    code = LAYOUT.format(threads=args.threads, network=spec["network"], batch=args.batch_size, tile=args.tile,
+                         channels=len(spec["scale"]) + len(spec["flags"]), rounds=rounds)
+    res = run_child(sys.executable, code, args.threads, {}, tmp / "layout.log")
+    res["load"] = load_average()
+    log.info("layout: %s", res)
+    return res
+
+
+def save(tmp: Path, rows: list[dict], agree: dict, layout: dict | None = None) -> None:
+    """Write what was measured so far to ``tmp/bench_peer.json``."""
+    data = {"rows": rows, "agreement": {str(k): v for k, v in agree.items()}, "layout": layout or {}}
+    (tmp / "bench_peer.json").write_text(json.dumps(data, indent=1))
 
 
 def bench(args: argparse.Namespace, model: Path, tmp: Path) -> tuple[list[dict], dict, dict]:
@@ -301,6 +342,7 @@ def bench(args: argparse.Namespace, model: Path, tmp: Path) -> tuple[list[dict],
         for r in range(n):
             for tool in ("firemap", "peer") if r % 2 == 0 else ("peer", "firemap"):
                 rows.append({"size": size, "repeat": r + 1, **one_run(tool, scene, model, args, spec_path, tmp)})
+                save(tmp, rows, agree)  # kept run by run: --report-from rebuilds the table from it
         scene.unlink()
     return rows, spec, agree
 
@@ -319,7 +361,7 @@ ACCUMULATION = (
     "a list until all tiles are done; the last tile of each row and column is aligned with the scene edge.")
 
 
-def report(rows: list[dict], agree: dict, args: argparse.Namespace, versions: dict[str, str]) -> str:
+def report(rows: list[dict], agree: dict, layout: dict, args: argparse.Namespace, versions: dict[str, str]) -> str:
     cmd = f"python scripts/bench_peer.py {' '.join(sys.argv[1:])}".strip()
     lines = [
         "## Side by side: firemap vs TerraTorch tiled_inference (same weights)", "",
@@ -329,7 +371,8 @@ def report(rows: list[dict], agree: dict, args: argparse.Namespace, versions: di
         f"Same network on both sides: the TorchScript export in `{Path(args.model).name}` (BatchNorm folded, what "
         "`firemap predict --bn-adapt 0` runs on the CPU), fp32, batch "
         f"{args.batch_size}, {args.threads} torch thread(s), tile {args.tile}, stride {args.tile - args.overlap}; "
-        f"TerraTorch `delta` {args.peer_delta}. Scenes: `bench_predict.make_scene` (6-band uint16 Sentinel-2-like, "
+        f"TerraTorch `delta` {args.peer_delta}; the peer's batches {LAYOUTS[args.peer_layout]}. "
+        "Scenes: `bench_predict.make_scene` (6-band uint16 Sentinel-2-like, "
         "deflate, 256 px blocks), scaled to reflectance and normalized as firemap's plan of the scene says.", "",
         "| scene | run | tool | tiles | wall s (fork to exit) | imports s | read s | prepare s | network s "
         "| rest s | write s | peak RSS MB | load before / after |",
@@ -337,8 +380,24 @@ def report(rows: list[dict], agree: dict, args: argparse.Namespace, versions: di
     ]
     for r in rows:
         lines.append(row_line(r))
-    lines += ["", *summary(rows), "", agreement_text(agree, args), "", ACCUMULATION, "", TIMING_NOTE]
+    lines += ["", *summary(rows), "", agreement_text(agree, args), "", layout_text(layout, args), "", ACCUMULATION,
+              "", TIMING_NOTE]
     return "\n".join(lines)
+
+
+LAYOUTS = {"channels_last": "are made channels-last in its forward callable (as firemap feeds the network; "
+                            "`tiled_inference` itself stacks NCHW tiles)",
+           "nchw": "are NCHW, as `tiled_inference` stacks them (firemap feeds channels-last batches)"}
+
+
+def layout_text(layout: dict, args: argparse.Namespace) -> str:
+    if "ms_per_tile" not in layout:
+        return f"Layout: not measured ({layout.get('failed', '?')})."
+    ms = layout["ms_per_tile"]
+    return (f"**Memory layout** (the network alone, one batch of {args.batch_size} random tiles, best of 4 alternated "
+            f"rounds in one fresh process, load {layout['load']}): NCHW {ms['nchw']:.0f} ms per tile, channels-last "
+            f"{ms['channels_last']:.0f} ms per tile ({ms['nchw'] / ms['channels_last']:.2f}x); logits differ by at "
+            f"most {layout['max_logit_diff']:.2g} between the two layouts.")
 
 
 def row_line(r: dict) -> str:
@@ -441,18 +500,29 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=64, help="firemap's overlap; the peer's stride = tile - this")
     parser.add_argument("--peer-delta", type=int, default=8, help="TerraTorch's delta in the timed runs (px cropped "
                         "from each side of each tile's prediction; TerraTorch's default 8)")
+    parser.add_argument("--peer-layout", choices=["channels_last", "nchw"], default="channels_last",
+                        help="memory layout of the peer's batches: channels_last (as firemap feeds the network; one "
+                        "line in the peer's forward callable) or nchw (as tiled_inference stacks them)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of every measured process")
     parser.add_argument("--workdir", default=None, help="keep scenes, logs and JSON here (default: a temporary dir)")
+    parser.add_argument("--report-from", default=None, help="rebuild the report from a bench_peer.json of an earlier "
+                        "--workdir (give the same options) instead of measuring")
     parser.add_argument("--no-write", action="store_true", help="print instead of updating docs/benchmarks.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(args.workdir or d)
-        tmp.mkdir(parents=True, exist_ok=True)
-        rows, _, agree = bench(args, Path(args.model), tmp)
-        (tmp / "bench_peer.json").write_text(json.dumps({"rows": rows, "agreement": agree}, indent=1))
-    text = report(rows, agree, args, versions(args.peer_python))
+    if args.report_from:
+        data = json.loads(Path(args.report_from).read_text())
+        rows, layout = data["rows"], data["layout"]
+        agree = {k if k == "away_pct" else int(k): v for k, v in data["agreement"].items()}
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            tmp = Path(args.workdir or d)
+            tmp.mkdir(parents=True, exist_ok=True)
+            rows, spec, agree = bench(args, Path(args.model), tmp)
+            layout = layout_cost(args, spec, tmp)
+            save(tmp, rows, agree, layout)
+    text = report(rows, agree, layout, args, versions(args.peer_python))
     if args.no_write:
         sys.stdout.write(text + "\n")
     else:
