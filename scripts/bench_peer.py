@@ -321,7 +321,8 @@ def layout_cost(args: argparse.Namespace, spec: dict, tmp: Path, rounds: int = 4
 
 def save(tmp: Path, rows: list[dict], agree: dict, layout: dict | None = None) -> None:
     """Write what was measured so far to ``tmp/bench_peer.json``."""
-    data = {"rows": rows, "agreement": {str(k): v for k, v in agree.items()}, "layout": layout or {}}
+    data = {"argv": sys.argv[1:], "rows": rows, "agreement": {str(k): v for k, v in agree.items()},
+            "layout": layout or {}}
     (tmp / "bench_peer.json").write_text(json.dumps(data, indent=1))
 
 
@@ -361,12 +362,13 @@ ACCUMULATION = (
     "a list until all tiles are done; the last tile of each row and column is aligned with the scene edge.")
 
 
-def report(rows: list[dict], agree: dict, layout: dict, args: argparse.Namespace, versions: dict[str, str]) -> str:
-    cmd = f"python scripts/bench_peer.py {' '.join(sys.argv[1:])}".strip()
+def report(rows: list[dict], agree: dict, layout: dict, args: argparse.Namespace, versions: dict[str, str],
+           argv: list[str] | None = None) -> str:
+    cmd = f"python scripts/bench_peer.py {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
     lines = [
         "## Side by side: firemap vs TerraTorch tiled_inference (same weights)", "",
         f"Command: `{cmd}`  ",
-        f"Machine: {machine(args.threads)}.  ",
+        f"Machine: {machine(args.threads)} when the report was written (each row has the load around its run).  ",
         f"Versions: {', '.join(f'{k} {v}' for k, v in versions.items())}.  ",
         f"Same network on both sides: the TorchScript export in `{Path(args.model).name}` (BatchNorm folded, what "
         "`firemap predict --bn-adapt 0` runs on the CPU), fp32, batch "
@@ -513,7 +515,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.report_from:
         data = json.loads(Path(args.report_from).read_text())
-        rows, layout = data["rows"], data["layout"]
+        rows, layout, argv = data["rows"], data["layout"], data.get("argv")
         agree = {k if k == "away_pct" else int(k): v for k, v in data["agreement"].items()}
     else:
         with tempfile.TemporaryDirectory() as d:
@@ -522,7 +524,8 @@ def main() -> None:
             rows, spec, agree = bench(args, Path(args.model), tmp)
             layout = layout_cost(args, spec, tmp)
             save(tmp, rows, agree, layout)
-    text = report(rows, agree, layout, args, versions(args.peer_python))
+        argv = None
+    text = report(rows, agree, layout, args, versions(args.peer_python), argv)
     if args.no_write:
         sys.stdout.write(text + "\n")
     else:
