@@ -3,10 +3,10 @@
 Writes its table between ``<!-- bench_peer:start -->`` and ``<!-- bench_peer:end -->`` in docs/benchmarks.md.
 
     python scripts/bench_peer.py                                   # 2048^2, 4096^2 (2 runs each), 8192^2 (1 run)
-    python scripts/bench_peer.py --sizes 512 --repeats 1 --no-write   # a smoke test (about a minute)
+    python scripts/bench_peer.py --sizes 512 --repeats 1 --no-write   # a smoke test (a few minutes)
 
 The peer is TerraTorch's ``terratorch.tasks.tiled_inference.tiled_inference``, installed in its own virtualenv
-(``--peer-python``, default /work/peer-venv/bin/python) so that its ~100 dependencies never reach firemap's::
+(``--peer-python``, default /work/peer-venv/bin/python) so that its 108 packages never reach firemap's::
 
     python3 -m venv /work/peer-venv
     /work/peer-venv/bin/pip install /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
@@ -21,8 +21,9 @@ the peer's API takes one tensor, so it reads the whole scene into memory first (
 class GeoTIFF; firemap streams tile rows and writes its usual outputs (class COG with overviews, polygons, styles).
 
 Every run is a fresh process; its wall time is measured from fork to exit and its peak RSS by ``/usr/bin/time``
-(see :func:`run_child`). The two tools alternate run by run (firemap first on even repeats, the peer first
-on odd ones) so load changes hit both. Agreement is measured once on the smallest scene, outside the timed runs.
+(see :func:`run_child`). The two tools alternate run by run (firemap first in the 1st, 3rd, ... repeat, the
+peer first in the others) so load changes hit both. Agreement is measured once on the smallest scene, outside
+the timed runs.
 """
 
 from __future__ import annotations
