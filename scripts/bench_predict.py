@@ -16,8 +16,10 @@ Writes its results between markers in docs/benchmarks.md (other sections of that
 3. Peak RSS of a fresh process predicting a 6-band scene of each size: bounded by the tile grid, so the
    larger scene should use about the same memory (a whole-scene accumulator would grow with the area).
 
-Each measurement runs in its own subprocess so ru_maxrss is that run's own peak. The bundle is ``--model`` or the
-shipped default, given its exported networks (``firemap export``) in a temporary folder when it lacks them.
+Each measurement runs in its own subprocess and reports its own peak RSS (``VmHWM`` of /proc/self/status: a
+child's ``ru_maxrss`` would also count the driver's peak at fork, e.g. the 8192^2 scene it has just written).
+The bundle is ``--model`` or the shipped default, given its exported networks (``firemap export``) in a temporary
+folder when it lacks them.
 """
 
 from __future__ import annotations
@@ -83,8 +85,11 @@ def wall(args: list[str], threads: int) -> float:
 
 
 PREDICT = textwrap.dedent("""
-    import json, resource, time, torch
+    import json, time, torch
     torch.set_num_threads({threads})
+    def peak_rss_mb():  # this process image's own peak: VmHWM (ru_maxrss also counts the parent's peak at fork)
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     import firemap.predict as P  # imports (torch, rasterio, ...) stay outside the timer, as in the bare run
     from firemap.config import PredictConfig
     spent = [0.0]
@@ -97,7 +102,7 @@ PREDICT = textwrap.dedent("""
     r = P.predict_scenes([{scene!r}], {out!r}, {model!r}, PredictConfig(batch_size={batch}, overwrite=True,
                          precision={precision!r}, device="cpu", runtime={runtime!r}, bn_adapt={bn_adapt!r}))[0]
     print(json.dumps({{"seconds": time.perf_counter() - t, "tiles": r.tiles, "network_seconds": spent[0],
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                      "rss_mb": peak_rss_mb()}}))
 """)
 
 BARE = textwrap.dedent("""
