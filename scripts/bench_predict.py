@@ -48,23 +48,25 @@ CROP = ROOT.parent / "shared" / "data" / "s2_calfire" / "images" / "CAMPBELL_202
 log = logging.getLogger("bench_predict")
 
 
-def make_scene(path: Path, size: int, seed: int = 0) -> None:
-    """Write a ``size x size`` 6-band Sentinel-2-like uint16 scene (B02,B03,B04,B08,B11,B12) in row blocks."""
+def make_scene(path: Path, size: int, seed: int = 0, width: int | None = None) -> None:
+    """Write a ``size x size`` (``size x width`` when given) 6-band Sentinel-2-like uint16 scene (B02,B03,B04,B08,
+    B11,B12) in row blocks."""
+    height, width = size, width or size
     rng = np.random.default_rng(seed)
     base = np.array([600, 800, 700, 3000, 2000, 1100], np.float32)[:, None, None]
-    profile = {"driver": "GTiff", "width": size, "height": size, "count": 6, "dtype": "uint16", "tiled": True,
+    profile = {"driver": "GTiff", "width": width, "height": height, "count": 6, "dtype": "uint16", "tiled": True,
                "blockxsize": 256, "blockysize": 256, "compress": "deflate", "crs": "EPSG:32610",
                "transform": Affine(20, 0, 500000, 0, -20, 4200000), "nodata": 0}
     with rasterio.open(path, "w", **profile) as dst:
         for i, d in enumerate(("B02", "B03", "B04", "B08", "B11", "B12"), start=1):
             dst.set_band_description(i, d)
-        for r in range(0, size, 512):
-            h = min(512, size - r)
-            cols = np.arange(size, dtype=np.float32)[None, None, :]
-            block = base * (1 + 0.3 * np.sin(cols / 97.0 + r / 131.0)) + rng.normal(0, 50, (6, h, size))
-            scar = ((np.arange(r, r + h)[:, None] // 700 + np.arange(size)[None, :] // 900) % 5 == 0)
+        for r in range(0, height, 512):
+            h = min(512, height - r)
+            cols = np.arange(width, dtype=np.float32)[None, None, :]
+            block = base * (1 + 0.3 * np.sin(cols / 97.0 + r / 131.0)) + rng.normal(0, 50, (6, h, width))
+            scar = ((np.arange(r, r + h)[:, None] // 700 + np.arange(width)[None, :] // 900) % 5 == 0)
             block[3:, scar] *= 0.4
-            dst.write(np.clip(block, 1, 65535).astype(np.uint16), window=Window(0, r, size, h))
+            dst.write(np.clip(block, 1, 65535).astype(np.uint16), window=Window(0, r, width, h))
 
 
 def run_python(code: str, threads: int) -> dict:

@@ -31,11 +31,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-import rasterio
 import torch
-from affine import Affine
-from rasterio.windows import Window
+from bench_predict import make_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,25 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def make_scene(path: Path, height: int, width: int, seed: int = 0) -> None:
-    """``scripts/bench_predict.py``'s scene (the same pixels for a square size), any height and width."""
-    rng = np.random.default_rng(seed)
-    base = np.array([600, 800, 700, 3000, 2000, 1100], np.float32)[:, None, None]
-    profile = {"driver": "GTiff", "width": width, "height": height, "count": 6, "dtype": "uint16", "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "compress": "deflate", "crs": "EPSG:32610",
-               "transform": Affine(20, 0, 500000, 0, -20, 4200000), "nodata": 0}
-    with rasterio.open(path, "w", **profile) as dst:
-        for i, d in enumerate(("B02", "B03", "B04", "B08", "B11", "B12"), start=1):
-            dst.set_band_description(i, d)
-        for r in range(0, height, 512):
-            h = min(512, height - r)
-            cols = np.arange(width, dtype=np.float32)[None, None, :]
-            block = base * (1 + 0.3 * np.sin(cols / 97.0 + r / 131.0)) + rng.normal(0, 50, (6, h, width))
-            scar = ((np.arange(r, r + h)[:, None] // 700 + np.arange(width)[None, :] // 900) % 5 == 0)
-            block[3:, scar] *= 0.4
-            dst.write(np.clip(block, 1, 65535).astype(np.uint16), window=Window(0, r, width, h))
 
 
 class Monitor:
@@ -152,7 +130,7 @@ def main() -> None:
         folder = args.scene_dir or Path(tmp)
         scene = folder / f"scene{height}x{width}.tif"
         if not scene.exists():
-            make_scene(scene, height, width)
+            make_scene(scene, height, width=width)
         mon = Monitor(args.trace)
         instrument(mon, args.fake_network)
         cfg = PredictConfig(batch_size=8, overwrite=True, device="cpu", runtime="torch", bn_adapt=0)
