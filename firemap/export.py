@@ -121,6 +121,20 @@ def check_shapes(in_channels: int, tile_size: int, stride: int) -> list[tuple[in
             (3, in_channels, 5 * stride, 2 * stride)]
 
 
+@contextmanager
+def _tracing(what: str, fallback: str) -> Iterator[None]:
+    """Trace and check without gradients or TracerWarnings (Python-side shape checks, verified by the caller);
+    any failure becomes an :class:`ExportError` saying what predict does instead."""
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except Exception as exc:  # tracing fails in many ways (data-dependent control flow, unsupported ops)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ExportError(f"the network cannot be traced {what} ({type(exc).__name__}: {first}); "
+                          f"predict will {fallback}") from None
+
+
 def export_network(model: nn.Module, shapes: Sequence[tuple[int, int, int, int]], state_sha256: str,
                    adaptable: bool = True) -> dict[str, Any]:
     """Export ``model`` for inference: BatchNorm folded, traced to TorchScript, frozen, checked; with
@@ -146,15 +160,9 @@ def export_network(model: nn.Module, shapes: Sequence[tuple[int, int, int, int]]
     fuse_batchnorm(net)
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.randn(s, generator=generator) for s in shapes]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks: verified below
-            traced = torch.jit.freeze(torch.jit.trace(net, inputs[0], check_trace=False))
-            diff = max(float((traced(x) - net(x)).abs().max()) for x in inputs)
-    except Exception as exc:  # tracing fails in many ways (data-dependent control flow, unsupported ops)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ExportError(f"the network cannot be traced to TorchScript ({type(exc).__name__}: {first}); "
-                          "predict will load it through smp") from None
+    with _tracing("to TorchScript", "load it through smp"):
+        traced = torch.jit.freeze(torch.jit.trace(net, inputs[0], check_trace=False))
+        diff = max(float((traced(x) - net(x)).abs().max()) for x in inputs)
     if not diff <= EXPORT_TOLERANCE:
         raise ExportError(f"the traced network differs from the eager one by {diff:.3g} (> {EXPORT_TOLERANCE:g}) at "
                           f"shapes {list(shapes)}; predict will load it through smp")
@@ -267,19 +275,13 @@ def export_adaptable(model: nn.Module, shapes: Sequence[tuple[int, int, int, int
     spec = {"format": ADAPTABLE_FORMAT, "torch": str(torch.__version__), "state_sha256": state_sha256,
             "state_keys": wrapper.state_keys, "forward_keys": wrapper.forward_keys, "batchnorms": batchnorms,
             "folds": folds}
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings about Python-side shape checks: verified below
-            graph = torch.jit.trace_module(wrapper, examples, check_trace=False)
-            loaded = AdaptableNetwork(graph, net.state_dict(), spec)
-            adapted = adapted_network(loaded, inputs[-2:], 0.5)
-            reference = adapted_network(net, inputs[-2:], 0.5)
-            diff = max(max(float((loaded(x) - folded(x)).abs().max()), float((adapted(x) - reference(x)).abs().max()))
-                       for x in inputs[1:])  # the small shapes: one traced, one not (a baked-in shape shows)
-    except Exception as exc:  # tracing fails in many ways (data-dependent control flow, unsupported ops)
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ExportError(f"the network cannot be traced for BatchNorm adaptation ({type(exc).__name__}: {first}); "
-                          "predict will adapt it through smp") from None
+    with _tracing("for BatchNorm adaptation", "adapt it through smp"):
+        graph = torch.jit.trace_module(wrapper, examples, check_trace=False)
+        loaded = AdaptableNetwork(graph, net.state_dict(), spec)
+        adapted = adapted_network(loaded, inputs[-2:], 0.5)
+        reference = adapted_network(net, inputs[-2:], 0.5)
+        diff = max(max(float((loaded(x) - folded(x)).abs().max()), float((adapted(x) - reference(x)).abs().max()))
+                   for x in inputs[1:])  # the small shapes: one traced, one not (a baked-in shape shows)
     if not diff <= EXPORT_TOLERANCE:
         raise ExportError(f"the adaptable traced network differs from the eager one by {diff:.3g} "
                           f"(> {EXPORT_TOLERANCE:g}); predict will adapt it through smp")
