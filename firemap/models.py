@@ -51,6 +51,15 @@ DEFAULT_BUNDLES: dict[str, str] = {"generic": DEFAULT_BUNDLE, "landsat": "defaul
 scenes get their own: the model fine-tuned on real Landsat fire and fire-free scenes finds fire fronts and fresh
 char the generic one misses, but loses on Sentinel-2 burn scars (docs/training.md, "Default models per sensor")."""
 
+DEFAULT_NETWORK_CHOICE = (
+    "U-Net / MobileNetV2, chosen by the same-recipe comparison (docs/benchmarks.md, Architecture comparison): "
+    "firemap's DeepLabv3+ (ASPP, full-resolution refinement, SANet) finds more fires (simulated fire F1 0.78 vs "
+    "0.64, fire object recall 0.67 vs 0.29) but is below U-Net on burn scars (simulated IoU 0.41 vs 0.42; Corumba "
+    "Pantanal 0.09 vs 0.21) and calls more fire-free land burned, and the rule was to switch only if it is not "
+    "below on burn scars; for fire-first jobs train configs/deeplabv3plus.yaml")
+"""Which network the shipped defaults are and why (``firemap info --model default``); README, "The default
+models", says the same with the table behind it."""
+
 
 def _smp() -> Any:
     ensure_torchvision()
@@ -343,6 +352,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
          if c.bn_adapt else f"training statistics (--bn-adapt W adapts them to each scene; {_adapts_how(bundle)})"),
         ("exported", describe_export(bundle.exported)),
     ]
+    if bundle.path is not None and _is_shipped_default(bundle.path):
+        rows.append(("why this network", DEFAULT_NETWORK_CHOICE))
     prov = bundle.provenance
     for key in ("trained", "heldout_real_scene", "training_seconds", "machine", "real_data", "reproduce"):
         if prov.get(key) is not None:
@@ -360,6 +371,12 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
             else:
                 rows.append((group, str(values)))
     return rows
+
+
+def _is_shipped_default(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped defaults of :data:`DEFAULT_BUNDLES`."""
+    assets = Path(str(resources.files("firemap") / "assets"))
+    return any(Path(path).resolve() == (assets / name).resolve() for name in DEFAULT_BUNDLES.values())
 
 
 def _adapts_how(bundle: Bundle) -> str:

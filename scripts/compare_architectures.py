@@ -9,6 +9,9 @@ out in each, so every real scene is scored once by a model that never saw it). R
 * burn-scar IoU / F1 on the six real crops, each predicted by the fold model that held it out (pixels pooled,
   and the mean of per-scene IoUs), next to the best single NBR threshold chosen in hindsight;
 * parameters, CPU milliseconds per 256 px tile for inference (batch 8) and for a training step (batch 8).
+* when ``../shared/data/real_scenes`` is present, the real scenes of other biomes scored by scripts/eval_real.py
+  (Corumba's held-out rows against dNBR and the fire tests; % of land called burn scar and fire polygons on the
+  fire-free scenes) with each row's second-fold model.
 
 ``--inference NAME[,NAME...]`` (after training; ``default`` = the shipped model) adds the DeepLab toolkit at
 inference time: plain, flip, flip + multi-scale (0.75, 1, 1.25), CRF, and all three, each on the simulated
@@ -135,6 +138,32 @@ def corumba_source(out: Path) -> SceneSource | None:
                        sensor="landsat8-l1")
 
 
+def real_scenes(path: Path, out: Path) -> dict[str, Any]:
+    """The real-scene scores of scripts/eval_real.py for one bundle (the same references as for the shipped
+    models; no row of this script saw any of these scenes): Corumba 2019-08-25 on its scored rows (>= 600), burn
+    scars against dNBR and fire against the unambiguous fire tests; each fire-free scene whole (every part it is
+    split into summed): % of land called burn scar and fire polygons away from lava."""
+    import eval_real
+    import real_data
+
+    _, res = eval_real.evaluate(str(path), real_data.RECIPE, out / "eval_real", None)
+    row: dict[str, Any] = {"fire_free": {}}
+    for scene, r in res.items():
+        if scene.startswith("_"):
+            continue
+        if "scar" in r.get("heldout", {}):
+            h = r["heldout"]
+            row["corumba"] = {"scar_iou": h["scar"]["iou"], "scar_nbr_iou": h["scar_nbr"]["iou"],
+                              **{f"fire_{k}": h["fire"][k] for k in ("f1", "precision", "recall")}}
+            continue
+        parts = [r[k] for k in ("heldout", "train", "all") if k in r]
+        land = sum(q["land_px"] for q in parts)
+        scar = sum(q["scar_pct_land"] * q["land_px"] / 100 for q in parts)
+        row["fire_free"][scene] = {"scar_pct_land": 100 * scar / max(land, 1),
+                                   "fire_clusters": sum(q["fire_clusters"][0] for q in parts)}
+    return row
+
+
 def fire_free(bundle: Bundle, pcfg: PredictConfig) -> dict[str, Any]:
     """Burn-scar area fraction and fire objects predicted on the fire-free real scenes."""
     scar = valid_px = objects = 0
@@ -249,6 +278,22 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
             s = r[f"sim_{sensor}"]
             cells = [f"{_f(s.get(f'{c}_iou'))} / {_f(s.get(f'{c}_f1'))}" for c in ("fire", "smoke", "burn_scar")]
             lines.append(f"| {name} | {sensor} | {' | '.join(cells)} | {_f(s.get('fire_object_recall'))} |")
+    scored = {n: r["real_scenes"] for n, r in results.items() if "real_scenes" in r}
+    if scored:
+        free = sorted({s for r in scored.values() for s in r["fire_free"]})
+        lines += ["", "**Real scenes of other biomes** (`../shared/data/real_scenes`, scored by scripts/eval_real.py "
+                  "with the references of docs/real_scenes.md; each row's model is its second fold's, which saw "
+                  "none of these scenes): Corumba 2019-08-25 rows >= 600, burn-scar IoU against dNBR (NBR < 0.1 "
+                  "alone in brackets) and fire F1 / precision / recall against the unambiguous fire tests; on the "
+                  "fire-free scenes, whole, % of land called burn scar and fire polygons away from lava:", "",
+                  "| model | Corumba scar IoU | Corumba fire F1 / P / R | " + " | ".join(free) + " |",
+                  "|---|---|---|" + "---|" * len(free)]
+        for name, r in scored.items():
+            c = r["corumba"]
+            cells = [f"{r['fire_free'][s]['scar_pct_land']:.2f}% / {r['fire_free'][s]['fire_clusters']}"
+                     if s in r["fire_free"] else "-" for s in free]
+            lines.append(f"| {name} | {_f(c['scar_iou'])} ({_f(c['scar_nbr_iou'])}) | {_f(c['fire_f1'])} / "
+                         f"{_f(c['fire_precision'])} / {_f(c['fire_recall'])} | {' | '.join(cells)} |")
     lines += ["", "**Cost** (256 px tiles, batch 8, channels-last; best of 3):", "",
               "| model | params (M) | inference ms/tile fp32 / bf16 | train step ms/tile fp32 / bf16 | "
               "training wall time (s) |", "|---|---|---|---|---|"]
@@ -370,6 +415,12 @@ def main() -> None:
     if args.retime:
         retime(results, names, args)
         results_path.write_text(json.dumps(results, indent=2))
+    if (REAL_SCENES / CORUMBA[0]).exists():
+        for name in names:
+            if "real_scenes" not in results[name]:
+                results[name]["real_scenes"] = real_scenes(args.out / name / f"fold{len(FOLDS) - 1}" /
+                                                           "last.firemap.pt", args.out)
+                results_path.write_text(json.dumps(results, indent=2))
     inference_path = args.out / "inference.json"
     inference = json.loads(inference_path.read_text()) if inference_path.exists() else {}
     few = {k: v.model_copy(update={"images": sorted(v.images)[:args.inference_scenes]}) for k, v in sims.items()}

@@ -126,3 +126,39 @@ def test_train_default_resume_continues_only_interrupted_stages(tmp_path: Path):
         threads=1, calib_scenes=24, test_scenes=8, install_for="generic", resume=True))
     assert "--resume" not in command and "--legacy --variant deeplabv3plus-fr-sanet-mobilenet_v2" in command
     assert "--precision fp32 --threads 1" in command
+
+
+def test_compare_architectures_sums_each_fire_free_scene_over_its_parts(monkeypatch, tmp_path):
+    """scripts/compare_architectures.py's real-scene row: Corumba's scored rows as eval_real gives them, and each
+    fire-free scene whole (parts weighted by their land pixels; fire polygons over lava not counted)."""
+    import compare_architectures as ca
+
+    fake = {
+        "_work": "w", "_models": {},
+        "corumba": {"heldout": {"scar": {"iou": 0.25}, "scar_nbr": {"iou": 0.3},
+                                "fire": {"f1": 0.9, "precision": 1.0, "recall": 0.8}},
+                    "train": {"scar": {"iou": 0.5}}},
+        "dry": {"heldout": {"land_px": 300, "scar_pct_land": 10.0, "fire_clusters": [1, 4]},
+                "train": {"land_px": 100, "scar_pct_land": 50.0, "fire_clusters": [2, 0]}},
+        "lava": {"all": {"land_px": 50, "scar_pct_land": 2.0, "fire_clusters": [0, 7]}},
+    }
+    monkeypatch.setattr(eval_real, "evaluate", lambda model, recipe, work, img: (None, fake))
+    row = ca.real_scenes(tmp_path / "m.firemap.pt", tmp_path)
+    assert row["corumba"] == {"scar_iou": 0.25, "scar_nbr_iou": 0.3, "fire_f1": 0.9, "fire_precision": 1.0,
+                              "fire_recall": 0.8}
+    assert row["fire_free"]["dry"] == {"scar_pct_land": pytest.approx(20.0), "fire_clusters": 3}  # (30+50)/400
+    assert row["fire_free"]["lava"] == {"scar_pct_land": pytest.approx(2.0), "fire_clusters": 0}
+    text = ca.markdown({"unet-mobilenet_v2": _compare_row(row)}, _compare_args(tmp_path))
+    assert "| unet-mobilenet_v2 | 0.250 (0.300) | 0.900 / 1.000 / 0.800 | 20.00% / 3 | 2.00% / 0 |" in text
+
+
+def _compare_row(real: dict) -> dict:
+    summary = {"burn_scar_iou": 0.5}
+    return {"real": summary, "sim_sentinel2": summary, "sim_landsat8": summary, "real_scenes": real}
+
+
+def _compare_args(out: Path):
+    import argparse
+
+    return argparse.Namespace(out=out, threads=1, epochs1=1, steps1=1, epochs2=1, steps2=1, batch_size=8,
+                              precision="fp32", test_scenes=6)

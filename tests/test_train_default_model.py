@@ -85,6 +85,20 @@ def test_every_default_is_small_and_says_how_it_was_made() -> None:
     assert "--install-for landsat" in landsat.provenance["reproduce"]
 
 
+def test_info_says_which_network_the_defaults_are_and_why(tmp_path: Path) -> None:
+    """Each shipped default's description names its network and the reason; a copy elsewhere is not a default."""
+    from firemap.models import DEFAULT_NETWORK_CHOICE, describe_bundle
+
+    names = {"unet": "U-Net", "deeplabv3plus": "DeepLabv3+"}
+    for sensor in (None, "landsat8-l1"):
+        bundle = load_bundle(default_bundle_path(sensor))
+        why = dict(describe_bundle(bundle))["why this network"]
+        assert why == DEFAULT_NETWORK_CHOICE and why.startswith(names[bundle.config.arch])
+    copy = tmp_path / "mine.firemap.pt"
+    copy.write_bytes(default_bundle_path().read_bytes())
+    assert "why this network" not in dict(describe_bundle(load_bundle(copy)))
+
+
 def test_model_for_scene_routes_by_sensor(write_tif) -> None:
     info = open_scene(write_tif(background(32, 32)))
     assert model_for_scene(None, info, PredictConfig(sensor="landsat8-l2")).name == DEFAULT_BUNDLES["landsat"]
