@@ -177,8 +177,19 @@ def _summary(report: EvalReport) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
-FIRE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+FIRE_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate fire probability thresholds for :func:`calibrate_fire_threshold`."""
+
+
+def choose_fire_threshold(table: dict[str, dict[str, Any]]) -> float:
+    """The rule of :func:`calibrate_fire_threshold` on its table (threshold text -> ``fire_f1``, ``false_objects``):
+    the lowest threshold without a false fire object whose pooled simulated fire F1 is within 0.03 of the best;
+    else the one with the fewest false objects (the best F1 among those)."""
+    best_f1 = max(v["fire_f1"] for v in table.values())
+    quiet = [float(t) for t, v in table.items() if v["false_objects"] == 0 and v["fire_f1"] >= best_f1 - 0.03]
+    if quiet:
+        return min(quiet)
+    return min((float(t) for t in table), key=lambda t: (table[f"{t:g}"]["false_objects"], -table[f"{t:g}"]["fire_f1"]))
 
 
 def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
@@ -215,10 +226,7 @@ def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
         table[f"{t:g}"] = {"fire_f1": round(fire_f1, 4), "false_objects": false_objects + sum(real_false.values()),
                            "false_objects_simulated": false_objects, "false_objects_real": real_false}
         log.info("calibration fire threshold %.2f: %s", t, table[f"{t:g}"])
-    best_f1 = max(v["fire_f1"] for v in table.values())
-    quiet = [float(t) for t, v in table.items() if v["false_objects"] == 0 and v["fire_f1"] >= best_f1 - 0.03]
-    chosen = min(quiet) if quiet else min((float(t) for t in table),
-                                          key=lambda t: (table[f"{t:g}"]["false_objects"], -table[f"{t:g}"]["fire_f1"]))
+    chosen = choose_fire_threshold(table)
     log.info("calibrated fire threshold: %.2f", chosen)
     return chosen, {"fire_threshold": chosen, "candidates": table, "scenes_per_sensor": args.calib_scenes,
                     "seed": 70_000 + args.seed}

@@ -162,3 +162,17 @@ def _compare_args(out: Path):
 
     return argparse.Namespace(out=out, threads=1, epochs1=1, steps1=1, epochs2=1, steps2=1, batch_size=8,
                               precision="fp32", test_scenes=6)
+
+
+def test_fire_threshold_rule_takes_the_lowest_quiet_candidate_near_the_best_f1():
+    import train_default as td
+
+    def table(rows):
+        return {f"{t:g}": {"fire_f1": f1, "false_objects": n} for t, f1, n in rows}
+
+    assert min(td.FIRE_THRESHOLDS) <= 0.2  # low thresholds are candidates: recall on faint fronts
+    # 0.2 has false objects, 0.3 is quiet but 0.04 below the best F1, 0.4 is the lowest quiet one close enough
+    assert td.choose_fire_threshold(table([(0.2, 0.90, 2), (0.3, 0.85, 0), (0.4, 0.87, 0), (0.5, 0.89, 0)])) == 0.4
+    assert td.choose_fire_threshold(table([(0.2, 0.90, 0), (0.5, 0.91, 0)])) == 0.2
+    # nothing quiet: fewest false objects, then the best F1
+    assert td.choose_fire_threshold(table([(0.2, 0.90, 3), (0.5, 0.80, 1), (0.6, 0.85, 1)])) == 0.6
