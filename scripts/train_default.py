@@ -326,6 +326,13 @@ def init_bundle(recipe: dict[str, Any], out: Path) -> Path:
     return out
 
 
+def real_negatives(real: list[dict[str, Any]]) -> list[SceneSource]:
+    """The sources of :func:`real_sources` whose fire labels are 0 away from hot spots (the fire-free scenes'
+    training rows and the California training crops; not Corumba): where :func:`calibrate_fire_threshold` counts
+    false fire objects."""
+    return [SceneSource(**src) for src in real if src["name"] != "corumba_north"]
+
+
 def real_sources(recipe: dict[str, Any], work: Path, data: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Training sources on real scenes, built under ``work``: crops (VRT windows) and their labels.
 
@@ -584,8 +591,7 @@ def run_recipe(args: argparse.Namespace) -> None:
         calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
         fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
     else:
-        negatives = [SceneSource(**src) for src in real if src["name"] != "corumba_north"]
-        fire_threshold, calibration = calibrate_fire_threshold(last, args, negatives)
+        fire_threshold, calibration = calibrate_fire_threshold(last, args, real_negatives(real))
     scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
     final = with_config(last, {"thresholds": {"fire": fire_threshold, "burn_scar": scar_threshold}},
                         args.out / "final.firemap.pt")
