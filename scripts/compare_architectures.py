@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy import ndimage
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -47,9 +46,7 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 import train_default as td  # noqa: E402
 
 from firemap.config import ModelConfig, PredictConfig  # noqa: E402
-from firemap.models import Bundle, build_model, load_bundle  # noqa: E402
-from firemap.predict import classify, iter_predictions  # noqa: E402
-from firemap.raster import open_scene  # noqa: E402
+from firemap.models import build_model, load_bundle  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source  # noqa: E402
@@ -70,10 +67,7 @@ INFERENCE: dict[str, dict[str, Any]] = {
 }
 """Inference settings compared by ``--inference`` (PredictConfig fields)."""
 REAL_SCENES = REPO.parent / "shared" / "data" / "real_scenes"
-CORUMBA = ("landsat8_corumba_2019/xlandsat__LC08_L1TP_227074_20190825_20200826_02_T1.tif",
-           "landsat8_corumba_2019/xlandsat__LC08_L1TP_227074_20190809_20200827_02_T1.tif")
-FIRE_FREE = ("landsat8_brumadinho_2019/xlandsat__LC08_L2SP_218074_20190114_20200829_02_T1.tif",
-             "landsat8_brumadinho_2019/xlandsat__LC08_L2SP_218074_20190130_20200829_02_T1.tif")
+CORUMBA = "landsat8_corumba_2019/xlandsat__LC08_L1TP_227074_20190825_20200826_02_T1.tif"
 
 
 def model_fields(name: str) -> dict[str, Any]:
@@ -120,33 +114,16 @@ def score(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> 
     return out
 
 
-def corumba_source(out: Path) -> SceneSource | None:
-    """Corumba 2019-08-25 with ``firemap label`` references (fire rules; burn scars by dNBR), or None if absent."""
-    from firemap.label import LabelConfig, label_scene
-
-    post, pre = (REAL_SCENES / p for p in CORUMBA)
-    if not post.exists():
-        return None
-    folder = out / "corumba"
-    image = folder / post.name
-    if not (folder / f"{post.name.split('.')[0]}.labels.tif").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        if not image.exists():
-            image.symlink_to(post)
-        label_scene(image, folder, LabelConfig(overwrite=True, sensor="landsat8-l1"), pre_fire=pre)
-    return SceneSource(name="corumba", images=[str(image)], mask_format="bands", labelled=["fire", "burn_scar"],
-                       sensor="landsat8-l1")
-
-
-def real_scenes(path: Path, out: Path) -> dict[str, Any]:
+def real_scenes(model: Path | str, out: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The real-scene scores of scripts/eval_real.py for one bundle (the same references as for the shipped
     models; no row of this script saw any of these scenes): Corumba 2019-08-25 on its scored rows (>= 600), burn
     scars against dNBR and fire against the unambiguous fire tests; each fire-free scene whole (every part it is
-    split into summed): % of land called burn scar and fire polygons away from lava."""
+    split into summed): % of land called burn scar and fire polygons away from lava. ``model``: a bundle path or
+    ``default`` (each scene's shipped default, as predict picks it); ``options``: predict options (TTA, CRF)."""
     import eval_real
     import real_data
 
-    _, res = eval_real.evaluate(str(path), real_data.RECIPE, out / "eval_real", None)
+    _, res = eval_real.evaluate(str(model), real_data.RECIPE, out / "eval_real", None, options)
     row: dict[str, Any] = {"fire_free": {}}
     for scene, r in res.items():
         if scene.startswith("_"):
@@ -164,26 +141,10 @@ def real_scenes(path: Path, out: Path) -> dict[str, Any]:
     return row
 
 
-def fire_free(bundle: Bundle, pcfg: PredictConfig) -> dict[str, Any]:
-    """Burn-scar area fraction and fire objects predicted on the fire-free real scenes."""
-    scar = valid_px = objects = 0
-    thresholds = bundle.config.class_thresholds(pcfg.thresholds)
-    pcfg = pcfg.model_copy(update={"sensor": "landsat8-l2"})
-    for rel in FIRE_FREE:
-        info = open_scene(REAL_SCENES / rel)
-        for block in iter_predictions(info, bundle, pcfg):
-            masks, _ = classify(block.probs, block.valid, bundle.config.classes, thresholds)
-            scar += int(masks[2].sum())
-            valid_px += int(block.valid.sum())
-            objects += int(ndimage.label(masks[0])[1])  # objects split at block edges count twice: rare
-    return {"false_scar_fraction": scar / max(valid_px, 1), "false_fire_objects": objects}
-
-
 def inference_rows(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> dict[str, Any]:
-    """Each :data:`INFERENCE` setting on one trained variant (``default``: the shipped model)."""
+    """Each :data:`INFERENCE` setting on one trained variant (``default``: the shipped models)."""
     folds = [] if name == "default" else [args.out / name / f"fold{k}" / "last.firemap.pt" for k in range(2)]
     bundle = load_bundle(None if name == "default" else folds[-1])
-    corumba = corumba_source(args.out)
     rows: dict[str, Any] = {}
     for label, options in INFERENCE.items():
         t0 = time.perf_counter()
@@ -195,13 +156,17 @@ def inference_rows(name: str, args: argparse.Namespace, sims: dict[str, SceneSou
             for fold, path in zip(FOLDS, folds, strict=True):
                 real.scenes += evaluate_source(load_bundle(path), _real(fold, args.data), pcfg, baselines=False).scenes
             row["real"] = real.summary()
-        if corumba is not None:
-            row["corumba"] = evaluate_source(bundle, corumba, pcfg, baselines=False).summary()
-            row.update(fire_free(bundle, pcfg))
+        if real_scenes_present():
+            row["real_scenes"] = real_scenes("default" if name == "default" else folds[-1], args.out, options)
         row["seconds"] = round(time.perf_counter() - t0)
         rows[label] = row
         log.info("%s / %s: %s", name, label, row)
     return rows
+
+
+def real_scenes_present() -> bool:
+    """Whether ``../shared/data/real_scenes`` (the scenes of scripts/eval_real.py) is here."""
+    return (REAL_SCENES / CORUMBA).exists()
 
 
 def _ms_per_tile(fn: Any, batch: int, repeats: int) -> float:
@@ -317,31 +282,28 @@ def markdown(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> st
     return "\n".join(lines) + "\n"
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.3f}%"
-
-
 def inference_markdown(rows: dict[str, dict[str, Any]]) -> str:
     """The inference-time toolkit table (flip, multi-scale, CRF)."""
     lines = ["", "**Inference-time toolkit** (the first 2 simulated hold-outs per sensor, `--inference-scenes 2`: "
              "fire F1 / fire object recall and burn-scar IoU; real Sentinel-2 burn-scar IoU pooled over the two "
-             "folds; Corumba 2019-08-25 agreement with `firemap label`: fire F1 against the classic fire rules, "
-             "burn-scar IoU against dNBR; fire-free "
-             "Brumadinho pair: share of pixels called burn scar, fire objects; seconds for the whole row on the "
-             "loaded machine):", "",
+             "folds; the real scenes scored by scripts/eval_real.py as in the table above: Corumba rows >= 600, "
+             "fire F1 and burn-scar IoU; the fire-free scenes, the worst % of land called burn scar and all fire "
+             "polygons away from lava; seconds for the whole row):", "",
              "| model | inference | S2 fire F1 / recall | L8 fire F1 / recall | S2 / L8 burn-scar IoU | real burn-scar "
-             "IoU | Corumba fire F1 | Corumba scar IoU | fire-free scar share / fire objects | s |",
+             "IoU | Corumba fire F1 | Corumba scar IoU | fire-free worst scar % / fire polygons | s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, settings in rows.items():
         for label, r in settings.items():
             s2, l8 = r["sim_sentinel2"], r["sim_landsat8"]
-            cor = r.get("corumba", {})
+            cor = r.get("real_scenes", {}).get("corumba", {})
+            free = r.get("real_scenes", {}).get("fire_free", {}).values()
+            worst = f"{max(f['scar_pct_land'] for f in free):.2f}% / {sum(f['fire_clusters'] for f in free)}" \
+                if free else "-"
             lines.append(
                 f"| {name} | {label} | {_f(s2.get('fire_f1'))} / {_f(s2.get('fire_object_recall'))} | "
                 f"{_f(l8.get('fire_f1'))} / {_f(l8.get('fire_object_recall'))} | {_f(s2.get('burn_scar_iou'))} / "
                 f"{_f(l8.get('burn_scar_iou'))} | {_f(r.get('real', {}).get('burn_scar_iou'))} | "
-                f"{_f(cor.get('fire_f1'))} | {_f(cor.get('burn_scar_iou'))} | "
-                f"{_pct(r.get('false_scar_fraction'))} / {r.get('false_fire_objects', '-')} | {r['seconds']} |")
+                f"{_f(cor.get('fire_f1'))} | {_f(cor.get('scar_iou'))} | {worst} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -415,7 +377,7 @@ def main() -> None:
     if args.retime:
         retime(results, names, args)
         results_path.write_text(json.dumps(results, indent=2))
-    if (REAL_SCENES / CORUMBA[0]).exists():
+    if real_scenes_present():
         for name in names:
             if "real_scenes" not in results[name]:
                 results[name]["real_scenes"] = real_scenes(args.out / name / f"fold{len(FOLDS) - 1}" /

@@ -23,6 +23,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,12 @@ class Arrays:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def predict_probs(bundle: Bundle, scene: real_data.Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Stitched probabilities ``(classes, rows, cols)`` float32 and validity ``(rows, cols)`` bool of a scene."""
+def predict_probs(bundle: Bundle, scene: real_data.Scene,
+                  options: Mapping[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stitched probabilities ``(classes, rows, cols)`` float32 and validity ``(rows, cols)`` bool of a scene;
+    ``options``: more :class:`~firemap.config.PredictConfig` fields (e.g. ``tta``, ``crf``)."""
     info = open_scene(scene.path)
-    cfg = PredictConfig(device="cpu", sensor=scene.sensor, bands=scene.bands)
+    cfg = PredictConfig(device="cpu", sensor=scene.sensor, bands=scene.bands, **(options or {}))
     probs = np.zeros((len(bundle.config.classes), info.grid.height, info.grid.width), np.float32)
     valid = np.zeros(probs.shape[1:], bool)
     for block in iter_predictions(info, bundle, cfg):
@@ -84,9 +87,10 @@ def predict_probs(bundle: Bundle, scene: real_data.Scene) -> tuple[np.ndarray, n
     return probs, valid
 
 
-def predict_masks(bundle: Bundle, scene: real_data.Scene) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def predict_masks(bundle: Bundle, scene: real_data.Scene,
+                  options: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Model class masks ``(rows, cols)`` bool per class, with the bundle's thresholds, and validity."""
-    probs, valid = predict_probs(bundle, scene)
+    probs, valid = predict_probs(bundle, scene, options)
     classes = bundle.config.classes
     masks, _ = classify(probs, valid, classes, bundle.config.class_thresholds({}))
     return {c.name: masks[k] for k, c in enumerate(classes)}, valid
@@ -107,9 +111,10 @@ def _labels(path: Path) -> np.ndarray:
         return src.read()
 
 
-def scene_arrays(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any], work: Path) -> Arrays:
-    """Predict a scene and derive its baselines and references."""
-    masks, valid = predict_masks(bundle, scene)
+def scene_arrays(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any], work: Path,
+                 options: Mapping[str, Any] | None = None) -> Arrays:
+    """Predict a scene (``options``: see :func:`predict_probs`) and derive its baselines and references."""
+    masks, valid = predict_masks(bundle, scene, options)
     bands, _ = read_bands(scene, ("blue", "green", "red", "nir", "swir2"))
     folder = work / scene.name
     rules = label_scene(scene.path, folder / "rules", label_config(sensor=scene.sensor, bands=scene.bands,
@@ -359,8 +364,10 @@ def describe_model(bundle: Bundle) -> str:
     return f"thresholds {thresholds}; {norm}"
 
 
-def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None) -> tuple[Bundle, dict[str, Any]]:
-    """Score every real scene of the recipe; write quicklooks into ``img`` (None = none)."""
+def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None,
+             options: Mapping[str, Any] | None = None) -> tuple[Bundle, dict[str, Any]]:
+    """Score every real scene of the recipe; write quicklooks into ``img`` (None = none); ``options``: more
+    predict options (see :func:`predict_probs`)."""
     recipe = real_data.load_recipe(recipe_path)
     loaded: dict[Path, Bundle] = {}
     results: dict[str, Any] = {"_work": str(work), "_models": {}}
@@ -369,7 +376,7 @@ def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None) -> tup
         path = default_bundle_path(scene.sensor) if model == "default" else Path(model)
         bundle = loaded[path] = loaded.get(path) or load_bundle(path)
         results["_models"][bundle.name] = describe_model(bundle)
-        results[scene.name] = r = evaluate_scene(bundle, scene, recipe, work, img)
+        results[scene.name] = r = evaluate_scene(bundle, scene, recipe, work, img, options)
         r["model"] = bundle.name
         log.info("%s (%.0f s): %s", scene.name, time.perf_counter() - t0,
                  json.dumps(r.get("heldout") or r.get("all"), default=str))
@@ -377,9 +384,9 @@ def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None) -> tup
 
 
 def evaluate_scene(bundle: Bundle, scene: real_data.Scene, recipe: dict[str, Any], work: Path,
-                   img: Path | None = None) -> dict[str, Any]:
+                   img: Path | None = None, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Scores of one scene: ``heldout`` (its scored rows), ``train`` / ``all`` (rows the default trained on)."""
-    a = scene_arrays(bundle, scene, recipe, work)
+    a = scene_arrays(bundle, scene, recipe, work, options)
     held, trained = real_data.eval_rows(scene, recipe), real_data.train_rows(scene, recipe)
     r: dict[str, Any] = {"rules": a.extra["rules"], "skipped": a.extra["skipped"]}
     if held is not None:

@@ -142,14 +142,23 @@ def test_compare_architectures_sums_each_fire_free_scene_over_its_parts(monkeypa
                 "train": {"land_px": 100, "scar_pct_land": 50.0, "fire_clusters": [2, 0]}},
         "lava": {"all": {"land_px": 50, "scar_pct_land": 2.0, "fire_clusters": [0, 7]}},
     }
-    monkeypatch.setattr(eval_real, "evaluate", lambda model, recipe, work, img: (None, fake))
+    seen = []
+    monkeypatch.setattr(eval_real, "evaluate",
+                        lambda model, recipe, work, img, options=None: seen.append((model, options)) or (None, fake))
     row = ca.real_scenes(tmp_path / "m.firemap.pt", tmp_path)
+    assert ca.real_scenes("default", tmp_path, {"tta": "flip"}) == row  # the toolkit rows: predict options through
+    assert seen == [(str(tmp_path / "m.firemap.pt"), None), ("default", {"tta": "flip"})]
     assert row["corumba"] == {"scar_iou": 0.25, "scar_nbr_iou": 0.3, "fire_f1": 0.9, "fire_precision": 1.0,
                               "fire_recall": 0.8}
     assert row["fire_free"]["dry"] == {"scar_pct_land": pytest.approx(20.0), "fire_clusters": 3}  # (30+50)/400
     assert row["fire_free"]["lava"] == {"scar_pct_land": pytest.approx(2.0), "fire_clusters": 0}
     text = ca.markdown({"unet-mobilenet_v2": _compare_row(row)}, _compare_args(tmp_path))
     assert "| unet-mobilenet_v2 | 0.250 (0.300) | 0.900 / 1.000 / 0.800 | 20.00% / 3 | 2.00% / 0 |" in text
+    sim = {"fire_f1": 0.5, "fire_object_recall": 0.4, "burn_scar_iou": 0.6}
+    toolkit = ca.inference_markdown({"default": {"flip": {"sim_sentinel2": sim, "sim_landsat8": sim,
+                                                          "real_scenes": row, "seconds": 7}}})
+    assert "| default | flip | 0.500 / 0.400 | 0.500 / 0.400 | 0.600 / 0.600 | - | 0.900 | 0.250 | 20.00% / 3 | 7 |" \
+        in toolkit  # the worst fire-free scene and every fire polygon away from lava
 
 
 def _compare_row(real: dict) -> dict:
