@@ -13,12 +13,9 @@ out in each, so every real scene is scored once by a model that never saw it). R
   (Corumba's held-out rows against dNBR and the fire tests; % of land called burn scar and fire polygons on the
   fire-free scenes) with each row's second-fold model.
 
-``--inference NAME[,NAME...]`` (after training; ``default`` = the shipped model) adds the DeepLab toolkit at
-inference time: plain, flip, flip + multi-scale (0.75, 1, 1.25), CRF, and all three, each on the simulated
-hold-outs, the real Sentinel-2 folds (trained variants only) and the real Landsat-8 scenes of
-``../shared/data/real_scenes``: fire and burn-scar agreement with ``firemap label`` (classic fire rules, dNBR
-against the 2019-08-09 image) on Corumba 2019-08-25, and the burn-scar area and fire objects predicted on the
-two fire-free Brumadinho scenes.
+``--inference NAME[,NAME...]`` (after training; ``default`` = the shipped models) adds the DeepLab toolkit at
+inference time: plain, flip, flip + multi-scale (0.75, 1, 1.25) and CRF, each on the simulated hold-outs, the
+real Sentinel-2 folds (trained variants only) and the real scenes, scored as above.
 
 Usage (from the repository root; ~10 min per architecture on 2 cores)::
 
