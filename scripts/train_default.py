@@ -57,7 +57,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from firemap.config import PredictConfig  # noqa: E402
-from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle  # noqa: E402
+from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle, sensor_family  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source, evaluate_thresholds  # noqa: E402
@@ -554,7 +554,12 @@ def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str,
     }
     free = {n: r["heldout"] for n, r in results.items() if not n.startswith("_") and n != "corumba_20190825"
             and "heldout" in r}
-    out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())
+    family = {sc.name: sensor_family(sc.sensor) for sc in real_data.scenes(real_data.load_recipe(args.recipe),
+                                                                              args.out / "eval_real")}
+    own = [r["scar_pct_land"] for n, r in free.items() if family[n] == args.install_for]
+    out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())  # every scene
+    if own:  # the scenes predict routes to this default (--install-for): what its users see
+        out[f"fire_free_max_burn_scar_pct_land_{args.install_for}_scenes"] = max(own)
     out["fire_free_fire_polygons_outside_lava"] = sum(r["fire_clusters"][0] for r in free.values())
     out["fire_free_fire_polygons_on_lava"] = sum(r["fire_clusters"][1] for r in free.values())
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
