@@ -375,8 +375,12 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
 
 def _is_shipped_default(path: Path) -> bool:
     """Whether ``path`` is one of the shipped defaults of :data:`DEFAULT_BUNDLES`."""
-    assets = Path(str(resources.files("firemap") / "assets"))
-    return any(Path(path).resolve() == (assets / name).resolve() for name in DEFAULT_BUNDLES.values())
+    return any(Path(path).resolve() == _asset(name).resolve() for name in DEFAULT_BUNDLES.values())
+
+
+def _asset(name: str) -> Path:
+    """A file of the package's ``assets`` folder (the shipped bundles)."""
+    return Path(str(resources.files("firemap") / "assets" / name))
 
 
 def _adapts_how(bundle: Bundle) -> str:
@@ -398,7 +402,7 @@ def default_bundle_path(sensor: str | None = None) -> Path:
     Raises:
         BundleError: the package was installed without it.
     """
-    path = Path(str(resources.files("firemap") / "assets" / DEFAULT_BUNDLES[sensor_family(sensor)]))
+    path = _asset(DEFAULT_BUNDLES[sensor_family(sensor)])
     if not path.is_file():
         raise BundleError(f"no default model at {path}; pass --model PATH or train one with scripts/train_default.py")
     return path

@@ -80,6 +80,11 @@ def stage1(name: str, args: argparse.Namespace) -> Path:
     return fit(train_config_from_dict(cfg)).last
 
 
+def fold_bundle(name: str, args: argparse.Namespace, k: int = len(FOLDS) - 1) -> Path:
+    """The fine-tuned bundle of row ``name``'s fold ``k`` (default: the last fold, the row's model)."""
+    return args.out / name / f"fold{k}" / "last.firemap.pt"
+
+
 def stage2(name: str, args: argparse.Namespace, init: Path, fold: tuple[str, ...], k: int) -> Path:
     cfg = td.stage2_config(args, init, None, args.out / name / f"fold{k}")
     cfg["model"] = model_fields(name)
@@ -140,7 +145,7 @@ def real_scenes(model: Path | str, out: Path, options: dict[str, Any] | None = N
 
 def inference_rows(name: str, args: argparse.Namespace, sims: dict[str, SceneSource]) -> dict[str, Any]:
     """Each :data:`INFERENCE` setting on one trained variant (``default``: the shipped models)."""
-    folds = [] if name == "default" else [args.out / name / f"fold{k}" / "last.firemap.pt" for k in range(2)]
+    folds = [] if name == "default" else [fold_bundle(name, args, k) for k in range(len(FOLDS))]
     bundle = load_bundle(None if name == "default" else folds[-1])
     rows: dict[str, Any] = {}
     for label, options in INFERENCE.items():
@@ -349,7 +354,7 @@ def retime(results: dict[str, Any], names: list[str], args: argparse.Namespace) 
     trained at different times on a shared machine are timed under different loads; these are comparable."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     for name in names:
-        mc = load_bundle(args.out / name / f"fold{len(FOLDS) - 1}" / "last.firemap.pt").config
+        mc = load_bundle(fold_bundle(name, args)).config
         results[name].update(timing(mc, args.threads, precisions=("fp32",)))
         results[name]["timed"] = f"{time.strftime('%Y-%m-%d %H:%M')} UTC, load before {load}"
         log.info("%s: %s ms per tile (fp32 inference)", name, results[name]["infer_ms_fp32"])
@@ -377,8 +382,7 @@ def main() -> None:
     if real_scenes_present():
         for name in names:
             if "real_scenes" not in results[name]:
-                results[name]["real_scenes"] = real_scenes(args.out / name / f"fold{len(FOLDS) - 1}" /
-                                                           "last.firemap.pt", args.out)
+                results[name]["real_scenes"] = real_scenes(fold_bundle(name, args), args.out)
                 results_path.write_text(json.dumps(results, indent=2))
     inference_path = args.out / "inference.json"
     inference = json.loads(inference_path.read_text()) if inference_path.exists() else {}

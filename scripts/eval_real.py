@@ -377,7 +377,7 @@ def evaluate(model: str, recipe_path: Path, work: Path, img: Path | None,
         bundle = loaded[path] = loaded.get(path) or load_bundle(path)
         results["_models"][bundle.name] = describe_model(bundle)
         results[scene.name] = r = evaluate_scene(bundle, scene, recipe, work, img, options)
-        r["model"] = bundle.name
+        r["model"], r["sensor"] = bundle.name, scene.sensor
         log.info("%s (%.0f s): %s", scene.name, time.perf_counter() - t0,
                  json.dumps(r.get("heldout") or r.get("all"), default=str))
     return bundle, results

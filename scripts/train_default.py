@@ -189,7 +189,7 @@ def choose_fire_threshold(table: dict[str, dict[str, Any]]) -> float:
     quiet = [float(t) for t, v in table.items() if v["false_objects"] == 0 and v["fire_f1"] >= best_f1 - 0.03]
     if quiet:
         return min(quiet)
-    return min((float(t) for t in table), key=lambda t: (table[f"{t:g}"]["false_objects"], -table[f"{t:g}"]["fire_f1"]))
+    return float(min(table, key=lambda t: (table[t]["false_objects"], -table[t]["fire_f1"])))
 
 
 def calibrate_fire_threshold(bundle_path: Path, args: argparse.Namespace,
@@ -554,9 +554,7 @@ def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str,
     }
     free = {n: r["heldout"] for n, r in results.items() if not n.startswith("_") and n != "corumba_20190825"
             and "heldout" in r}
-    family = {sc.name: sensor_family(sc.sensor) for sc in real_data.scenes(real_data.load_recipe(args.recipe),
-                                                                              args.out / "eval_real")}
-    own = [r["scar_pct_land"] for n, r in free.items() if family[n] == args.install_for]
+    own = [r["scar_pct_land"] for n, r in free.items() if sensor_family(results[n]["sensor"]) == args.install_for]
     out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())  # every scene
     if own:  # the scenes predict routes to this default (--install-for): what its users see
         out[f"fire_free_max_burn_scar_pct_land_{args.install_for}_scenes"] = max(own)
