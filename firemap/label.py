@@ -448,15 +448,15 @@ def label_scene(
                 pixels += masks.sum(axis=(1, 2))
                 collector.add(row_off, masks, masks.astype(np.float32), valid)
         model = "rules: " + "; ".join(f"{k} {v}" for k, v in rules.items())
-        gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=model)
+        polygons = collector.finish_table(cfg.min_area, cfg.simplify, scene=info.path.name, model=model)
         tmp["style"].write_text(vector_qml(DEFAULT_CLASSES), encoding="utf-8")
-        write_vector_file(gdf, tmp["vectors"], cfg.vector_format, DEFAULT_CLASSES, layer=paths["vectors"].stem)
+        write_vector_file(polygons, tmp["vectors"], cfg.vector_format, DEFAULT_CLASSES,
+                          layer=paths["vectors"].stem)
     result = LabelResult(info.path, paths, plan.rules, {n: rules[n] != "none" for n in LABEL_CLASSES}, rules,
                          skipped=plan.skipped)
     for name, count in zip(LABEL_CLASSES, pixels, strict=True):
-        sel = gdf[gdf["class"] == name]
-        result.pixels[name], result.polygons[name] = int(count), len(sel)
-        result.area_ha[name] = float(np.nansum(sel["area_m2"])) / 1e4 if len(sel) else 0.0
+        result.pixels[name] = int(count)
+        result.polygons[name], result.area_ha[name] = polygons.class_totals(name)
     result.seconds = time.perf_counter() - t0
     log.info("%s: labelled in %.1f s (%s)", info.path.name, result.seconds, model)
     return result

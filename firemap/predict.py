@@ -782,16 +782,14 @@ def predict_scene(
         # this one dissolves and writes the polygons, so the two overlap on a machine with a core to spare
         with worker_thread("firemap-cog") as pool:
             cogs = pool.submit(_close_writers, list(writers.values()))
-            gdf = collector.finish(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
+            polygons = collector.finish_table(cfg.min_area, cfg.simplify, scene=info.path.name, model=bundle.name)
             tmp["qml"].write_text(combined_qml(classes), encoding="utf-8")
             tmp["classes_qml"].write_text(raster_qml(classes), encoding="utf-8")
-            write_vector_file(gdf, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
+            write_vector_file(polygons, tmp["vectors"], cfg.vector_format, classes, layer=paths["vectors"].stem)
             cogs.result()
     result = SceneResult(info.path, dict(paths), tiles=len(plan.grid))
     for c in classes:
-        sel = gdf[gdf["class"] == c.name] if len(gdf) else gdf
-        result.polygons[c.name] = len(sel)
-        result.area_ha[c.name] = float(np.nansum(sel["area_m2"])) / 1e4 if len(sel) else 0.0
+        result.polygons[c.name], result.area_ha[c.name] = polygons.class_totals(c.name)
     result.seconds = time.perf_counter() - t0
     log.info("%s: done in %.1f s", info.path.name, result.seconds)
     return result

@@ -30,9 +30,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import pandas as pd
-import pyogrio
-
 from firemap.config import ClassInfo
 from firemap.raster import atomic_output
 
@@ -170,6 +167,9 @@ def embed_gpkg_style(
         classes: the classes.
         name: style name shown in QGIS.
     """
+    import pandas as pd  # only here: predict writing GeoJSON imports neither (start-up)
+    import pyogrio
+
     geometry_column = pyogrio.read_info(path, layer=layer)["geometry_name"] or "geom"
     row = pd.DataFrame({
         "f_table_catalog": [""], "f_table_schema": [""], "f_table_name": [layer],

@@ -15,31 +15,38 @@ Memory is the band being processed plus the pieces found so far, stored as int32
 Scenes without a CRS (``--allow-no-crs``): polygons are in the grid's coordinates (pixel coordinates for
 an ungeoreferenced file), ``area_m2`` is NaN, and ``min_area_m2`` / ``simplify_m`` are applied in grid units
 (square units / units) with a warning.
+
+The predict path needs neither pandas, geopandas, pyogrio nor scipy (about 0.5 s of imports, a third of
+``import torch``: issue 14's start-up): components are labelled by OpenCV, their statistics are numpy
+reductions, :meth:`PolygonCollector.finish_table` returns a :class:`PolygonTable` (numpy columns and shapely
+geometries) and GeoJSON is written directly. geopandas / pyogrio are imported only for a GeoDataFrame
+(:meth:`PolygonCollector.finish`, :meth:`PolygonTable.to_geodataframe`), a GeoPackage, or GeoJSON that crosses
+the antimeridian (GDAL's RFC 7946 writer splits it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import typing
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import geopandas as gpd
 import numpy as np
-import pandas as pd
-import pyogrio
 import rasterio.features
 import shapely
 from affine import Affine
-from pyproj import CRS, Geod
-from scipy import ndimage
+from pyproj import CRS, Geod, Transformer
 
 from firemap.config import ClassInfo, VectorFormat
 from firemap.raster import GeoGrid, atomic_output
-from firemap.style import embed_gpkg_style
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,6 @@ VECTOR_FORMATS: tuple[str, ...] = typing.get_args(VectorFormat)
 COLUMNS: tuple[str, ...] = ("class", "class_id", "area_m2", "pixels", "mean_prob", "max_prob", "scene", "model")
 """Attribute columns of the vector output, in order (``geometry`` follows)."""
 
-_FOUR_CONNECTED = ndimage.generate_binary_structure(2, 1)
 _GEOD = Geod(ellps="WGS84")
 _GEOGRAPHIC_SEGMENT_DEG = 0.01
 """Densify lon/lat edges to this length (~1 km) before geodesic area, so long edges follow parallels."""
@@ -82,6 +88,52 @@ class _UnionFind:
         for x in list(self.parent):
             out[x] = self.find(x)
         return out
+
+
+@dataclass
+class PolygonTable:
+    """Polygons and their attributes as numpy arrays: what the vector writers take, without pandas.
+
+    Attributes:
+        geometry: ``(n,)`` object array of shapely polygons (or multipolygons) in ``crs``.
+        columns: attribute name -> ``(n,)`` array, in output order (for the collector: :data:`COLUMNS`).
+        crs: a :class:`pyproj.CRS`, or None for grid coordinates.
+    """
+
+    geometry: np.ndarray
+    columns: dict[str, np.ndarray]
+    crs: CRS | None
+
+    def __len__(self) -> int:
+        return len(self.geometry)
+
+    def take(self, index: np.ndarray) -> PolygonTable:
+        """The rows ``index`` (int positions or a boolean mask), in that order."""
+        return PolygonTable(self.geometry[index], {k: v[index] for k, v in self.columns.items()}, self.crs)
+
+    def class_totals(self, name: str) -> tuple[int, float]:
+        """Polygons of class ``name`` and their summed ``area_m2`` in hectares (0 without a CRS)."""
+        sel = self.columns["class"] == name
+        return int(sel.sum()), float(np.nansum(self.columns["area_m2"][sel])) / 1e4 if sel.any() else 0.0
+
+    def to_geodataframe(self) -> gpd.GeoDataFrame:
+        """The same rows as a GeoDataFrame (columns, then ``geometry``; strings as ``object`` columns)."""
+        import geopandas as gpd
+        import pandas as pd
+
+        data = {k: pd.Series(v, dtype=object) if v.dtype == object else v for k, v in self.columns.items()}
+        return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(self.geometry, crs=self.crs))
+
+    @classmethod
+    def from_geodataframe(cls, gdf: gpd.GeoDataFrame) -> PolygonTable:
+        """A GeoDataFrame's active geometry, its other columns in order, and its CRS."""
+        name = gdf.geometry.name
+        columns = {str(k): gdf[k].to_numpy() for k in gdf.columns if k != name}
+        return cls(gdf.geometry.to_numpy(), columns, None if gdf.crs is None else CRS.from_user_input(gdf.crs))
+
+
+def _table(polygons: PolygonTable | gpd.GeoDataFrame) -> PolygonTable:
+    return polygons if isinstance(polygons, PolygonTable) else PolygonTable.from_geodataframe(polygons)
 
 
 class PolygonCollector:
@@ -159,22 +211,22 @@ class PolygonCollector:
         if not mask.any():  # the usual case for most classes of most bands: nothing to label or polygonize
             none = np.full(mask.shape[1], -1, dtype=np.int64)
             return none, none.copy()
-        labels, n = ndimage.label(mask, structure=_FOUR_CONNECTED)
+        labels, n = label_components(mask)
         first = self._n_ids
         top, bottom = (np.where(row > 0, row.astype(np.int64) + (first - 1), -1) for row in (labels[0], labels[-1]))
-        if n == 0:
-            return top, bottom
         self._n_ids += n
         to_pixels = Affine.translation(0, row_off)  # pixel coordinates: exact integers across bands
         self._pieces.add(
             rasterio.features.shapes(labels, mask=labels > 0, connectivity=4, transform=to_pixels), first - 1
         )
         inside = labels > 0
-        stats = pd.Series(prob[inside].astype(np.float64)).groupby(labels[inside]).agg(["size", "sum", "max"])
-        self._cls.append(np.full(n, c, dtype=np.int16))  # stats rows: labels 1..n, each has >= 1 pixel
-        self._pixels.append(stats["size"].to_numpy(np.int64))
-        self._sum_prob.append(stats["sum"].to_numpy(np.float64))
-        self._max_prob.append(stats["max"].to_numpy(np.float64))
+        ids, values = labels[inside], prob[inside].astype(np.float64)
+        order = np.argsort(ids, kind="stable")
+        starts = np.searchsorted(ids[order], np.arange(1, n + 1))  # every label 1..n has >= 1 pixel
+        self._cls.append(np.full(n, c, dtype=np.int16))
+        self._pixels.append(np.bincount(ids, minlength=n + 1)[1:].astype(np.int64))
+        self._sum_prob.append(np.bincount(ids, weights=values, minlength=n + 1)[1:])
+        self._max_prob.append(np.maximum.reduceat(values[order], starts))
         return top, bottom
 
     def _join(self, above: np.ndarray, below: np.ndarray) -> None:
@@ -188,6 +240,12 @@ class PolygonCollector:
     def finish(
         self, min_area_m2: float = 0.0, simplify_m: float = 0.0, scene: str = "", model: str = ""
     ) -> gpd.GeoDataFrame:
+        """:meth:`finish_table` as a GeoDataFrame (same arguments, rows and columns)."""
+        return self.finish_table(min_area_m2, simplify_m, scene, model).to_geodataframe()
+
+    def finish_table(
+        self, min_area_m2: float = 0.0, simplify_m: float = 0.0, scene: str = "", model: str = ""
+    ) -> PolygonTable:
         """Dissolve the pieces into polygons, measure, filter and simplify them.
 
         Args:
@@ -206,48 +264,41 @@ class PolygonCollector:
         """
         if self._next_row != self.grid.height:
             raise ValueError(f"only rows 0..{self._next_row} of {self.grid.height} were added before finish()")
-        gdf = self._dissolve(scene, model)
+        table = self._dissolve(scene, model)
         if self.grid.crs is None and (min_area_m2 > 0 or simplify_m > 0):
             log.warning("scene has no CRS: --min-area and --simplify are applied in grid units, not metres")
-        planar = gdf.geometry.area.to_numpy() if self.grid.crs is None else gdf["area_m2"].to_numpy()
-        gdf = gdf[planar >= min_area_m2].reset_index(drop=True)
+        planar = shapely.area(table.geometry) if self.grid.crs is None else table.columns["area_m2"]
+        table = table.take(planar >= min_area_m2)
         if simplify_m > 0:
-            gdf = gdf.set_geometry(simplify(gdf.geometry, simplify_m))
-        log.debug("vectorized %d polygons from %d band components (%.1f MB stored)", len(gdf), self._n_ids,
+            table.geometry = simplify(table.geometry, simplify_m, table.crs)
+        log.debug("vectorized %d polygons from %d band components (%.1f MB stored)", len(table), self._n_ids,
                   self.nbytes / 2**20)
-        return gdf
+        return table
 
-    def _dissolve(self, scene: str, model: str) -> gpd.GeoDataFrame:
+    def _dissolve(self, scene: str, model: str) -> PolygonTable:
         roots = self._uf.roots(self._n_ids)
-        stats = pd.DataFrame({
-            "root": roots,
-            "cls": _concat(self._cls, np.int16),
-            "pixels": _concat(self._pixels, np.int64),
-            "sum_prob": _concat(self._sum_prob, np.float64),
-            "max_prob": _concat(self._max_prob, np.float64),
-        })
-        agg = stats.groupby("root", sort=True).agg(
-            cls=("cls", "first"), pixels=("pixels", "sum"), sum_prob=("sum_prob", "sum"), max_prob=("max_prob", "max")
-        )
+        unique, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
+        pixels = np.bincount(inverse, weights=_concat(self._pixels, np.int64), minlength=len(unique)).astype(np.int64)
+        sum_prob = np.bincount(inverse, weights=_concat(self._sum_prob, np.float64), minlength=len(unique))
+        order = np.argsort(inverse, kind="stable")
+        max_prob = (np.maximum.reduceat(_concat(self._max_prob, np.float64)[order], np.searchsorted(
+            inverse[order], np.arange(len(unique)))) if len(unique) else np.zeros(0))
         pieces, owners = self._pieces.polygons()
-        geoms = _union_by_root(pieces, roots[owners], agg.index.to_numpy())
+        geoms = _union_by_root(pieces, roots[owners], unique)
         geoms = shapely.transform(geoms, _affine_fn(self.grid.transform))
-        classes = [self.classes[i] for i in agg["cls"]]
-        gdf = gpd.GeoDataFrame(
-            {
-                "class": pd.Series([c.name for c in classes], dtype=object),
-                "class_id": pd.Series([c.id for c in classes], dtype=np.int32),
-                "area_m2": np.zeros(len(agg)),
-                "pixels": agg["pixels"].to_numpy(np.int64),
-                "mean_prob": (agg["sum_prob"] / agg["pixels"]).to_numpy(np.float64),
-                "max_prob": agg["max_prob"].to_numpy(np.float64),
-                "scene": pd.Series([scene] * len(agg), dtype=object),
-                "model": pd.Series([model] * len(agg), dtype=object),
-            },
-            geometry=gpd.GeoSeries(geoms, crs=self.grid.crs),
-        )
-        gdf["area_m2"] = area_m2(gdf.geometry)
-        return gdf.sort_values(["class_id"], kind="stable").reset_index(drop=True)
+        classes = [self.classes[i] for i in _concat(self._cls, np.int16)[first]]
+        crs = None if self.grid.crs is None else CRS.from_user_input(self.grid.crs)
+        table = PolygonTable(geoms, {
+            "class": np.array([c.name for c in classes], dtype=object),
+            "class_id": np.array([c.id for c in classes], dtype=np.int32),
+            "area_m2": area_m2(geoms, crs),
+            "pixels": pixels,
+            "mean_prob": sum_prob / np.maximum(pixels, 1),
+            "max_prob": max_prob,
+            "scene": np.array([scene] * len(unique), dtype=object),
+            "model": np.array([model] * len(unique), dtype=object),
+        }, crs)
+        return table.take(np.argsort(table.columns["class_id"], kind="stable"))
 
 
 class _PieceStore:
@@ -291,6 +342,16 @@ class _PieceStore:
                                     indices=np.repeat(np.arange(len(sizes)), sizes))
         polygons = shapely.polygons(rings, indices=np.cumsum(shell) - 1)
         return polygons, np.concatenate(self._owner)[shell]
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of ``mask`` ``(rows, cols)`` bool: int32 labels 1..n (0 outside), numbered in
+    raster order of each component's first pixel, and n. OpenCV's labelling gives the same numbers as
+    ``scipy.ndimage.label`` (tested) and imports in a third of the time (start-up: predict needs no scipy)."""
+    import cv2
+
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=4, ltype=cv2.CV_32S)
+    return labels, n - 1
 
 
 def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -368,7 +429,23 @@ def _affine_fn(t: Affine) -> Callable[[np.ndarray], np.ndarray]:
     return apply
 
 
-def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
+def _crs_of(geoms: Any, crs: Any) -> CRS | None:
+    """``crs``, or the CRS a GeoSeries carries, as a :class:`pyproj.CRS` (None when there is none)."""
+    crs = getattr(geoms, "crs", None) if crs is None else crs
+    return None if crs is None else CRS.from_user_input(crs)
+
+
+def _to_crs(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
+    """Reproject an array of geometries (x/y order whatever the CRS's axis order, as geopandas does)."""
+    transformer = Transformer.from_crs(src, dst, always_xy=True)
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
+
+    return shapely.transform(geoms, apply)
+
+
+def area_m2(geoms: gpd.GeoSeries | np.ndarray, crs: Any = None) -> np.ndarray:
     """Geodesic area of polygons on the WGS84 ellipsoid, square metres.
 
     Correct for any CRS (UTM, EPSG:4326, ...): geometries are transformed to lon/lat and measured with
@@ -377,15 +454,18 @@ def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
     along the parallel rather than along the geodesic.
 
     Args:
-        geoms: polygons with a CRS.
+        geoms: polygons: a GeoSeries (its CRS is used) or an array of shapely geometries.
+        crs: the CRS of an array (anything :meth:`pyproj.CRS.from_user_input` takes); overrides a GeoSeries's.
 
     Returns:
-        float64 array, one area per geometry; NaN for all when ``geoms`` has no CRS.
+        float64 array, one area per geometry; NaN for all when there is no CRS.
     """
-    if geoms.crs is None:
-        return np.full(len(geoms), np.nan)
-    lonlat = geoms.to_crs(4326).to_numpy()
-    if CRS.from_user_input(geoms.crs).is_geographic:
+    crs = _crs_of(geoms, crs)
+    values = np.asarray(geoms, dtype=object)
+    if crs is None:
+        return np.full(len(values), np.nan)
+    lonlat = _to_crs(values, crs, CRS.from_epsg(4326))
+    if crs.is_geographic:
         lonlat = shapely.segmentize(lonlat, _GEOGRAPHIC_SEGMENT_DEG)
     # exteriors counter-clockwise (positive area), holes clockwise (negative): the sum per polygon is its area
     parts, part_of = shapely.get_parts(shapely.orient_polygons(lonlat, exterior_cw=False), return_index=True)
@@ -394,49 +474,63 @@ def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:
     coords, ring_of = shapely.get_coordinates(rings, return_index=True)
     bounds = np.searchsorted(ring_of, np.arange(len(rings) + 1))
     ring_area = [_GEOD.polygon_area_perimeter(coords[s:e, 0], coords[s:e, 1])[0] for s, e in pairwise(bounds)]
-    return np.abs(np.bincount(owner, weights=np.asarray(ring_area, dtype=np.float64), minlength=len(geoms)))
+    return np.abs(np.bincount(owner, weights=np.asarray(ring_area, dtype=np.float64), minlength=len(values)))
 
 
-def simplify(geoms: gpd.GeoSeries, tolerance_m: float) -> gpd.GeoSeries:
+_Geoms = typing.TypeVar("_Geoms")
+
+
+def simplify(geoms: _Geoms, tolerance_m: float, crs: Any = None) -> _Geoms:
     """Simplify polygons with a tolerance in metres, preserving topology (valid output, holes kept).
 
-    Geographic CRSs are simplified in their local UTM zone (``estimate_utm_crs``; an azimuthal equidistant
-    projection on the data beyond UTM's latitudes) and transformed back;
+    Geographic CRSs are simplified in their local UTM zone (as ``GeoSeries.estimate_utm_crs`` picks it; an
+    azimuthal equidistant projection on the data beyond UTM's latitudes) and transformed back;
     projected CRSs use their own linear unit (converted from metres). Without a CRS the tolerance is in
     grid units.
 
     Args:
-        geoms: polygons.
+        geoms: polygons: a GeoSeries or an array of shapely geometries.
         tolerance_m: Douglas-Peucker tolerance, metres.
+        crs: the CRS of an array (a GeoSeries carries its own).
 
     Returns:
-        The simplified polygons, same CRS and index.
+        The simplified polygons, of the type given (a GeoSeries keeps its CRS and index); ``geoms`` itself when
+        there is nothing to do.
     """
-    if len(geoms) == 0 or tolerance_m <= 0:
+    values = np.asarray(geoms, dtype=object)
+    if len(values) == 0 or tolerance_m <= 0:
         return geoms
-    crs = geoms.crs
-    if crs is not None and CRS.from_user_input(crs).is_geographic:
-        out = geoms.to_crs(_local_metric_crs(geoms)).simplify(tolerance_m, preserve_topology=True).to_crs(crs)
+    crs = _crs_of(geoms, crs)
+    if crs is not None and crs.is_geographic:
+        local = _local_metric_crs(values)
+        out = _to_crs(shapely.simplify(_to_crs(values, crs, local), tolerance_m, preserve_topology=True), local, crs)
     else:
-        factor = CRS.from_user_input(crs).axis_info[0].unit_conversion_factor if crs is not None else 1.0
-        out = geoms.simplify(tolerance_m / factor, preserve_topology=True)
-    bad = ~out.is_valid.to_numpy()
+        factor = crs.axis_info[0].unit_conversion_factor if crs is not None else 1.0
+        out = shapely.simplify(values, tolerance_m / factor, preserve_topology=True)
+    bad = ~shapely.is_valid(out)
     if bad.any():  # a reprojection round trip can leave a self-touching ring
-        out[bad] = shapely.make_valid(out[bad].to_numpy(), method="structure", keep_collapsed=False)
-    return out
+        out[bad] = shapely.make_valid(out[bad], method="structure", keep_collapsed=False)
+    if isinstance(geoms, np.ndarray):
+        return out  # type: ignore[return-value]
+    return type(geoms)(out, index=geoms.index, crs=geoms.crs)  # type: ignore[attr-defined,call-arg]
 
 
-def _local_metric_crs(geoms: gpd.GeoSeries) -> CRS:
-    """A metric CRS around lon/lat geometries: their UTM zone, or azimuthal equidistant near the poles."""
-    try:
-        return geoms.estimate_utm_crs()
-    except (RuntimeError, ValueError):  # no UTM zone (latitudes beyond 84 N / 80 S)
-        lon0, lat0, lon1, lat1 = geoms.total_bounds
-        return CRS.from_proj4(f"+proj=aeqd +lat_0={(lat0 + lat1) / 2} +lon_0={(lon0 + lon1) / 2} +datum=WGS84")
+def _local_metric_crs(lonlat: np.ndarray) -> CRS:
+    """A metric CRS around lon/lat geometries: the UTM zone of their bounds' centre (what geopandas'
+    ``estimate_utm_crs`` returns), or azimuthal equidistant beyond UTM's latitudes (84 N / 80 S)."""
+    from pyproj.aoi import AreaOfInterest
+    from pyproj.database import query_utm_crs_info
+
+    lon0, lat0, lon1, lat1 = shapely.total_bounds(lonlat)
+    x, y = (lon0 + lon1) / 2, (lat0 + lat1) / 2
+    zones = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(x, y, x, y))
+    if zones:
+        return CRS.from_epsg(zones[0].code)
+    return CRS.from_proj4(f"+proj=aeqd +lat_0={y} +lon_0={x} +datum=WGS84")
 
 
 def write_vectors(
-    gdf: gpd.GeoDataFrame,
+    polygons: PolygonTable | gpd.GeoDataFrame,
     path: str | os.PathLike[str],
     fmt: VectorFormat,
     classes: Sequence[ClassInfo],
@@ -452,25 +546,27 @@ def write_vectors(
     """
     final = Path(path)
     with atomic_output(final, overwrite) as tmp:
-        write_vector_file(gdf, tmp, fmt, classes, layer=final.stem)
-    log.info("wrote %d polygons to %s", len(gdf), final)
+        write_vector_file(polygons, tmp, fmt, classes, layer=final.stem)
+    log.info("wrote %d polygons to %s", len(polygons), final)
     return final
 
 
 def write_vector_file(
-    gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, classes: Sequence[ClassInfo], layer: str
+    polygons: PolygonTable | gpd.GeoDataFrame, path: Path, fmt: VectorFormat, classes: Sequence[ClassInfo],
+    layer: str,
 ) -> None:
     """Write polygons to ``path`` (normally a temporary name) as GeoJSON or GeoPackage.
 
-    GeoJSON: transformed to EPSG:4326 lon/lat, right-hand-rule winding and antimeridian handling by GDAL's
-    ``RFC7946=YES``, 7 decimals (~1 cm). A layer without CRS (``--allow-no-crs``) is written in grid
-    coordinates, which RFC 7946 does not allow (logged). GeoPackage: one layer named ``layer``, in the
-    layer's CRS, plus the categorized QGIS style of :func:`firemap.style.vector_qml` as the layer's
-    default in the ``layer_styles`` table, so QGIS styles it on open. An empty ``gdf`` gives a valid empty
-    FeatureCollection / an empty layer with the full schema.
+    GeoJSON: transformed to EPSG:4326 lon/lat, right-hand-rule winding, 7 decimals (~1 cm), one feature per
+    line, written here (GDAL's ``RFC7946=YES`` writer, through pyogrio, when a polygon crosses the
+    antimeridian: it splits them). A layer without CRS (``--allow-no-crs``) is written in grid coordinates,
+    which RFC 7946 does not allow (logged). GeoPackage: one layer named ``layer``, in the layer's CRS, plus the
+    categorized QGIS style of :func:`firemap.style.vector_qml` as the layer's default in the ``layer_styles``
+    table, so QGIS styles it on open. An empty table gives a valid empty FeatureCollection / an empty layer
+    with the full schema.
 
     Args:
-        gdf: output of :meth:`PolygonCollector.finish`.
+        polygons: output of :meth:`PolygonCollector.finish_table` (or a GeoDataFrame).
         path: file to write.
         fmt: one of :data:`VECTOR_FORMATS`.
         classes: the classes (for the embedded style).
@@ -481,25 +577,58 @@ def write_vector_file(
     """
     if fmt not in VECTOR_FORMATS:
         raise ValueError(f"unknown vector format {fmt!r}; use one of {', '.join(VECTOR_FORMATS)}")
-    geom_type = "Polygon" if shapely.get_type_id(gdf.geometry.to_numpy()).max(initial=3) == 3 else "MultiPolygon"
+    table = _table(polygons)
+    geom_type = "Polygon" if shapely.get_type_id(table.geometry).max(initial=3) == 3 else "MultiPolygon"
     if fmt == "geojson":
-        _write_geojson(gdf, path, layer, geom_type)
-    else:
-        pyogrio.write_dataframe(
-            gdf, path, layer=layer, driver="GPKG", geometry_type=geom_type,
-            promote_to_multi=geom_type != "Polygon", dataset_options={"VERSION": GPKG_VERSION},
-        )
-        embed_gpkg_style(path, layer, classes)
+        _write_geojson(table, path, layer, geom_type)
+        return
+    import pyogrio
+
+    from firemap.style import embed_gpkg_style
+
+    pyogrio.write_dataframe(
+        table.to_geodataframe(), path, layer=layer, driver="GPKG", geometry_type=geom_type,
+        promote_to_multi=geom_type != "Polygon", dataset_options={"VERSION": GPKG_VERSION},
+    )
+    embed_gpkg_style(path, layer, classes)
 
 
-def _write_geojson(gdf: gpd.GeoDataFrame, path: Path, layer: str, geom_type: str) -> None:
-    options: dict[str, str] = {"COORDINATE_PRECISION": "7"}
-    if gdf.crs is None:
+GEOJSON_DECIMALS = 7
+"""Coordinate decimals of the GeoJSON output: 1e-7 degree is at most 1.1 cm."""
+
+
+def _write_geojson(table: PolygonTable, path: Path, layer: str, geom_type: str) -> None:
+    geoms = table.geometry
+    if table.crs is None:
         log.warning("%s: no CRS, GeoJSON written in grid coordinates (not RFC 7946 lon/lat)", path.name)
     else:
-        gdf = gdf.to_crs(4326)
-        options["RFC7946"] = "YES"
+        geoms = _to_crs(geoms, table.crs, CRS.from_epsg(4326))
+        bounds = shapely.bounds(geoms)
+        if len(geoms) and np.any(bounds[:, 2] - bounds[:, 0] > 180):  # crosses the antimeridian: GDAL splits it
+            _write_geojson_gdal(table, path, layer, geom_type)
+            return
+        geoms = shapely.orient_polygons(geoms, exterior_cw=False)  # RFC 7946 right-hand rule
+    geoms = shapely.transform(geoms, lambda xy: np.round(xy, GEOJSON_DECIMALS))
+    if geom_type == "MultiPolygon":
+        single = np.flatnonzero(shapely.get_type_id(geoms) == 3)
+        geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(len(single)))
+    values = {k: [None if isinstance(x, float) and not np.isfinite(x) else x for x in v.tolist()]
+              for k, v in table.columns.items()}
+    with open(path, "w", encoding="utf-8") as f:
+        resolution = f'"xy_coordinate_resolution": {10.0 ** -GEOJSON_DECIMALS!r},\n'  # as GDAL >= 3.9 writes it
+        f.write(f'{{\n"type": "FeatureCollection",\n"name": {json.dumps(layer)},\n{resolution}"features": [\n')
+        for i, geometry in enumerate(shapely.to_geojson(geoms)):
+            properties = json.dumps({k: v[i] for k, v in values.items()}, ensure_ascii=False, allow_nan=False)
+            sep = ",\n" if i + 1 < len(geoms) else "\n"
+            f.write(f'{{ "type": "Feature", "properties": {properties}, "geometry": {geometry} }}{sep}')
+        f.write("]\n}\n")
+
+
+def _write_geojson_gdal(table: PolygonTable, path: Path, layer: str, geom_type: str) -> None:
+    import pyogrio
+
     pyogrio.write_dataframe(
-        gdf, path, layer=layer, driver="GeoJSON", geometry_type=geom_type, promote_to_multi=geom_type != "Polygon",
-        layer_options=options,
+        table.to_geodataframe().to_crs(4326), path, layer=layer, driver="GeoJSON", geometry_type=geom_type,
+        promote_to_multi=geom_type != "Polygon",
+        layer_options={"COORDINATE_PRECISION": str(GEOJSON_DECIMALS), "RFC7946": "YES"},
     )

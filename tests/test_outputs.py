@@ -51,7 +51,7 @@ def _raise(exc: BaseException):
 STAGES = {
     "network": lambda mp, exc: mp.setattr(firemap.predict, "forward_probs", _raise(exc)),
     "class COG": lambda mp, exc: mp.setattr(firemap.raster.TiledWriter, "close", _raise(exc)),
-    "polygons": lambda mp, exc: mp.setattr(firemap.vectorize.PolygonCollector, "finish", _raise(exc)),
+    "polygons": lambda mp, exc: mp.setattr(firemap.vectorize.PolygonCollector, "finish_table", _raise(exc)),
     "styles": lambda mp, exc: mp.setattr(firemap.style, "raster_qml", _raise(exc)),
     "vectors": lambda mp, exc: mp.setattr(firemap.vectorize, "write_vector_file", _raise(exc)),
 }

@@ -419,3 +419,43 @@ def test_stored_bytes_follow_the_polygons_not_the_raster() -> None:
         gdf = c.finish()
         assert len(gdf) == 1 and gdf["pixels"][0] == 100
     assert retained[1] - retained[0] < 16 * 1024  # 3900 more rows (0.75 MB of masks) kept < 16 kB more
+
+
+# --- the lean path: labels without scipy, GeoJSON without GDAL -------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_components_are_numbered_as_scipy_numbers_them(seed: int) -> None:
+    from firemap.vectorize import label_components
+
+    mask = blobs((37, 53), seed=seed, n=1)[0]
+    mask[::7, ::5] = True  # single pixels and diagonal neighbours (separate components with 4-connectivity)
+    labels, n = label_components(mask)
+    expected, count = ndimage.label(mask, structure=ndimage.generate_binary_structure(2, 1))
+    assert n == count > 10 and labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_table_writes_the_same_features_as_gdal(tmp_path: Path) -> None:
+    gdf = collect(utm_grid(48, 45), blobs((45, 48), seed=5), band=11)
+    ours = json.loads(write_vectors(gdf, tmp_path / "a.geojson", "geojson", DEFAULT_CLASSES).read_text())
+    gdal = tmp_path / "b.geojson"
+    pyogrio.write_dataframe(gdf.to_crs(4326), gdal, driver="GeoJSON",
+                            layer_options={"COORDINATE_PRECISION": "7", "RFC7946": "YES"})
+    theirs = json.loads(gdal.read_text())
+    assert len(ours["features"]) == len(theirs["features"]) == len(gdf) > 3
+    for a, b in zip(ours["features"], theirs["features"], strict=True):
+        assert a["properties"] == pytest.approx(b["properties"])
+        ga, gb = shapely.geometry.shape(a["geometry"]), shapely.geometry.shape(b["geometry"])
+        assert ga.geom_type == gb.geom_type and shapely.hausdorff_distance(ga, gb) <= 1.01e-7
+
+
+def test_geojson_across_the_antimeridian_is_split_by_gdal(tmp_path: Path) -> None:
+    # UTM 60S (central meridian 177 E): 90 km east of the zone edge reaches past 180 E
+    grid = GeoGrid(40, 10, CRS.from_epsg(32760), from_origin(700_000, 8_000_000, 3000, 3000))
+    gdf = collect(grid, one_class(np.ones((10, 40), bool), cls=2))
+    fc = json.loads(write_vectors(gdf, tmp_path / "am.geojson", "geojson", DEFAULT_CLASSES).read_text())
+    geom = shapely.geometry.shape(fc["features"][0]["geometry"])
+    assert geom.geom_type == "MultiPolygon" and len(geom.geoms) == 2
+    lons = shapely.get_coordinates(geom)[:, 0]
+    assert lons.max() <= 180 and lons.min() >= -180 and (lons > 179).any() and (lons < -179).any()

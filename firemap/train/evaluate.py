@@ -218,7 +218,7 @@ class _SceneScorer:
     def finish(self, min_area: float) -> SceneScore:
         score = self.score
         if self.k_fire is not None and self.pred_fire:
-            score.predicted_fire_objects = len(self.polygons.finish(min_area))
+            score.predicted_fire_objects = len(self.polygons.finish_table(min_area))
             if "fire" in self.src.labelled_classes:
                 score.fire_objects = object_recall(np.concatenate(self.truth_fire), np.concatenate(self.pred_fire),
                                                    connectivity=OBJECT_CONNECTIVITY)
