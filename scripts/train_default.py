@@ -379,7 +379,7 @@ def finetune_config(recipe: dict[str, Any], init: Path, out: Path, real: list[di
     return cfg
 
 
-SCAR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+SCAR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate burn-scar probability thresholds for :func:`calibrate_scar_threshold`."""
 MAX_FALSE_SCAR_PCT = 0.5
 """Calibration limit: % of fire-free land called burn scar on every fire-free training crop."""
