@@ -221,12 +221,12 @@ class PolygonCollector:
         )
         inside = labels > 0
         ids, values = labels[inside], prob[inside].astype(np.float64)
-        order = np.argsort(ids, kind="stable")
-        starts = np.searchsorted(ids[order], np.arange(1, n + 1))  # every label 1..n has >= 1 pixel
+        peak = np.zeros(n + 1)  # probabilities are >= 0, and every label 1..n has >= 1 pixel
+        np.maximum.at(peak, ids, values)
         self._cls.append(np.full(n, c, dtype=np.int16))
         self._pixels.append(np.bincount(ids, minlength=n + 1)[1:].astype(np.int64))
         self._sum_prob.append(np.bincount(ids, weights=values, minlength=n + 1)[1:])
-        self._max_prob.append(np.maximum.reduceat(values[order], starts))
+        self._max_prob.append(peak[1:])
         return top, bottom
 
     def _join(self, above: np.ndarray, below: np.ndarray) -> None:
