@@ -459,3 +459,19 @@ def test_geojson_across_the_antimeridian_is_split_by_gdal(tmp_path: Path) -> Non
     assert geom.geom_type == "MultiPolygon" and len(geom.geoms) == 2
     lons = shapely.get_coordinates(geom)[:, 0]
     assert lons.max() <= 180 and lons.min() >= -180 and (lons > 179).any() and (lons < -179).any()
+
+
+def test_geojson_promotes_to_multipolygon_and_writes_nan_as_null(tmp_path: Path) -> None:
+    from firemap.vectorize import PolygonTable
+
+    one, two = shapely.box(500_000, 4_499_000, 500_300, 4_499_300), shapely.MultiPolygon([
+        shapely.box(500_600, 4_499_000, 500_900, 4_499_300), shapely.box(501_200, 4_499_000, 501_500, 4_499_300)])
+    columns = {"class": np.array(["fire", "smoke"], dtype=object), "area_m2": np.array([9e4, np.nan])}
+    table = PolygonTable(np.array([one, two], dtype=object), columns, UTM)
+    fc = json.loads(write_vectors(table, tmp_path / "m.geojson", "geojson", DEFAULT_CLASSES).read_text())
+    assert [f["geometry"]["type"] for f in fc["features"]] == ["MultiPolygon", "MultiPolygon"]
+    assert fc["features"][0]["properties"] == {"class": "fire", "area_m2": 9e4}
+    assert fc["features"][1]["properties"]["area_m2"] is None
+    back = gpd.read_file(tmp_path / "m.geojson")
+    assert back.crs.to_epsg() == 4326 and len(back.geometry[1].geoms) == 2
+    np.testing.assert_allclose(back.to_crs(UTM).area, [9e4, 18e4], rtol=2e-5)  # 7 decimals: ~1 cm
