@@ -439,18 +439,28 @@ def calibrate_scar_threshold(bundle_path: Path, recipe: dict[str, Any], work: Pa
 
 
 def cross_validate(args: argparse.Namespace, stage1: Path) -> dict[str, Any]:
-    """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU."""
-    results = {}
+    """Leave-one-scene-out fine-tuning over the usable real crops; mean held-out burn-scar IoU, with the training
+    BatchNorm statistics and, with ``--bn-adapt W``, also adapted to each held-out crop as predict runs it."""
+    results: dict[str, Any] = {}
+    adapted: dict[str, Any] = {}
     for scene in (s for s in SCENES if s not in unreliable(args)):
         r = fit(train_config_from_dict(resumed(stage2_config(args, stage1, scene, args.out / f"cv_{scene}"), args)))
-        report = evaluate_source(load_bundle(r.last), SceneSource(**_heldout(scene, args.data)),
-                                 PredictConfig(device="cpu"))
-        results[scene] = _summary(report)
+        source = SceneSource(**_heldout(scene, args.data))
+        results[scene] = _summary(evaluate_source(load_bundle(r.last), source, PredictConfig(device="cpu")))
         log.info("CV %s: %s", scene, results[scene])
+        if args.bn_adapt:
+            pcfg = PredictConfig(device="cpu", bn_adapt=args.bn_adapt)
+            adapted[scene] = _summary(evaluate_source(load_bundle(r.last), source, pcfg))
+            log.info("CV %s, BatchNorm adapted (%g): %s", scene, args.bn_adapt, adapted[scene])
     ious = [r["burn_scar_iou"] for r in results.values()]
     nbr = [r.get("baseline_nbr_burn_scar_iou", float("nan")) for r in results.values()]
-    return {"per_scene": results, "mean_burn_scar_iou": sum(ious) / len(ious),
-            "mean_nbr_default_iou": sum(nbr) / len(nbr)}
+    out = {"per_scene": results, "mean_burn_scar_iou": sum(ious) / len(ious),
+           "mean_nbr_default_iou": sum(nbr) / len(nbr)}
+    if adapted:
+        out[f"per_scene_bn_adapt_{args.bn_adapt:g}"] = adapted
+        out[f"mean_burn_scar_iou_bn_adapt_{args.bn_adapt:g}"] = (
+            sum(r["burn_scar_iou"] for r in adapted.values()) / len(adapted))
+    return out
 
 
 def parse() -> argparse.Namespace:
