@@ -280,9 +280,8 @@ class PolygonCollector:
         unique, first, inverse = np.unique(roots, return_index=True, return_inverse=True)
         pixels = np.bincount(inverse, weights=_concat(self._pixels, np.int64), minlength=len(unique)).astype(np.int64)
         sum_prob = np.bincount(inverse, weights=_concat(self._sum_prob, np.float64), minlength=len(unique))
-        order = np.argsort(inverse, kind="stable")
-        max_prob = (np.maximum.reduceat(_concat(self._max_prob, np.float64)[order], np.searchsorted(
-            inverse[order], np.arange(len(unique)))) if len(unique) else np.zeros(0))
+        max_prob = np.zeros(len(unique))  # probabilities are >= 0
+        np.maximum.at(max_prob, inverse, _concat(self._max_prob, np.float64))
         pieces, owners = self._pieces.polygons()
         geoms = _union_by_root(pieces, roots[owners], unique)
         geoms = shapely.transform(geoms, _affine_fn(self.grid.transform))
