@@ -32,6 +32,7 @@ from firemap.raster import (
     CLASS_NODATA,
     GeoGrid,
     SceneInfo,
+    StripReader,
     TiledWriter,
     bounded_gdal_cache,
     check_writable,
@@ -341,7 +342,8 @@ def _chunks(grid: TileGrid) -> list[tuple[int, int, int]]:
 def _read_chunks(ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
     """Read each row of tiles in chunks of up to :data:`CHUNK_TILES` tiles, prefetching the next chunk.
 
-    One read per chunk instead of one per tile: each pixel is decoded about once per tile row, and a single worker
+    One read per chunk instead of one per tile, through a :class:`firemap.raster.StripReader`: each block of the
+    file is decoded once, the rows a tile row shares with the next are kept (raw) for it. A single worker
     thread reads chunk ``k + 1`` while the network works on chunk ``k`` (GDAL releases the GIL while it decodes),
     which pays off when the network runs on a GPU. The dataset is only ever used from that worker thread. Chunks,
     not whole-width strips, so that read buffers stay the same size on a 100 000 px wide mosaic.
@@ -355,12 +357,14 @@ def _read_chunks(ctx: _Context) -> Iterator[tuple[int, int, int, np.ndarray, np.
     size = grid.tile_size
     chunks = _chunks(grid)
     with _open_input(info.path) as src, worker_thread("firemap-read") as pool:
+        reader = StripReader(src, ctx.plan.sources, ctx.plan.zero_is_nodata, ctx.fill)
 
         def read(k: int) -> tuple[np.ndarray, np.ndarray]:
             row, c0, c1 = chunks[k]
             col0 = grid.col_origins[c0]
             window = Window(col0, grid.row_origins[row], grid.col_origins[c1 - 1] + size - col0, size)
-            return read_window(src, window, ctx.plan.sources, ctx.plan.zero_is_nodata, ctx.fill)
+            following = grid.row_origins[row + 1] if row + 1 < grid.shape[0] else None
+            return reader.read(window, keep_from=following)
 
         pending = pool.submit(read, 0)
         for k, (row, c0, c1) in enumerate(chunks):
@@ -936,7 +940,8 @@ def _cache_megabytes(plan: ScenePlan, bundle: Bundle, cfg: PredictConfig) -> flo
     """The GDAL block cache streaming ``plan`` needs (:func:`firemap.raster.streaming_cache_megabytes`): its input
     blocks, the class raster and, with ``--save-probs``, the probability raster."""
     out = 1 + (len(bundle.config.classes) if cfg.save_probs else 0)
-    return streaming_cache_megabytes(plan.info.path, plan.grid.tile_size, chunk_width(plan.grid), out)
+    return streaming_cache_megabytes(plan.info.path, plan.grid.tile_size, chunk_width(plan.grid), plan.grid.overlap,
+                                     out)
 
 
 def scene_sensor(info: SceneInfo, cfg: PredictConfig) -> str | None:

@@ -52,7 +52,8 @@ PHASES = [  # (label, module, attribute, kind): kind "call", "method" (Class.nam
     ("styles", "firemap.style", "combined_qml", "call"),
     ("styles", "firemap.style", "raster_qml", "call"),
     ("atomic commit (rename outputs)", "firemap.raster", "_publish", "call"),
-    ("reading + band scaling [reader thread]", "firemap.predict", "read_window", "call"),
+    ("reading + band scaling [reader thread]", "firemap.raster", "StripReader.read", "method"),
+    ("reading + band scaling [reader thread]", "firemap.predict", "read_window", "call"),  # code before StripReader
 ]
 
 CHILD = textwrap.dedent('''
@@ -68,6 +69,8 @@ CHILD = textwrap.dedent('''
     def record(label, t0, c0):
         if threading.current_thread() is not main and "[reader thread]" not in label:
             label += " [other thread]"
+        elif threading.current_thread() is main and "[reader thread]" in label:  # the adaptation's sampled tiles
+            label = "reading sampled tiles (BatchNorm adaptation)"
         wall[label] += time.perf_counter() - t0
         cpu[label] += time.thread_time() - c0
         calls[label] += 1
@@ -96,8 +99,8 @@ CHILD = textwrap.dedent('''
 
     for label, module, attr, kind in PHASES:
         mod = importlib.import_module(module)
-        owner, name = (getattr(mod, attr.split(".")[0]), attr.split(".")[1]) if kind == "method" else (mod, attr)
-        if hasattr(owner, name):
+        owner, name = (getattr(mod, attr.split(".")[0], None), attr.split(".")[1]) if kind == "method" else (mod, attr)
+        if owner is not None and hasattr(owner, name):
             setattr(owner, name, wrapped(label, getattr(owner, name), kind))
     if {fake}:
         def fake(model, x, *a, **k):

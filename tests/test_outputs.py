@@ -153,13 +153,13 @@ def test_sparse_scene_streams_with_bounded_tiles_in_flight(write_tif, threshold_
     data[:, -30:] = background(30, 64)
     info = open_scene(write_tif(data, nodata=-9999))
     reads, seen_at_first_block, in_flight = [], [], []
-    real = firemap.predict.read_window
+    real = firemap.raster.StripReader.read
 
     def counting(*args, **kwargs):
         reads.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(firemap.predict, "read_window", counting)
+    monkeypatch.setattr(firemap.raster.StripReader, "read", counting)
     cfg = PredictConfig(tile_size=64, overlap=16, batch_size=2)
     blocks = []
     for block in iter_predictions(info, threshold_bundle, cfg, in_flight.append):
@@ -264,26 +264,92 @@ def _tiled(path: Path, width: int, height: int = 48, block: int = 16) -> Path:
     return path
 
 
-def test_streaming_cache_holds_a_row_of_tiles_when_it_fits_else_one_chunk(tmp_path, monkeypatch) -> None:
-    """2 uint16 bands (4 B/px), 16 px blocks, 32 px tiles: a row of tiles touches 48 block rows. A narrow scene
-    keeps its whole band of blocks (the next row of tiles reuses them); a scene whose band exceeds the cap needs
-    one chunk's blocks (64 px chunk -> 80 px of blocks) whatever its width, plus one row of output blocks."""
+def test_streaming_cache_holds_the_blocks_neighbouring_chunks_share(tmp_path, monkeypatch) -> None:
+    """2 uint16 bands (4 B/px), 16 px blocks, 32 px tiles overlapping by 8: a read touches 48 block rows, and
+    neighbouring chunks share 2 block columns. The strip reader decodes each block row once, so that is all the
+    cache holds, whatever the width, plus one row of output blocks. Blocks taller than the reader aligns to keep
+    the whole band of a row of tiles when it fits (the next row of tiles reuses it)."""
     from firemap.raster import streaming_cache_megabytes
 
     monkeypatch.setattr(firemap.raster, "GDAL_CACHE_MB", 0.5)  # 524 288 bytes
     mb = 2**20
-    narrow = streaming_cache_megabytes(_tiled(tmp_path / "n.tif", 256), 32, 64) * mb
-    assert narrow == 48 * 256 * 4 + 256 * 32
-    inputs = [streaming_cache_megabytes(_tiled(tmp_path / f"{w}.tif", w), 32, 64) * mb - w * 32 for w in (4096, 8192)]
-    assert inputs == [48 * 80 * 4, 48 * 80 * 4]  # the chunk's blocks: no growth with the width
-    assert streaming_cache_megabytes(_tiled(tmp_path / "w.tif", 16384), 32, 64) == 0.5  # never above the cap
-    assert streaming_cache_megabytes(tmp_path / "4096.tif", 32, 64, out_bytes_per_px=2) * mb == (
-        48 * 80 * 4 + 4096 * 32 * 2)
+    narrow = streaming_cache_megabytes(_tiled(tmp_path / "n.tif", 256), 32, 64, 8) * mb
+    assert narrow == 48 * 32 * 4 + 256 * 32
+    inputs = [streaming_cache_megabytes(_tiled(tmp_path / f"{w}.tif", w), 32, 64, 8) * mb - w * 32
+              for w in (4096, 8192)]
+    assert inputs == [48 * 32 * 4, 48 * 32 * 4]  # no growth with the width
+    assert streaming_cache_megabytes(_tiled(tmp_path / "w.tif", 16384), 32, 64, 8) == 0.5  # never above the cap
+    assert streaming_cache_megabytes(tmp_path / "4096.tif", 32, 64, 8, out_bytes_per_px=2) * mb == (
+        48 * 32 * 4 + 4096 * 32 * 2)
+    monkeypatch.setattr(firemap.raster, "STRIP_MAX_BLOCK_ROWS", 8)  # 16 px blocks are now "tall"
+    assert streaming_cache_megabytes(tmp_path / "n.tif", 32, 64, 8) * mb == 48 * 256 * 4 + 256 * 32  # the band
+    assert streaming_cache_megabytes(tmp_path / "4096.tif", 32, 64, 8) * mb == 48 * 80 * 4 + 4096 * 32  # a chunk
     vrt = tmp_path / "n.vrt"
     vrt.write_text(f'<VRTDataset rasterXSize="256" rasterYSize="48"><VRTRasterBand dataType="UInt16" band="1">'
                    f"<SimpleSource><SourceFilename>{tmp_path / 'n.tif'}</SourceFilename><SourceBand>1</SourceBand>"
                    "</SimpleSource></VRTRasterBand></VRTDataset>")
-    assert streaming_cache_megabytes(vrt, 32, 64) == 0.5  # a VRT's sources have blocks of their own
+    assert streaming_cache_megabytes(vrt, 32, 64, 8) == 0.5  # a VRT's sources have blocks of their own
+
+
+@pytest.mark.parametrize(("block", "mask"), [(16, False), (32, True), (16, "zero")])
+def test_strip_reader_equals_read_window(tmp_path, monkeypatch, block, mask) -> None:
+    """The strip reader's windows, walked as predict walks them (rows of tiles starting above the scene and
+    ending below it, in chunks, the next row's start kept) and out of order (no usable carry), are exactly
+    read_window's: values, fill, validity from nodata, the file's mask and zero fill, mirrored padding."""
+    from rasterio.windows import Window
+
+    from firemap.bands import resolve_bands
+    from firemap.raster import StripReader, read_window
+    from firemap.tiling import TileGrid
+
+    rng = np.random.default_rng(block)
+    data = rng.integers(1, 5000, (3, 150, 90)).astype(np.uint16)
+    data[:, 40:47, 10:30] = 0  # nodata, or the zero fill of an L1 swath
+    path = tmp_path / "s.tif"
+    profile = {"driver": "GTiff", "count": 3, "height": 150, "width": 90, "dtype": "uint16", "tiled": True,
+               "blockxsize": block, "blockysize": block, "nodata": None if mask else 0, "crs": "EPSG:32610",
+               "transform": UTM_TRANSFORM}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if mask is True:
+            m = np.full((150, 90), 255, np.uint8)
+            m[100:120, 50:] = 0
+            dst.write_mask(m)
+    sources = [*resolve_bands([None] * 3, 3, "sentinel2-l2a", "red=1,nir=2,swir2=3").sources.values(), None]
+    zero = mask == "zero"
+    fill = [0.1, 0.2, 0.3, 0.4]
+    grid = TileGrid(150, 90, 32, 8)
+    windows = []
+    for row in range(grid.shape[0]):
+        for c0 in range(0, grid.shape[1], 2):  # chunks of 2 tiles
+            c1 = min(c0 + 2, grid.shape[1])
+            col0 = grid.col_origins[c0]
+            nxt = grid.row_origins[row + 1] if row + 1 < grid.shape[0] else None
+            windows.append((Window(col0, grid.row_origins[row], grid.col_origins[c1 - 1] + 32 - col0, 32), nxt))
+    rows_read: dict[tuple[int, int], int] = {}
+    real = firemap.raster._read_raw
+
+    def counting(src, inner, *args):
+        if counting.on:
+            key = (int(inner.col_off), int(inner.width))
+            rows_read[key] = rows_read.get(key, 0) + int(inner.height)
+        return real(src, inner, *args)
+
+    monkeypatch.setattr(firemap.raster, "_read_raw", counting)
+    with rasterio.open(path) as src:
+        for order in (windows, windows[::-1]):
+            rows_read.clear()
+            reader = StripReader(src, sources, zero, fill)
+            for window, nxt in order:
+                counting.on = True
+                got, got_valid = reader.read(window, keep_from=nxt)
+                counting.on = False
+                want, want_valid = read_window(src, window, sources, zero, fill)
+                np.testing.assert_array_equal(got_valid, want_valid)
+                np.testing.assert_array_equal(got, want)
+            if order is windows:  # walked down: every row of each column span read from the file once
+                assert set(rows_read.values()) == {150}, rows_read
+    assert reader.block_rows == block
 
 
 def test_outputs_do_not_depend_on_the_gdal_cache(write_tif, threshold_bundle, tmp_path) -> None:
