@@ -21,6 +21,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def child(size: int, kind: str) -> dict:
 
     from firemap.config import DEFAULT_CLASSES
     from firemap.raster import GeoGrid
-    from firemap.vectorize import PolygonCollector
+    from firemap.vectorize import PolygonCollector, _write_geojson_gdal, write_vector_file
 
     grid = GeoGrid(size, size, CRS.from_epsg(32610), from_origin(500_000, 4_200_000, 30, 30))
     collector = PolygonCollector(grid, DEFAULT_CLASSES)
@@ -105,11 +106,20 @@ def child(size: int, kind: str) -> dict:
             rss_first = rss_mb()  # band buffers allocated (they scale with the width only)
     rss_streamed, stored = rss_mb(), collector.nbytes / 2**20
     start = time.perf_counter()
-    gdf = collector.finish(scene="bench", model="none")
+    table = collector.finish_table(scene="bench", model="none")
     t_finish = time.perf_counter() - start
+    written = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in ("geojson", "gpkg"):  # predict's writer, as predict calls it
+            start = time.perf_counter()
+            write_vector_file(table, Path(tmp) / f"bench.{fmt}", fmt, DEFAULT_CLASSES, layer="bench")
+            written[f"write_{fmt}_s"] = time.perf_counter() - start
+        start = time.perf_counter()  # the same GeoJSON through GDAL (what firemap used before its own writer)
+        _write_geojson_gdal(table, Path(tmp) / "gdal.geojson", "bench", "MultiPolygon")
+        written["write_geojson_gdal_s"] = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"size": size, "kind": kind, "add_s": t_add, "finish_s": t_finish, "polygons": len(gdf),
-            "vertices": int(shapely.get_num_coordinates(gdf.geometry.to_numpy()).sum()),
+    return {"size": size, "kind": kind, "add_s": t_add, "finish_s": t_finish, "polygons": len(table), **written,
+            "vertices": int(shapely.get_num_coordinates(table.geometry).sum()),
             "band_rss_mb": rss_first - base, "growth_rss_mb": rss_streamed - rss_first, "stored_mb": stored,
             "peak_rss_mb": peak, "base_rss_mb": base}
 
@@ -143,13 +153,15 @@ def main() -> None:
 
 
 def write_doc(results: list[dict], sizes: list[int]) -> None:
-    rows = ["| scene | size | polygons | vertices | add, s | finish, s | s per Mpx | first band, MB "
-            "| growth over the other bands, MB | stored pieces, MB | peak RSS, MB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| scene | size | polygons | vertices | add, s | finish, s | s per Mpx | GeoJSON write, s "
+            "| same through GDAL, s | GeoPackage write, s | first band, MB | growth over the other bands, MB "
+            "| stored pieces, MB | peak RSS, MB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mpx = r["size"] ** 2 / 1e6
         rows.append(f"| {r['kind']} | {r['size']}² | {r['polygons']} | {r['vertices']} | {r['add_s']:.1f} | "
                     f"{r['finish_s']:.1f} | {(r['add_s'] + r['finish_s']) / mpx:.2f} | "
+                    f"{r['write_geojson_s']:.1f} | {r['write_geojson_gdal_s']:.1f} | {r['write_gpkg_s']:.1f} | "
                     f"{r['band_rss_mb']:.0f} | {r['growth_rss_mb']:.0f} | {r['stored_mb']:.1f} | "
                     f"{r['peak_rss_mb']:.0f} |")
     cmd = "python scripts/bench_vectorize.py --sizes " + " ".join(map(str, sizes))
@@ -157,19 +169,23 @@ def write_doc(results: list[dict], sizes: list[int]) -> None:
     DOC.write_text(
         "# Streaming vectorization: speed and memory\n\n"
         f"Command: `{cmd}` (written by the script)  \nMachine: {machine()}\n\n"
-        "3 classes, bands of 256 rows fed to `PolygonCollector.add`, then `finish()` (dissolve across bands, "
-        "geodesic areas). *First band* is the resident memory added by the first band (its mask, probability "
+        "3 classes, bands of 256 rows fed to `PolygonCollector.add`, then `finish_table()` (dissolve across bands, "
+        "geodesic areas), then `write_vector_file` as `predict` calls it (GeoJSON: firemap's own writer, "
+        "lon/lat, 7 decimals; *same through GDAL*: pyogrio's GeoJSON driver with RFC7946=YES on the same table, "
+        "which firemap keeps only for layers crossing the antimeridian; GeoPackage: GDAL through pyogrio, with "
+        "the embedded QGIS style). *First band* is the resident memory added by the first band (its mask, probability "
         "and label arrays: proportional to the width); *growth over the other bands* is what is added from "
         "then to the last `add` (what grows with the scene height: the stored pieces, plus allocator "
         "slack); *stored pieces* is `PolygonCollector.nbytes`, the exact size of the stored pieces and their "
-        "statistics; *peak RSS* is the whole process, including Python, numpy, GEOS and the final "
-        "GeoDataFrame.\n\n" + "\n".join(rows) + "\n\n"
+        "statistics; *peak RSS* is the whole process, including Python, numpy, GEOS, the final table and "
+        "the GeoDataFrame the GDAL comparison builds.\n\n" + "\n".join(rows) + "\n\n"
         "- `fires`: the same shapes at each size: the stored pieces stay the size of the polygons, not of "
         "the raster (no whole-scene mask is ever held); the rest of the RSS growth is allocator slack from "
         "the band-sized temporaries, which scale with the width.\n"
         "- `dense`: half of each class covered by smooth blobs, a worst case for a real map. Time and memory "
-        "follow the number of polygon vertices; the peak is in `finish()`, where the polygons become GEOS "
-        "geometries (the GeoDataFrame that is returned and written).\n"
+        "follow the number of polygon vertices: the polygons become GEOS geometries in `finish_table()`, and "
+        "the peak RSS also holds the GDAL comparison's GeoDataFrame and its lon/lat copy, which `predict` does "
+        "not build.\n"
     )
     print(f"wrote {DOC}")
 
