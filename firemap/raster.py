@@ -320,22 +320,21 @@ class StripReader:
         col, width = int(inner.col_off), int(inner.width)
         top, bottom = int(inner.row_off), int(inner.row_off + inner.height)
         carry = self._carry.pop((col, width), None)
-        if carry is None or not carry.start <= top <= carry.end:
-            carry = _Carry(top, np.empty((0, 0, width)), np.empty((0, width), bool))
-        have = top if carry.raw.size == 0 else carry.end
+        if carry is not None and not carry.start <= top <= carry.end:
+            carry = None  # not this span's next window: read it whole
+        have = top if carry is None else carry.end  # rows [top, have) are held
         end = have
-        if bottom > have:
+        if carry is None or bottom > have:  # read the rest, down to the end of a block row
             end = min(-(-bottom // self.block_rows) * self.block_rows, self.src.height)
             raw, valid = _read_raw(self.src, Window(col, have, width, end - have), self.sources, self.zero_is_nodata)
-            if carry.raw.size:
+            if carry is not None:
                 raw = np.concatenate([carry.raw[:, top - carry.start:], raw], axis=1)
                 valid = np.concatenate([carry.valid[top - carry.start:], valid])
-        else:
+        else:  # the window is all held
             raw, valid = carry.raw[:, top - carry.start:], carry.valid[top - carry.start:]
-        start = top
         if keep_from is not None and keep_from < end:
-            k = max(keep_from, start) - start
-            self._carry[(col, width)] = _Carry(start + k, raw[:, k:].copy(), valid[k:].copy())
+            k = max(keep_from, top) - top
+            self._carry[(col, width)] = _Carry(top + k, raw[:, k:].copy(), valid[k:].copy())
         rows = bottom - top
         return _physical(raw[:, :rows], valid[:rows].copy(), window, inner, self.sources, self.fill)
 
