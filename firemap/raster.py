@@ -293,7 +293,8 @@ class StripReader:
 
     Successive rows of tiles overlap (by the tile overlap) and straddle the file's block rows. Read one window at a
     time, GDAL decodes each block row two or three times on a scene whose band of blocks does not fit its block
-    cache (2.3x the decoding at 8192 x 8192 with 256 px blocks: 5.0 vs 2.3 s of CPU, ``docs/benchmarks.md``). This
+    cache (7 decodes per 3 block rows with 256 px tiles and blocks; the reader thread's CPU at 8192 x 8192 fell from
+    7.6 to 4.8 s with this reader, ``scripts/profile_predict.py``, ``docs/benchmarks.md``). This
     reader extends each read down to the end of a block row and keeps, per column span, the file's raw values
     (not the float32 ones: half the memory) from the row the next window starts at (``keep_from``), so the next
     window only reads the rows below them. Results are identical to :func:`read_window`'s. Memory: at most
