@@ -135,6 +135,33 @@ def profile(code: Path, scene: Path, out: Path, threads: int, runtime: str, fake
     return res
 
 
+def decode_seconds(scene: Path) -> float:
+    """CPU seconds (this thread) to decode every block of ``scene`` once, in file order: the floor of any reader."""
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        c0 = time.thread_time()
+        for _, window in src.block_windows(1):
+            src.read(window=window)
+        return time.thread_time() - c0
+
+
+def floor_lines(runs: dict[str, dict], decode: float, threads: int) -> list[str]:
+    """What the pipeline costs in CPU outside the network, and the overhead it implies when every core runs the
+    network: that CPU shared by ``threads`` cores, over the in-run network's wall time."""
+    lines = ["", f"Decoding the input once (rasterio, every block, one thread): **{decode:.2f} s CPU**.", ""]
+    for name, r in runs.items():
+        main = r["total_cpu"] - r["cpu"].get("network", 0.0)
+        side = sum(v for k, v in r["cpu"].items() if "thread]" in k)
+        net = r["wall"].get("network", 0.0)
+        lines.append(
+            f"- {name}: CPU outside the network {main + side:.2f} s (main thread {main:.2f}, reader and writer "
+            f"threads {side:.2f}); on {threads} cores that all run the network this alone is "
+            f"**{(main + side) / threads / net:+.1%}** of the in-run network's {net:.1f} s, the decoding "
+            f"{decode / threads / net:+.1%}.")
+    return lines
+
+
 def table(runs: dict[str, dict]) -> list[str]:
     """Markdown rows: each phase's wall and main-thread CPU seconds for each run."""
     names = list(runs)
@@ -197,6 +224,7 @@ def main() -> None:
             runs[name] = profile(code, scene, tmp / name, args.threads, args.runtime, args.fake_network,
                                  args.bn_adapt)
             log.info("%s: %.1f s (load %s)", name, time.perf_counter() - t, runs[name]["load"])
+        decode = decode_seconds(scene)
         same = ""
         if args.before:  # the two runs' outputs, byte for byte
             files = sorted(p.name for p in (tmp / "before").iterdir())
@@ -214,6 +242,7 @@ def main() -> None:
         "Wall and main-thread CPU seconds per phase (CPU time is robust to the machine's load; the reader thread's "
         "CPU runs beside the network and slows it on a machine whose cores all run torch threads).", "",
         *table(runs),
+        *([] if args.fake_network else floor_lines(runs, decode, args.threads)),
     ]
     text = "\n".join(lines)
     if args.section:
