@@ -22,6 +22,7 @@ from firemap.simulate import (
     cloud_fraction,
     iter_tiles,
     labels_path,
+    render,
     simulate_scene,
     write_scene,
 )
@@ -221,6 +222,26 @@ def test_fire_saturates_swir_and_heats_thermal() -> None:
     bt = scene.band("thermal")
     assert np.median(bt[fire]) > np.median(bt[~fire]) + 3.0
     assert scene.band("swir2")[fire].mean() > scene.band("swir1")[fire].mean() > scene.band("nir")[fire].mean()
+
+
+def test_cloud_shadow_dims_the_sunlight_not_the_fire_emission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cloud shadow takes away the direct sunlight a pixel reflects; a fire's own emission stays. The same
+    scene rendered in full shadow (every pixel) loses no more SWIR2 on its fire pixels than on its fire-free
+    ground, and its fire pixels still stand out from that ground as they do in the sun."""
+    sun = _scene("landsat8", size=160, seed=1, clouds="none")
+    monkeypatch.setattr(render, "shadow_of", lambda clouds, *_: np.zeros_like(clouds.tau))
+    shade = _scene("landsat8", size=160, seed=1, clouds="none")
+    assert (shade.labels == sun.labels).all()
+    fire = sun.labels[0] == 1
+    ground = ~ndimage.binary_dilation(sun.truth.fire_fraction > 0, iterations=3) & sun.valid
+    s1, s0 = sun.band("swir2"), shade.band("swir2")
+    assert fire.sum() > 20
+    assert np.median(s0[ground]) < 0.2 * np.median(s1[ground])  # the shadow is deep in SWIR2 (sky light only)
+    lost_fire, lost_ground = np.median((s1 - s0)[fire]), np.median((s1 - s0)[ground])
+    assert lost_fire <= lost_ground + 0.01, (lost_fire, lost_ground)
+    excess_sun = np.median(s1[fire]) - np.median(s1[ground])
+    excess_shade = np.median(s0[fire]) - np.median(s0[ground])
+    assert excess_shade >= 0.9 * excess_sun, (excess_shade, excess_sun)
 
 
 def test_clouds_are_bright_and_cold() -> None:

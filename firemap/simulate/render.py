@@ -97,9 +97,12 @@ def reflective(spec: SensorSpec, cond: Conditions, land: Landscape, scars: Scars
     """
     rho = blur(apply_scars(land, scars) * light, 0.45)
     rho += atmos.glint[None]
-    _add_fire(rho, fires, cond.cos_sun)
     direct = shadow_of(atmos.clouds, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth)
     rho *= SKY_FRACTION[:, None, None] + (1.0 - SKY_FRACTION[:, None, None]) * direct[None]
+    # after the cloud shadow: a fire's own emission does not depend on the sunlight it receives (until
+    # 2026-12-03 it was added before, and fires in cloud shadow lost up to 95% of their SWIR2 signal while
+    # staying labelled fire: docs/simulator.md, "Fires in cloud shadow")
+    _add_fire(rho, fires, cond.cos_sun)
     rho = _aerosol(rho, atmos, cond)
     shade = cloud_shading(atmos.clouds.tau, spec.pixel_m, cond.sun_zenith, cond.sun_azimuth) \
         if atmos.clouds.tau.any() else None
