@@ -24,7 +24,7 @@ Builder = Callable[["ModelConfig", "str | None"], "nn.Module"]
 
 COMMON_FIELDS = frozenset({
     "arch", "encoder", "bands", "optional_bands", "band_presence", "mean", "std", "classes", "tile_size",
-    "overlap", "thresholds", "bn_adapt",
+    "overlap", "thresholds", "bn_adapt", "fire_head", "fire_gate",
 })
 """ModelConfig fields every architecture reads."""
 

@@ -82,6 +82,14 @@ class ModelConfig(Closed):
         refine_channels: width of the refinement stages (the full-resolution convolutions use half).
         sanet: DeepLabv3+: two squeeze-and-attention modules (SANet, Zhong et al. CVPR 2020) on the decoder
             features.
+        fire_head: width of a full-resolution fire head (:class:`firemap.nets.FireHead`, any architecture;
+            0 = none): six 3x3 convolutions on the normalized input at full resolution whose logit becomes the
+            fire class's, gated by the network's own fire logit (``min(head, network + fire_gate)``). It tells a
+            fire pixel from the warm halo around it, which a stride-2 network cannot (docs/training.md, "A
+            full-resolution fire head"). Needs a ``fire`` class.
+        fire_gate: logit margin of that gate: the head can call fire only where the network's fire logit is
+            above ``logit(threshold) - fire_gate`` (the network supplies the context: cloud, lava, roofs; the head
+            the pixel).
         bands: canonical input bands, in network channel order.
         optional_bands: subset of ``bands`` the model can do without (filled with their mean, i.e. 0 after
             normalization, and flagged in the band-presence channels).
@@ -107,6 +115,8 @@ class ModelConfig(Closed):
     refine: Refine = "none"
     refine_channels: int = Field(default=32, ge=8)
     sanet: bool = False
+    fire_head: int = Field(default=0, ge=0)
+    fire_gate: float = Field(default=6.0, ge=0)
     bands: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
     optional_bands: tuple[str, ...] = ()
     band_presence: bool = False
@@ -159,6 +169,8 @@ class ModelConfig(Closed):
         bad = {k: v for k, v in self.thresholds.items() if k not in names or not 0.0 < v < 1.0}
         if bad:
             raise ValueError(f"thresholds {bad}: need a class name in {sorted(names)} and a probability in (0, 1)")
+        if self.fire_head and "fire" not in names:
+            raise ValueError(f"fire_head needs a class named 'fire' (classes: {sorted(names)}); set fire_head: 0")
         foreign = foreign_options(self, {k: f.get_default(call_default_factory=True)
                                          for k, f in type(self).model_fields.items()})
         if foreign:

@@ -78,7 +78,8 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Modu
 
     Returns:
         A module mapping ``(batch, in_channels, H, W)`` float32 to ``(batch, classes, H, W)`` logits, with
-        H and W multiples of ``cfg.stride``. The builder is the registry's (:mod:`firemap.archs`).
+        H and W multiples of ``cfg.stride``. The builder is the registry's (:mod:`firemap.archs`); with
+        ``cfg.fire_head`` it also carries :func:`firemap.nets.attach_fire_head`'s full-resolution fire head.
 
     Raises:
         ConfigError: unknown architecture or encoder (the message lists valid names), or an option the
@@ -94,7 +95,12 @@ def build_model(cfg: ModelConfig, encoder_weights: str | None = None) -> nn.Modu
             f"unknown encoder {cfg.encoder!r}; e.g. resnet18, resnet34, resnet50, mobilenet_v2, "
             "efficientnet-b0 (see segmentation_models_pytorch.encoders.get_encoder_names())"
         )
-    return spec.build(cfg, encoder_weights)
+    model = spec.build(cfg, encoder_weights)
+    if cfg.fire_head:
+        from firemap.nets import attach_fire_head
+
+        attach_fire_head(model, cfg)
+    return model
 
 
 @dataclass
@@ -339,6 +345,8 @@ def describe_bundle(bundle: Bundle) -> list[tuple[str, str]]:
     """What ``firemap info --model`` shows: architecture, bands, classes, thresholds, provenance and metrics."""
     c = bundle.config
     arch = f"{c.arch} / {c.encoder}, {arch_spec(c.arch).describe(c)}"
+    if c.fire_head:
+        arch += f"; full-resolution fire head ({c.fire_head} ch, gate {c.fire_gate:g})"
     params = sum(p.numel() for p in bundle.model.parameters())
     rows = [
         ("model", f"{bundle.name} (firemap {bundle.firemap_version}){f', {bundle.path}' if bundle.path else ''}"),

@@ -14,11 +14,14 @@ stride-4 low-level skip) and add:
 * ``sanet``: two squeeze-and-attention modules (Zhong et al., "Squeeze-and-Attention Networks for Semantic
   Segmentation", CVPR 2020) on the stride-4 decoder features.
 * ``multi_grid``: the DeepLabv3 paper's unit rates for the last ResNet block.
+
+Any architecture can carry a full-resolution fire head (``fire_head`` > 0, :func:`attach_fire_head`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -37,10 +40,10 @@ def _smp() -> Any:
     return smp
 
 
-def conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
+def conv_bn_relu(cin: int, cout: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
     """``Conv2d`` (no bias, same padding) + ``BatchNorm2d`` + ``ReLU`` (foldable by ``fuse_batchnorm``)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=dilation * (kernel // 2), dilation=dilation,
+                                   bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class SqueezeAttention(nn.Module):
@@ -134,6 +137,53 @@ class DeepLabV3PlusRefined(nn.Module):
         return logits
 
 
+FIRE_HEAD_DILATIONS = (1, 1, 2, 2, 1, 1)
+"""Dilations of the fire head's 3x3 convolutions: a 17 x 17 px receptive field at full resolution."""
+
+
+class FireHead(nn.Module):
+    """A full-resolution fire localiser: 3x3 conv-BN-ReLU layers (dilations :data:`FIRE_HEAD_DILATIONS`) and a
+    1x1 logit, never downsampling, so a one-pixel fire and its warm neighbours stay apart.
+
+    ``(batch, in_channels, H, W)`` normalized input -> ``(batch, 1, H, W)`` fire logit.
+    """
+
+    def __init__(self, in_channels: int, width: int) -> None:
+        super().__init__()
+        layers, cin = [], in_channels
+        for d in FIRE_HEAD_DILATIONS:
+            layers.append(conv_bn_relu(cin, width, dilation=d))
+            cin = width
+        self.body = nn.Sequential(*layers)
+        self.logit = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit(self.body(x))
+
+
+def _gate_fire(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, *, index: int,
+               gate: float) -> torch.Tensor:
+    """Forward hook: the fire logit becomes ``min(head(x), network_fire_logit + gate)``."""
+    head: nn.Module = module.fire_head  # type: ignore[assignment]
+    fire = torch.minimum(head(inputs[0]), output[:, index:index + 1] + gate)
+    return torch.cat([output[:, :index], fire, output[:, index + 1:]], 1)
+
+
+def attach_fire_head(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """Give ``model`` a :class:`FireHead` (``cfg.fire_head`` wide) as its child ``fire_head``, in place.
+
+    A forward hook replaces the fire logit of the network's output by ``min(head, network + cfg.fire_gate)``:
+    the head places fire to the pixel, the network's own fire logit keeps the context (a sure no-fire there stays
+    no-fire). Every other class and every existing parameter name is unchanged, so weights of the same network
+    without a head load into it (the head starts untrained). ``(batch, in_channels, H, W)`` -> ``(batch,
+    classes, H, W)`` logits as before.
+    """
+    names = [c.name for c in cfg.classes]
+    model.fire_head = FireHead(cfg.in_channels, cfg.fire_head)
+    model.register_forward_hook(partial(_gate_fire, index=names.index("fire"), gate=float(cfg.fire_gate)))
+    return model
+
+
 def apply_multi_grid(encoder: nn.Module, grid: Sequence[int], name: str = "encoder") -> list[int]:
     """Set the DeepLabv3 multi-grid unit rates on a ResNet encoder's last block (``layer4``), in place.
 
@@ -193,4 +243,5 @@ def unet(cfg: ModelConfig, encoder_weights: str | None) -> nn.Module:
     )
 
 
-__all__ = ["DeepLabV3PlusRefined", "Refinement", "SqueezeAttention", "apply_multi_grid", "deeplabv3plus", "unet"]
+__all__ = ["FIRE_HEAD_DILATIONS", "DeepLabV3PlusRefined", "FireHead", "Refinement", "SqueezeAttention",
+           "apply_multi_grid", "attach_fire_head", "deeplabv3plus", "unet"]

@@ -168,3 +168,63 @@ def test_pre_registry_deeplab_bundle_loads_unchanged(tmp_path: Path) -> None:
     x = torch.randn(1, 6, 64, 64)
     with torch.no_grad():
         assert torch.equal(bundle.model(x), old(x))
+
+
+def test_fire_head_gates_only_the_fire_logit_and_takes_headless_weights() -> None:
+    """A fire head changes the fire logit alone, to min(head, network + gate); weights of the same network
+    without a head load into it (only fire_head.* missing); it survives BatchNorm folding and tracing."""
+    from firemap.nets import FireHead
+
+    base_cfg = ModelConfig(arch="unet", encoder="mobilenet_v2", decoder_channels=32)
+    cfg = base_cfg.model_copy(update={"fire_head": 8, "fire_gate": 2.0})
+    torch.manual_seed(0)
+    base = build_model(base_cfg).eval()
+    model = build_model(cfg).eval()
+    result = model.load_state_dict(base.state_dict(), strict=False)
+    assert not result.unexpected_keys and result.missing_keys
+    assert all(k.startswith("fire_head.") for k in result.missing_keys)
+    assert isinstance(model.fire_head, FireHead)
+    x = torch.randn(2, cfg.in_channels, 64, 64)
+    fire = [c.name for c in cfg.classes].index("fire")
+    with torch.no_grad():
+        plain = base(x)
+        # centre the untrained head on the gate, so that both sides of the min are exercised
+        model.fire_head.logit.bias += (plain[:, fire] + 2.0).median() - model.fire_head(x).median()
+        gated, head = model(x), model.fire_head(x)[:, 0]
+        others = [k for k in range(len(cfg.classes)) if k != fire]
+        torch.testing.assert_close(gated[:, others], plain[:, others], atol=0, rtol=0)
+        torch.testing.assert_close(gated[:, fire], torch.minimum(head, plain[:, fire] + 2.0), atol=0, rtol=0)
+        assert (head > plain[:, fire] + 2.0).any() and (head < plain[:, fire] + 2.0).any()  # both sides used
+        traced = torch.jit.trace(model, x, check_trace=False)
+        torch.testing.assert_close(traced(x), gated, atol=0, rtol=0)
+        assert fuse_batchnorm(model) > 10
+        torch.testing.assert_close(model(x), gated, atol=1e-4, rtol=1e-4)
+
+
+def test_fire_head_sees_one_pixel() -> None:
+    """The head never downsamples: changing one input pixel changes its output only within 8 px (17 x 17)."""
+    from firemap.nets import FireHead
+
+    torch.manual_seed(0)
+    head = FireHead(6, 8).eval()
+    x = torch.randn(1, 6, 48, 48)
+    y = x.clone()
+    y[0, 5, 24, 24] += 5.0
+    with torch.no_grad():
+        changed = (head(y) - head(x)).abs()[0, 0] > 0
+    rows, cols = torch.nonzero(changed, as_tuple=True)
+    assert changed[24, 24]
+    assert rows.min() >= 16 and rows.max() <= 32 and cols.min() >= 16 and cols.max() <= 32
+
+
+def test_fire_head_needs_a_fire_class_and_is_described(tmp_path: Path) -> None:
+    from firemap.config import ClassInfo
+    from firemap.models import save_bundle
+
+    with pytest.raises(ValueError, match="fire_head needs a class named 'fire'"):
+        ModelConfig(classes=(ClassInfo(id=3, name="burn_scar", color=(255, 0, 0)),), fire_head=8)
+    cfg = ModelConfig(arch="unet", encoder="mobilenet_v2", decoder_channels=32, fire_head=8)
+    path = save_bundle(tmp_path / "h.firemap.pt", build_model(cfg).eval(), cfg)
+    bundle = load_bundle(path)
+    assert bundle.config.fire_head == 8
+    assert "full-resolution fire head (8 ch, gate 6)" in dict(describe_bundle(bundle))["network"]
