@@ -17,6 +17,7 @@ from firemap.cli import app
 from firemap.demo import GAP_PX, QUICKLOOK_COLORS
 from firemap.models import load_bundle
 from tests._train_helpers import tiny_train_config, write_pairs
+from tests.conftest import BANDS
 
 runner = CliRunner()
 
@@ -115,3 +116,40 @@ def test_freeze_bn_stats_keeps_the_init_statistics(tmp_path: Path) -> None:
         assert all(same) if freeze else not any(same)
         weights = [k for k in before if k.endswith("weight") and before[k].dim() == 4]
         assert any(not torch.equal(before[k], after[k]) for k in weights)  # the network still learned
+
+
+def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -> None:
+    """Adding a fire head to a trained bundle and training only it (``train_only: [fire_head]``) moves the head's
+    weights and nothing else: every tensor of the init bundle, BatchNorm statistics included, is unchanged, and so
+    are the other classes' outputs; an unknown part is refused with the parts listed."""
+    from firemap.errors import ConfigError
+    from firemap.train.config import train_config_from_dict
+    from firemap.train.loop import fit
+    from tests._train_helpers import burn_scene, write
+
+    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
+    base["data"]["val"] = []
+    init = fit(train_config_from_dict(base)).last
+    (tmp_path / "fire").mkdir()
+    for i in range(2):  # masks with the fire spots: bands fire / smoke (not labelled) / burn_scar
+        img, scar = burn_scene(64, seed=i)
+        fire = (img[5] > 1.0).astype(np.uint8)
+        write(tmp_path / "fire" / f"s{i}.tif", img, BANDS)
+        write(tmp_path / "fire" / f"s{i}.labels.tif", np.stack([fire, np.full_like(fire, 255), scar.astype(np.uint8)]))
+    source = {"kind": "scenes", "images": str(tmp_path / "fire" / "s*[0-9].tif"), "mask_format": "bands",
+              "mask_bands": ["fire", "smoke", "burn_scar"], "labelled": ["fire", "burn_scar"]}
+    cfg = {**base, "init": str(init), "model": {"fire_head": 8}, "out": str(tmp_path / "head"),
+           "train_only": ["fire_head"], "steps_per_epoch": 3, "optim": {"lr": 1e-2, "warmup_steps": 1},
+           "data": {**base["data"], "train": [source], "oversample": {"fire": 0.5}}}
+    before = load_bundle(init)
+    after = load_bundle(fit(train_config_from_dict(cfg)).last)
+    assert after.config.fire_head == 8
+    old, new = before.model.state_dict(), after.model.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    head = [k for k in new if k.startswith("fire_head.") and k.endswith("weight")]
+    assert head and len(new) > len(old)
+    x = torch.randn(1, after.config.in_channels, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(after.model(x)[:, 1:], before.model(x)[:, 1:], atol=0, rtol=0)
+    with pytest.raises(ConfigError, match="its parts are"):
+        fit(train_config_from_dict({**cfg, "train_only": ["fire_heads"], "out": str(tmp_path / "bad")}))

@@ -302,6 +302,9 @@ class TrainConfig(Closed):
         freeze_bn_stats: keep every BatchNorm layer's running mean and variance as ``init`` left them (the
             layers normalize with them in training too; their scale and shift still learn). For fine-tuning a
             bundle on a narrow mixture without moving the statistics its other data relied on.
+        train_only: names of the network's top-level parts to train (e.g. ``[fire_head]``: a full-resolution
+            fire head added to a trained bundle); every other part is frozen, weights and BatchNorm statistics
+            (empty = train everything).
         data: training and validation data.
         augment: augmentation.
         optim: optimizer and schedule.
@@ -328,6 +331,7 @@ class TrainConfig(Closed):
     init_bands: list[str | None] | None = None
     freeze_encoder_epochs: int = Field(default=0, ge=0)
     freeze_bn_stats: bool = False
+    train_only: list[str] = Field(default_factory=list)
     data: DataConfig
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -370,6 +374,8 @@ class TrainConfig(Closed):
         if self.data.tile_size % mc.stride:
             raise ValueError(f"data.tile_size {self.data.tile_size} is not a multiple of the network stride "
                              f"{mc.stride}")
+        if self.train_only and self.freeze_encoder_epochs:
+            raise ValueError("train_only and freeze_encoder_epochs both choose what trains; set one of them")
         self._check_select_metric([c.name for c in mc.classes])
         return self
 

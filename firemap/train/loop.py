@@ -156,13 +156,31 @@ def resolve_model_config(cfg: TrainConfig) -> ModelConfig:
     return cfg.model_config_with_stats((mean, std))
 
 
+def frozen_parts(model: nn.Module, train_only: list[str]) -> list[nn.Module]:
+    """The top-level parts of ``model`` that ``train_only`` leaves frozen (none when it is empty).
+
+    Raises:
+        ConfigError: ``train_only`` names a part the network does not have (the message lists its parts).
+    """
+    if not train_only:
+        return []
+    parts = dict(model.named_children())
+    unknown = sorted(set(train_only) - set(parts))
+    if unknown:
+        raise ConfigError(f"train_only {unknown}: the network has no such part; its parts are {sorted(parts)} "
+                          "(fire_head exists when model.fire_head > 0)")
+    return [m for name, m in parts.items() if name not in train_only]
+
+
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     o = cfg.optim
     enc = getattr(model, "encoder", None)
     encoder = {id(p) for p in enc.parameters()} if isinstance(enc, nn.Module) else set()
+    frozen = {id(p) for m in frozen_parts(model, cfg.train_only) for p in m.parameters()}
+    params = [p for p in model.parameters() if id(p) not in frozen]
     groups = [
-        {"params": [p for p in model.parameters() if id(p) in encoder], "lr_mult": o.encoder_lr_mult},
-        {"params": [p for p in model.parameters() if id(p) not in encoder], "lr_mult": 1.0},
+        {"params": [p for p in params if id(p) in encoder], "lr_mult": o.encoder_lr_mult},
+        {"params": [p for p in params if id(p) not in encoder], "lr_mult": 1.0},
     ]
     groups = [g for g in groups if g["params"]]
     if o.optimizer == "sgd":
@@ -308,6 +326,8 @@ def _setup(cfg: TrainConfig) -> _Run:
         mc = resolve_model_config(cfg)
         model = build_model(mc)
         init = init_weights(model, mc, cfg.init, cfg.init_bands)
+    for part in frozen_parts(model, cfg.train_only):
+        part.requires_grad_(False)
     memory = torch.channels_last if cfg.channels_last else torch.preserve_format
     model = model.to(device).to(memory_format=memory)  # type: ignore[call-overload]
     if dist.world > 1:
@@ -401,10 +421,13 @@ def fit(cfg: TrainConfig, progress: Progress | None = None) -> FitResult:
     history: list[dict[str, float]] = []
     for epoch in range(run.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        set_encoder_trainable(_unwrap(run.model), epoch >= cfg.freeze_encoder_epochs)
+        if not cfg.train_only:
+            set_encoder_trainable(_unwrap(run.model), epoch >= cfg.freeze_encoder_epochs)
         run.model.train()
         if cfg.freeze_bn_stats:
             freeze_bn_stats(run.model)
+        for part in frozen_parts(_unwrap(run.model), cfg.train_only):
+            part.eval()
         batches = iter(make_loader(cfg.data, cfg.augment, run.mc, cfg.seed, epoch, run.dist.rank))
         losses = []
         for _ in range(cfg.steps_per_epoch):
@@ -443,6 +466,6 @@ def run_training(
 
 
 __all__ = [
-    "STATE_FILE", "FitResult", "fit", "poly_lr", "resolve_model_config", "run_training", "seed_everything",
-    "validate_model",
+    "STATE_FILE", "FitResult", "fit", "frozen_parts", "poly_lr", "resolve_model_config", "run_training",
+    "seed_everything", "validate_model",
 ]
