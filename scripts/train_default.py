@@ -21,6 +21,8 @@ Stage 3 (the default, without ``--legacy``) reads ``configs/default_model.yaml``
 (stages 1-2, taken from git) on real scenes - Corumba's northern rows with partial labels from ``firemap label``,
 fire-free crops, the California crops - mixed with the simulator, calibrates the burn-scar threshold on the training
 crops only, and measures the held-out real scenes with ``scripts/eval_real.py`` (see docs/training.md).
+Stage 4 (the recipe's ``fire_head`` section) adds a full-resolution fire head to the stage-3 network and trains
+only it, on the same mixture in small tiles (docs/training.md, "A full-resolution fire head").
 
 Usage (from the repository root)::
 
@@ -379,6 +381,34 @@ def finetune_config(recipe: dict[str, Any], init: Path, out: Path, real: list[di
     return cfg
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` deep-merged in (mappings merge key by key; anything else is replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def fire_head_config(
+    recipe: dict[str, Any], stage3: dict[str, Any], init: Path, out: Path
+) -> dict[str, Any] | None:
+    """Stage 4 TrainConfig dict (the recipe's ``fire_head``), or None when the recipe has none.
+
+    Stage 3's config with the recipe's overrides merged in, its simulator pools ``pool_scale`` times larger, the
+    model given a ``fire_head`` and only that head trained (``train_only``) from the stage-3 bundle ``init``.
+    """
+    spec = recipe.get("fire_head")
+    if not spec:
+        return None
+    cfg = _merged(stage3, spec.get("config", {}))
+    for src in cfg["data"]["train"]:
+        if src.get("kind") == "simulator":
+            src["pool_scenes"] = int(src.get("pool_scenes", 24) * spec.get("pool_scale", 1))
+    cfg.update({"model": {**stage3["model"], **spec["model"]}, "init": str(init), "out": str(out),
+                "train_only": ["fire_head"]})
+    return cfg
+
+
 SCAR_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Candidate burn-scar probability thresholds for :func:`calibrate_scar_threshold`."""
 MAX_FALSE_SCAR_PCT = 0.5
@@ -503,7 +533,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--fire-threshold", type=float, default=None,
                    help="use this fire threshold instead of calibrating one (recipe path)")
     p.add_argument("--reuse-stage3", type=Path, default=None,
-                   help="skip stage-3 training: calibrate, evaluate (and --install) this bundle")
+                   help="skip stage-3 training: start from this bundle (stage 4 adds the recipe's fire head "
+                        "unless it has one), calibrate, evaluate (and --install)")
     return p.parse_args()
 
 
@@ -585,14 +616,22 @@ def run_recipe(args: argparse.Namespace) -> None:
     real, trained = real_sources(recipe, args.out, args.data)
     (args.out / "trained_on.json").write_text(json.dumps(trained, indent=2))
     t0 = time.perf_counter()
+    cfg = finetune_config(recipe, init, args.out / "stage3", real)
     if args.reuse_stage3:
         last, seconds = args.reuse_stage3, args.training_seconds
     else:
-        cfg = finetune_config(recipe, init, args.out / "stage3", real)
         (args.out / "stage3_config.json").write_text(json.dumps(cfg, indent=2))
         last = train(cfg, args)
         seconds = time.perf_counter() - t0
         log.info("stage 3 done after %.0f s", seconds)
+    head = fire_head_config(recipe, cfg, last, args.out / "stage4")
+    # stage 4: the full-resolution fire head on the stage-3 network (unless that bundle has one already)
+    if head is not None and not load_bundle(last).config.fire_head:
+        t4 = time.perf_counter()
+        (args.out / "stage4_config.json").write_text(json.dumps(head, indent=2))
+        last = train(head, args)
+        seconds = (seconds or 0.0) + time.perf_counter() - t4
+        log.info("stage 4 (fire head) done after %.0f s", time.perf_counter() - t4)
     adapt = args.bn_adapt if args.bn_adapt is not None else float(recipe.get("bn_adapt", 0.0))
     if adapt:  # calibrate and score the network as predict will run it
         last = with_config(last, {"bn_adapt": adapt}, args.out / "adapted.firemap.pt")

@@ -185,3 +185,26 @@ def test_fire_threshold_rule_takes_the_lowest_quiet_candidate_near_the_best_f1()
     assert td.choose_fire_threshold(table([(0.2, 0.90, 0), (0.5, 0.91, 0)])) == 0.2
     # nothing quiet: fewest false objects, then the best F1
     assert td.choose_fire_threshold(table([(0.2, 0.90, 3), (0.5, 0.80, 1), (0.6, 0.85, 1)])) == 0.6
+
+
+def test_recipe_stage4_trains_only_a_fire_head_on_stage3_data(tmp_path: Path):
+    """The recipe's stage 4 is stage 3's mixture with larger simulator pools, small tiles, no affine
+    augmentation, a fire head in the model and nothing else trainable; it validates as a TrainConfig."""
+    import train_default as td
+
+    from firemap.train.config import train_config_from_dict
+
+    recipe = real_data.load_recipe()
+    real = [{"kind": "scenes", "name": "r", "images": [str(tmp_path / "r.tif")], "labelled": ["fire"], "weight": 0.3}]
+    stage3 = td.finetune_config(recipe, tmp_path / "init.firemap.pt", tmp_path / "stage3", real)
+    head = td.fire_head_config(recipe, stage3, tmp_path / "stage3.firemap.pt", tmp_path / "stage4")
+    assert head is not None and head["train_only"] == ["fire_head"]
+    assert head["model"]["fire_head"] > 0 and head["model"]["arch"] == stage3["model"]["arch"]
+    assert head["init"] == str(tmp_path / "stage3.firemap.pt") and head["augment"]["affine_p"] == 0.0
+    assert [s["name"] for s in head["data"]["train"]] == [s["name"] for s in stage3["data"]["train"]]
+    pools = {s["name"]: s["pool_scenes"] for s in head["data"]["train"] if s["kind"] == "simulator"}
+    assert pools and all(pools[s["name"]] == s["pool_scenes"] * recipe["fire_head"]["pool_scale"]
+                         for s in stage3["data"]["train"] if s["kind"] == "simulator")
+    assert stage3["augment"].get("affine_p", 0.3) != 0.0  # stage 3 itself is unchanged by the merge
+    cfg = train_config_from_dict({**head, "init": "none"})
+    assert cfg.train_only == ["fire_head"] and cfg.data.tile_size == 64
