@@ -274,13 +274,17 @@ def train(cfg: dict[str, Any], args: argparse.Namespace) -> Path:
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command that rebuilds this run from scratch (the options of this one, without the --reuse-* shortcuts
-    and the thresholds given by hand)."""
+    and a fire threshold given by hand; a burn-scar threshold given by hand stays, it replaces the calibration)."""
     parts = ["python scripts/train_default.py", f"--out {args.out}"]
     if args.legacy:
         parts.append("--legacy")
     parts.append(f"--variant {args.variant}")
     if args.bn_adapt is not None:
         parts.append(f"--bn-adapt {args.bn_adapt:g}")
+    if getattr(args, "no_stage3", False):
+        parts.append("--no-stage3")
+    if getattr(args, "scar_threshold", None) is not None:
+        parts.append(f"--scar-threshold {args.scar_threshold:g}")
     parts += [f"--precision {args.precision}", f"--threads {args.threads}", f"--calib-scenes {args.calib_scenes}",
               f"--test-scenes {args.test_scenes}",
               "--install", f"--install-for {args.install_for}"]
@@ -532,6 +536,11 @@ def parse() -> argparse.Namespace:
                    help="the v2 recipe (stages 1-2 only: simulator pretraining + California fine-tuning)")
     p.add_argument("--fire-threshold", type=float, default=None,
                    help="use this fire threshold instead of calibrating one (recipe path)")
+    p.add_argument("--scar-threshold", type=float, default=None,
+                   help="use this burn-scar threshold instead of calibrating one (recipe path)")
+    p.add_argument("--no-stage3", action="store_true",
+                   help="recipe path without the real-scene stage: stage 4 adds the fire head to the recipe's "
+                        "init bundle (v2, the generic default's network)")
     p.add_argument("--reuse-stage3", type=Path, default=None,
                    help="skip stage-3 training: start from this bundle (stage 4 adds the recipe's fire head "
                         "unless it has one), calibrate, evaluate (and --install)")
@@ -619,6 +628,8 @@ def run_recipe(args: argparse.Namespace) -> None:
     cfg = finetune_config(recipe, init, args.out / "stage3", real)
     if args.reuse_stage3:
         last, seconds = args.reuse_stage3, args.training_seconds
+    elif args.no_stage3:  # the generic default: v2's network (the recipe's init) with the fire head
+        last, seconds = init, args.training_seconds
     else:
         (args.out / "stage3_config.json").write_text(json.dumps(cfg, indent=2))
         last = train(cfg, args)
@@ -644,7 +655,11 @@ def run_recipe(args: argparse.Namespace) -> None:
         fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
     else:
         fire_threshold, calibration = calibrate_fire_threshold(last, args, real_negatives(real))
-    scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
+    if args.scar_threshold is not None:  # given (e.g. the generic default's 0.5, chosen on California crops)
+        scar_threshold = args.scar_threshold
+        scar_calibration = {"burn_scar_threshold": scar_threshold, "note": "given with --scar-threshold"}
+    else:
+        scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
     final = with_config(last, {"thresholds": {"fire": fire_threshold, "burn_scar": scar_threshold}},
                         args.out / "final.firemap.pt")
     metrics = final_metrics(final, args)
