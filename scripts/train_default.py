@@ -64,6 +64,7 @@ from firemap.train.config import SceneSource, SimulatorSource, train_config_from
 from firemap.train.data import simulated_scenes  # noqa: E402
 from firemap.train.evaluate import EvalReport, evaluate_source, evaluate_thresholds  # noqa: E402
 from firemap.train.loop import STATE_FILE, fit  # noqa: E402
+from firemap.transfer import init_bundle_config  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import eval_real  # noqa: E402
@@ -538,12 +539,13 @@ def parse() -> argparse.Namespace:
                    help="use this fire threshold instead of calibrating one (recipe path)")
     p.add_argument("--scar-threshold", type=float, default=None,
                    help="use this burn-scar threshold instead of calibrating one (recipe path)")
-    p.add_argument("--no-stage3", action="store_true",
-                   help="recipe path without the real-scene stage: stage 4 adds the fire head to the recipe's "
-                        "init bundle (v2, the generic default's network)")
-    p.add_argument("--reuse-stage3", type=Path, default=None,
-                   help="skip stage-3 training: start from this bundle (stage 4 adds the recipe's fire head "
-                        "unless it has one), calibrate, evaluate (and --install)")
+    start = p.add_mutually_exclusive_group()  # where stage 4 starts when stage 3 is not trained here
+    start.add_argument("--no-stage3", action="store_true",
+                       help="recipe path without the real-scene stage: stage 4 adds the fire head to the recipe's "
+                            "init bundle (v2, the generic default's network)")
+    start.add_argument("--reuse-stage3", type=Path, default=None,
+                       help="skip stage-3 training: start from this bundle (stage 4 adds the recipe's fire "
+                            "head unless it has one), calibrate, evaluate (and --install)")
     return p.parse_args()
 
 
@@ -637,7 +639,8 @@ def run_recipe(args: argparse.Namespace) -> None:
         log.info("stage 3 done after %.0f s", seconds)
     head = fire_head_config(recipe, cfg, last, args.out / "stage4")
     # stage 4: the full-resolution fire head on the stage-3 network (unless that bundle has one already)
-    if head is not None and not load_bundle(last).config.fire_head:
+    new_head = head is not None and not (init_bundle_config(str(last)) or {}).get("fire_head")
+    if new_head:
         t4 = time.perf_counter()
         (args.out / "stage4_config.json").write_text(json.dumps(head, indent=2))
         last = train(head, args)
@@ -650,9 +653,12 @@ def run_recipe(args: argparse.Namespace) -> None:
     if args.fire_threshold is not None:  # given (e.g. the init bundle's calibrated value): not recalibrated
         fire_threshold = args.fire_threshold
         calibration = {"fire_threshold": fire_threshold, "note": "given with --fire-threshold, not recalibrated"}
-    elif args.reuse_stage3 and previous.exists() and "calibration" in json.loads(previous.read_text()):
-        calibration = json.loads(previous.read_text())["calibration"]  # the fire threshold does not depend on
-        fire_threshold = calibration["fire_threshold"]  # the burn-scar one: reuse it
+    elif (args.reuse_stage3 and not new_head and previous.exists()
+          and "calibration" in json.loads(previous.read_text())):
+        # the same network as the previous run in --out (no head trained now): its fire threshold does not depend
+        # on the burn-scar one, reuse it
+        calibration = json.loads(previous.read_text())["calibration"]
+        fire_threshold = calibration["fire_threshold"]
     else:
         fire_threshold, calibration = calibrate_fire_threshold(last, args, real_negatives(real))
     if args.scar_threshold is not None:  # given (e.g. the generic default's 0.5, chosen on California crops)
