@@ -124,7 +124,7 @@ def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -
     are the other classes' outputs; an unknown part is refused with the parts listed."""
     from firemap.errors import ConfigError
     from firemap.train.config import train_config_from_dict
-    from firemap.train.loop import fit
+    from firemap.train.loop import _setup, fit
     from tests._train_helpers import burn_scene, write
 
     base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
@@ -148,6 +148,14 @@ def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -
     assert all(torch.equal(old[k], new[k]) for k in old)
     head = [k for k in new if k.startswith("fire_head.") and k.endswith("weight")]
     assert head and len(new) > len(old)
+    # the head itself trained: its BatchNorm statistics left their initial 0 / 1, and the optimizer holds exactly
+    # the head's parameters, every other one without a gradient
+    stats = new["fire_head.body.0.1.running_mean"]
+    assert not torch.equal(stats, torch.zeros_like(stats))
+    run = _setup(train_config_from_dict({**cfg, "out": str(tmp_path / "setup")}))
+    optimized = {id(p) for g in run.opt.param_groups for p in g["params"]}
+    assert optimized == {id(p) for p in run.model.fire_head.parameters()}
+    assert all(p.requires_grad == (id(p) in optimized) for p in run.model.parameters())
     x = torch.randn(1, after.config.in_channels, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(after.model(x)[:, 1:], before.model(x)[:, 1:], atol=0, rtol=0)
