@@ -23,10 +23,13 @@ fire-free crops, the California crops - mixed with the simulator, calibrates the
 crops only, and measures the held-out real scenes with ``scripts/eval_real.py`` (see docs/training.md).
 Stage 4 (the recipe's ``fire_head`` section) adds a full-resolution fire head to the stage-3 network and trains
 only it, on the same mixture in small tiles (docs/training.md, "A full-resolution fire head").
+``--install-for`` picks the default built: the recipe's ``defaults`` section of that name is merged over it
+(``generic``: stage 3 retrains only the fire output of v2, see the recipe; ``landsat``: the recipe as written).
 
 Usage (from the repository root)::
 
-    .venv/bin/python scripts/train_default.py --out runs/v3 [--install]          # stage 3 from the YAML recipe
+    .venv/bin/python scripts/train_default.py --out runs/v9 --install-for landsat [--install]  # the Landsat default
+    .venv/bin/python scripts/train_default.py --out runs/g10 [--install]          # the generic (Sentinel-2) default
     .venv/bin/python scripts/train_default.py --out runs/v3 --reuse-stage3 runs/v3/stage3/last.firemap.pt
     .venv/bin/python scripts/train_default.py --legacy --out runs/default --install      # v2: ~40 min on 2 cores
     .venv/bin/python scripts/train_default.py --legacy --out runs/default --install \
@@ -394,6 +397,14 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recipe_for(recipe: dict[str, Any], target: str) -> dict[str, Any]:
+    """The recipe of one shipped default (a key of :data:`DEFAULT_BUNDLES`): the recipe's ``defaults[target]``
+    section deep-merged over the rest (lists replaced whole); a target without a section gets the recipe as
+    written."""
+    base = {k: v for k, v in recipe.items() if k != "defaults"}
+    return _merged(base, (recipe.get("defaults") or {}).get(target, {}))
+
+
 def fire_head_config(
     recipe: dict[str, Any], stage3: dict[str, Any], init: Path, out: Path
 ) -> dict[str, Any] | None:
@@ -523,7 +534,8 @@ def parse() -> argparse.Namespace:
                    help=f"train and cross-validate on {', '.join(UNRELIABLE)} too (see UNRELIABLE)")
     p.add_argument("--install", action="store_true", help="write the bundle into firemap/assets (see --install-for)")
     p.add_argument("--install-for", default="generic", choices=list(DEFAULT_BUNDLES),
-                   help="which shipped default --install replaces: " + ", ".join(
+                   help="which shipped default to build (the recipe's `defaults` section of that name is merged "
+                        "over it) and, with --install, replace: " + ", ".join(
                        f"{k} = {v}" for k, v in DEFAULT_BUNDLES.items()))
     p.add_argument("--bn-adapt", type=float, default=None,
                    help="test-time BatchNorm adaptation weight written into the bundle before calibration "
@@ -606,10 +618,12 @@ def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str,
     }
     free = {n: r["heldout"] for n, r in results.items() if not n.startswith("_") and n != "corumba_20190825"
             and "heldout" in r}
-    own = [r["scar_pct_land"] for n, r in free.items() if sensor_family(results[n]["sensor"]) == args.install_for]
+    own = [r for n, r in free.items() if sensor_family(results[n]["sensor"]) == args.install_for]
     out["fire_free_max_burn_scar_pct_land"] = max(r["scar_pct_land"] for r in free.values())  # every scene
     if own:  # the scenes predict routes to this default (--install-for): what its users see
-        out[f"fire_free_max_burn_scar_pct_land_{args.install_for}_scenes"] = max(own)
+        out[f"fire_free_max_burn_scar_pct_land_{args.install_for}_scenes"] = max(r["scar_pct_land"] for r in own)
+        out[f"fire_free_fire_polygons_outside_lava_{args.install_for}_scenes"] = sum(r["fire_clusters"][0]
+                                                                                   for r in own)
     out["fire_free_fire_polygons_outside_lava"] = sum(r["fire_clusters"][0] for r in free.values())
     out["fire_free_fire_polygons_on_lava"] = sum(r["fire_clusters"][1] for r in free.values())
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
@@ -617,7 +631,7 @@ def real_scene_metrics(bundle_path: Path, args: argparse.Namespace) -> dict[str,
 
 def run_recipe(args: argparse.Namespace) -> None:
     """Stage 3 from the YAML recipe on top of the v2 bundle, then calibration, metrics and install."""
-    recipe = real_data.load_recipe(args.recipe)
+    recipe = recipe_for(real_data.load_recipe(args.recipe), args.install_for)
     done = args.out / "metrics.json"
     if args.install and args.reuse_stage3 and done.exists() and "real_scenes" in json.loads(done.read_text()):
         install(args.out / "final.firemap.pt", json.loads(done.read_text()), args, args.training_seconds,
@@ -661,9 +675,13 @@ def run_recipe(args: argparse.Namespace) -> None:
         fire_threshold = calibration["fire_threshold"]
     else:
         fire_threshold, calibration = calibrate_fire_threshold(last, args, real_negatives(real))
-    if args.scar_threshold is not None:  # given (e.g. the generic default's 0.5, chosen on California crops)
+    given = recipe.get("thresholds", {}).get("burn_scar")
+    if args.scar_threshold is not None:  # given by hand
         scar_threshold = args.scar_threshold
         scar_calibration = {"burn_scar_threshold": scar_threshold, "note": "given with --scar-threshold"}
+    elif given is not None:  # the recipe's (the generic default's 0.5, chosen on the California training crops)
+        scar_threshold = float(given)
+        scar_calibration = {"burn_scar_threshold": scar_threshold, "note": "the recipe's thresholds.burn_scar"}
     else:
         scar_threshold, scar_calibration = calibrate_scar_threshold(last, recipe, args.out, args.data)
     final = with_config(last, {"thresholds": {"fire": fire_threshold, "burn_scar": scar_threshold}},
@@ -680,14 +698,22 @@ def run_recipe(args: argparse.Namespace) -> None:
 
 
 def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    ft = recipe["finetune"]["config"]
+    only = f", {', '.join(ft['train_only'])} only" if ft.get("train_only") else ""
+    weights = ft.get("loss", {}).get("class_weights", {})
+    if any(w == 0 for w in weights.values()):
+        only += ", loss on " + ", ".join(c for c, w in weights.items() if w > 0) + " only"
+    head = recipe.get("fire_head")
+    stage4 = (f"; 4: a {head['model']['fire_head']}-channel full-resolution fire head (gate "
+              f"{head['model'].get('fire_gate', 6.0):g}), {head['config']['epochs']} x "
+              f"{head['config']['steps_per_epoch']} steps, only the head trained") if head else ""
     return {
-        "recipe": "configs/default_model.yaml",
+        "recipe": f"configs/default_model.yaml (defaults.{args.install_for} merged in, if any)",
         "reproduce": f"{reproduce_command(args)}  (recipe {args.recipe.name})",
         "stages": "1-2: the shipped v2 model (simulator pretraining 12 x 80 steps, California Sentinel-2 fine-tuning "
                   f"6 x 60 steps; git {recipe['init']['git_commit']}), not rerun; 3: real-scene fine-tuning "
-                  f"{recipe['finetune']['config']['epochs']} x {recipe['finetune']['config']['steps_per_epoch']} "
-                  "steps (Corumba rows < 536 partial labels, fire-free training crops, California crops, simulator "
-                  "with the new landscapes)",
+                  f"{ft['epochs']} x {ft['steps_per_epoch']} steps{only} (Corumba rows < 536 partial labels, "
+                  f"fire-free training crops, California crops, simulator with the new landscapes){stage4}",
         "real_data": "../shared/data: s2_calfire (Copernicus Sentinel-2 L2A crops, CAL FIRE perimeters; "
                      "Runan-Duan/Wildfire_Detection data_example); real_scenes (Landsat-8/Sentinel-2 scenes, see "
                      "configs/default_model.yaml for which rows trained)",

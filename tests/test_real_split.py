@@ -208,3 +208,29 @@ def test_recipe_stage4_trains_only_a_fire_head_on_stage3_data(tmp_path: Path):
     assert stage3["augment"].get("affine_p", 0.3) != 0.0  # stage 3 itself is unchanged by the merge
     cfg = train_config_from_dict({**head, "init": "none"})
     assert cfg.train_only == ["fire_head"] and cfg.data.tile_size == 64
+
+
+def test_recipe_per_default_generic_retrains_only_the_fire_output(tmp_path: Path):
+    """``defaults.generic`` is merged over the recipe for ``--install-for generic``: its stage 3 trains only the
+    output layer with loss on fire alone and no weight decay (what keeps v2's smoke and burn scar bit for bit,
+    tests/test_train_cli.py), its stage 4 still trains only the fire head; the Landsat recipe is the file as
+    written."""
+    import train_default as td
+
+    from firemap.train.config import train_config_from_dict
+
+    raw = real_data.load_recipe()
+    assert td.recipe_for(raw, "landsat") == {k: v for k, v in raw.items() if k != "defaults"}
+    recipe = td.recipe_for(raw, "generic")
+    assert recipe["corumba"] == raw["corumba"] and recipe["fire_free"] == raw["fire_free"]  # same split
+    assert recipe["bn_adapt"] == 0.5 and recipe["thresholds"]["burn_scar"] == 0.5
+    real = [{"kind": "scenes", "name": "r", "images": [str(tmp_path / "r.tif")], "labelled": ["fire"], "weight": 0.3}]
+    stage3 = td.finetune_config(recipe, tmp_path / "init.firemap.pt", tmp_path / "stage3", real)
+    cfg = train_config_from_dict({**stage3, "init": "none"})
+    assert cfg.train_only == ["segmentation_head"] and cfg.optim.weight_decay == 0.0
+    assert cfg.loss.class_weights == {"fire": 1.0, "smoke": 0.0, "burn_scar": 0.0}
+    sims = [s for s in cfg.data.train if s.kind == "simulator"]
+    s2 = sum(s.weight for s in sims if s.sensor == "sentinel2")
+    assert s2 > sum(s.weight for s in sims) - s2  # the mixture leans to Sentinel-2
+    head = td.fire_head_config(recipe, stage3, tmp_path / "stage3.firemap.pt", tmp_path / "stage4")
+    assert head is not None and train_config_from_dict({**head, "init": "none"}).train_only == ["fire_head"]

@@ -161,3 +161,43 @@ def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -
         torch.testing.assert_close(after.model(x)[:, 1:], before.model(x)[:, 1:], atol=0, rtol=0)
     with pytest.raises(ConfigError, match="its parts are"):
         fit(train_config_from_dict({**cfg, "train_only": ["fire_heads"], "out": str(tmp_path / "bad")}))
+
+
+def test_retraining_only_the_fire_output_keeps_the_other_classes_bit_for_bit(tmp_path: Path) -> None:
+    """The generic default's stage 3 (configs/default_model.yaml, ``defaults.generic``): only the output layer
+    trains (``train_only: [segmentation_head]``), with loss weight 0 on smoke and burn scar and no weight decay. The
+    fire row of that layer moves; the smoke and burn-scar rows, every other tensor and so the smoke and burn-scar
+    outputs stay exactly the init bundle's."""
+    from firemap.train.config import train_config_from_dict
+    from firemap.train.loop import fit
+    from tests._train_helpers import burn_scene, write
+
+    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
+    base["data"]["val"] = []
+    init = fit(train_config_from_dict(base)).last
+    (tmp_path / "fire").mkdir()
+    for i in range(2):
+        img, scar = burn_scene(64, seed=i)
+        fire = (img[5] > 1.0).astype(np.uint8)
+        write(tmp_path / "fire" / f"s{i}.tif", img, BANDS)
+        write(tmp_path / "fire" / f"s{i}.labels.tif", np.stack([fire, np.zeros_like(fire), scar.astype(np.uint8)]))
+    source = {"kind": "scenes", "images": str(tmp_path / "fire" / "s*[0-9].tif"), "mask_format": "bands",
+              "mask_bands": ["fire", "smoke", "burn_scar"]}
+    cfg = {**base, "init": str(init), "out": str(tmp_path / "fire_row"), "train_only": ["segmentation_head"],
+           "steps_per_epoch": 3, "optim": {"lr": 1e-2, "warmup_steps": 1, "weight_decay": 0.0},
+           "loss": {"class_weights": {"smoke": 0.0, "burn_scar": 0.0}},
+           "data": {**base["data"], "train": [source], "oversample": {"fire": 0.5}}}
+    before, after = load_bundle(init), load_bundle(fit(train_config_from_dict(cfg)).last)
+    old, new = before.model.state_dict(), after.model.state_dict()
+    changed = [k for k in old if not torch.equal(old[k], new[k])]
+    assert changed and all(k.startswith("segmentation_head.") for k in changed)
+    fire = [c.name for c in after.config.classes].index("fire")
+    for k in changed:
+        others = [i for i in range(old[k].shape[0]) if i != fire]
+        assert torch.equal(old[k][others], new[k][others]) and not torch.equal(old[k][fire], new[k][fire])
+    x = torch.randn(1, after.config.in_channels, 32, 32)
+    with torch.no_grad():
+        a, b = before.model(x), after.model(x)
+    keep = [i for i in range(a.shape[1]) if i != fire]
+    torch.testing.assert_close(b[:, keep], a[:, keep], atol=0, rtol=0)
+    assert not torch.equal(b[:, fire], a[:, fire])
