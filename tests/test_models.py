@@ -144,15 +144,23 @@ def _pre_registry_model(cfg: ModelConfig) -> nn.Module:
                              in_channels=cfg.in_channels, classes=len(cfg.classes))
 
 
-def test_shipped_default_predicts_as_before() -> None:
-    bundle = load_bundle(None)
-    payload = torch.load(default_bundle_path(), map_location="cpu", weights_only=True)
+@pytest.mark.parametrize("sensor", [None, "landsat8-l1"])
+def test_shipped_default_predicts_as_before(sensor: str | None) -> None:
+    """Each shipped default is smp's network as firemap built it before the registry, plus its fire head: every
+    class but fire exactly the plain network's, fire ``min(head(x), network fire + gate)``."""
+    bundle = load_bundle(default_bundle_path(sensor))
+    payload = torch.load(default_bundle_path(sensor), map_location="cpu", weights_only=True)
     old = _pre_registry_model(bundle.config)
-    old.load_state_dict(payload["state_dict"])
+    old.load_state_dict({k: v for k, v in payload["state_dict"].items() if not k.startswith("fire_head.")})
     torch.manual_seed(0)
     x = torch.randn(2, bundle.config.in_channels, 64, 64)
     with torch.no_grad():
-        assert torch.equal(bundle.model(x), old.eval()(x))
+        new, ref = bundle.model(x), old.eval()(x)
+        if bundle.config.fire_head:
+            fire = [c.name for c in bundle.config.classes].index("fire")
+            ref[:, fire:fire + 1] = torch.minimum(bundle.model.fire_head(x), ref[:, fire:fire + 1]
+                                                  + bundle.config.fire_gate)
+        assert torch.equal(new, ref)
 
 
 def test_pre_registry_deeplab_bundle_loads_unchanged(tmp_path: Path) -> None:

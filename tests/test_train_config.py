@@ -163,7 +163,8 @@ def test_finetune_takes_the_init_bundles_network(base: dict[str, Any]) -> None:
     mc = cfg.model_config_with_stats(None)
     assert (mc.arch, mc.encoder, mc.bands, mc.optional_bands) == (default.arch, default.encoder, default.bands,
                                                                   default.optional_bands)
-    assert mc.thresholds == default.thresholds == {"fire": 0.6}  # carried over, as calibrated for the bundle
+    assert mc.thresholds == default.thresholds and "fire" in mc.thresholds  # carried over, as calibrated for it
+    assert (mc.fire_head, mc.fire_gate) == (default.fire_head, default.fire_gate)  # and its fire head
     assert mc.classes == default.classes and mc.tile_size == default.tile_size
     own = train_config_from_dict({**base, "init": "default", "model": {"tile_size": 128}})
     assert own.model_config_with_stats(None).tile_size == 128  # what the config gives wins
@@ -221,7 +222,7 @@ def test_finetune_command_from_default(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     tuned = load_bundle(tmp_path / "ft" / "last.firemap.pt")
     default = load_bundle()
-    assert tuned.config.arch == "unet" and tuned.config.thresholds == {"fire": 0.6}
+    assert tuned.config.arch == "unet" and tuned.config.thresholds == default.config.thresholds
     assert tuned.config.mean == default.config.mean  # statistics of the bundle's bands kept
     assert tuned.provenance["train_scenes"] == {"images": ["s0.tif", "s1.tif"]}
     assert tuned.provenance["init"]["fresh"] == 0
