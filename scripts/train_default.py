@@ -31,8 +31,8 @@ Usage (from the repository root)::
     .venv/bin/python scripts/train_default.py --out runs/v9 --install-for landsat [--install]  # the Landsat default
     .venv/bin/python scripts/train_default.py --out runs/g10 [--install]          # the generic (Sentinel-2) default
     .venv/bin/python scripts/train_default.py --out runs/v3 --reuse-stage3 runs/v3/stage3/last.firemap.pt
-    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install      # v2: ~40 min on 2 cores
-    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install \
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default   # v2: ~40 min (--install: as the generic)
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default \
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
     .venv/bin/python scripts/train_default.py --legacy --out runs/default --install --resume \
@@ -61,7 +61,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from firemap.config import PredictConfig  # noqa: E402
+from firemap.config import ModelConfig, PredictConfig  # noqa: E402
 from firemap.models import DEFAULT_BUNDLES, load_bundle, save_bundle, sensor_family  # noqa: E402
 from firemap.train.config import SceneSource, SimulatorSource, train_config_from_dict  # noqa: E402
 from firemap.train.data import simulated_scenes  # noqa: E402
@@ -705,7 +705,8 @@ def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict
         only += ", loss on " + ", ".join(c for c, w in weights.items() if w > 0) + " only"
     head = recipe.get("fire_head")
     stage4 = (f"; 4: a {head['model']['fire_head']}-channel full-resolution fire head (gate "
-              f"{head['model'].get('fire_gate', 6.0):g}), {head['config']['epochs']} x "
+              f"{head['model'].get('fire_gate', ModelConfig.model_fields['fire_gate'].default):g}), "
+              f"{head['config']['epochs']} x "
               f"{head['config']['steps_per_epoch']} steps, only the head trained") if head else ""
     return {
         "recipe": f"configs/default_model.yaml (defaults.{args.install_for} merged in, if any)",
