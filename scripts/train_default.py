@@ -35,7 +35,7 @@ Usage (from the repository root)::
     .venv/bin/python scripts/train_default.py --legacy --out runs/default \
         --reuse-stage2 runs/default/stage2/last.firemap.pt --training-seconds 2400  # calibrate + evaluate only
     .venv/bin/python scripts/train_default.py --out runs/cv --cv --reuse-stage1 runs/default/stage1/last.firemap.pt
-    .venv/bin/python scripts/train_default.py --legacy --out runs/default --install --resume \
+    .venv/bin/python scripts/train_default.py --legacy --out runs/default --resume \
         --training-seconds 3000  # continue an interrupted run (the seconds spent before it)
 
 ``--cv`` runs leave-one-scene-out fine-tuning over the real crops not in ``UNRELIABLE`` (report only, nothing is
