@@ -32,21 +32,20 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import real_data  # noqa: E402
-from eval_real import read_bands  # noqa: E402
+from eval_real import binary_scores, read_bands  # noqa: E402
 
 from firemap.indices import nbr  # noqa: E402
 from firemap.models import default_bundle_path, load_bundle  # noqa: E402
+from firemap.nets import conv_bn_relu  # noqa: E402
+from firemap.predict import normalize_  # noqa: E402
 
 NAMES = ("blue", "green", "red", "nir", "swir1", "swir2")
 
 
 def network() -> nn.Module:
     """Five 3x3 conv-BN-ReLU layers (dilations 1, 2, 4, 8, 1) and a 1x1 logit, full resolution."""
-    layers: list[nn.Module] = []
-    cin = len(NAMES)
-    for d in (1, 2, 4, 8, 1):
-        layers += [nn.Conv2d(cin, 32, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(32), nn.ReLU()]
-        cin = 32
+    dilations = (1, 2, 4, 8, 1)
+    layers = [conv_bn_relu(len(NAMES) if i == 0 else 32, 32, dilation=d) for i, d in enumerate(dilations)]
     return nn.Sequential(*layers, nn.Conv2d(32, 1, 1))
 
 
@@ -92,9 +91,8 @@ def main() -> None:
         ref = src.read(3)  # bands fire / smoke / burn_scar
     bands, valid = read_bands(scene, NAMES)
     cfg = load_bundle(default_bundle_path("landsat8-l1")).config  # its normalization statistics
-    x = np.stack([bands[n] for n in NAMES]).astype(np.float32)
-    x = (x - np.asarray(cfg.mean[:6], np.float32)[:, None, None]) / np.asarray(cfg.std[:6], np.float32)[:, None, None]
-    x = np.nan_to_num(x)
+    assert cfg.bands == NAMES
+    x = np.nan_to_num(normalize_(np.stack([bands[n] for n in NAMES]).astype(np.float32), cfg))
     x[:, ~valid] = 0
     ok, truth = valid & (ref != 255), ref == 1
     width = truth.shape[1]
@@ -104,8 +102,7 @@ def main() -> None:
     train_rows[:real_data.train_rows(scene, recipe)[1]] = True
 
     def iou(pred: np.ndarray) -> float:
-        m = ok & held
-        return float((pred & truth & m).sum() / max(((pred | truth) & m).sum(), 1))
+        return binary_scores(pred, ref, ok & held)["iou"]
 
     def best(prob: np.ndarray) -> str:
         score, thr = max((iou(prob >= t), t) for t in np.arange(0.05, 0.96, 0.05))
