@@ -118,6 +118,28 @@ def test_freeze_bn_stats_keeps_the_init_statistics(tmp_path: Path) -> None:
         assert any(not torch.equal(before[k], after[k]) for k in weights)  # the network still learned
 
 
+def _init_and_fire_scenes(tmp_path: Path, smoke: int) -> tuple[dict, Path, dict]:
+    """A tiny config (no validation), the bundle of one step of it, and a scenes source of two burn scenes with
+    fire spots (swir2 > 1.0); masks fire / smoke (all ``smoke``) / burn_scar."""
+    from firemap.train.config import train_config_from_dict
+    from firemap.train.loop import fit
+    from tests._train_helpers import burn_scene, write
+
+    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
+    base["data"]["val"] = []
+    init = fit(train_config_from_dict(base)).last
+    (tmp_path / "fire").mkdir()
+    for i in range(2):
+        img, scar = burn_scene(64, seed=i)
+        fire = (img[5] > 1.0).astype(np.uint8)
+        write(tmp_path / "fire" / f"s{i}.tif", img, BANDS)
+        labels = np.stack([fire, np.full_like(fire, smoke), scar.astype(np.uint8)])
+        write(tmp_path / "fire" / f"s{i}.labels.tif", labels)
+    source = {"kind": "scenes", "images": str(tmp_path / "fire" / "s*[0-9].tif"), "mask_format": "bands",
+              "mask_bands": ["fire", "smoke", "burn_scar"]}
+    return base, init, source
+
+
 def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -> None:
     """Adding a fire head to a trained bundle and training only it (``train_only: [fire_head]``) moves the head's
     weights and nothing else: every tensor of the init bundle, BatchNorm statistics included, is unchanged, and so
@@ -125,19 +147,9 @@ def test_train_only_the_fire_head_keeps_the_rest_of_the_bundle(tmp_path: Path) -
     from firemap.errors import ConfigError
     from firemap.train.config import train_config_from_dict
     from firemap.train.loop import _setup, fit
-    from tests._train_helpers import burn_scene, write
 
-    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
-    base["data"]["val"] = []
-    init = fit(train_config_from_dict(base)).last
-    (tmp_path / "fire").mkdir()
-    for i in range(2):  # masks with the fire spots: bands fire / smoke (not labelled) / burn_scar
-        img, scar = burn_scene(64, seed=i)
-        fire = (img[5] > 1.0).astype(np.uint8)
-        write(tmp_path / "fire" / f"s{i}.tif", img, BANDS)
-        write(tmp_path / "fire" / f"s{i}.labels.tif", np.stack([fire, np.full_like(fire, 255), scar.astype(np.uint8)]))
-    source = {"kind": "scenes", "images": str(tmp_path / "fire" / "s*[0-9].tif"), "mask_format": "bands",
-              "mask_bands": ["fire", "smoke", "burn_scar"], "labelled": ["fire", "burn_scar"]}
+    base, init, source = _init_and_fire_scenes(tmp_path, smoke=255)  # smoke not labelled
+    source["labelled"] = ["fire", "burn_scar"]
     cfg = {**base, "init": str(init), "model": {"fire_head": 8}, "out": str(tmp_path / "head"),
            "train_only": ["fire_head"], "steps_per_epoch": 3, "optim": {"lr": 1e-2, "warmup_steps": 1},
            "data": {**base["data"], "train": [source], "oversample": {"fire": 0.5}}}
@@ -170,19 +182,8 @@ def test_retraining_only_the_fire_output_keeps_the_other_classes_bit_for_bit(tmp
     outputs stay exactly the init bundle's."""
     from firemap.train.config import train_config_from_dict
     from firemap.train.loop import fit
-    from tests._train_helpers import burn_scene, write
 
-    base = tiny_train_config(tmp_path / "data", tmp_path / "run", epochs=1, steps_per_epoch=1)
-    base["data"]["val"] = []
-    init = fit(train_config_from_dict(base)).last
-    (tmp_path / "fire").mkdir()
-    for i in range(2):
-        img, scar = burn_scene(64, seed=i)
-        fire = (img[5] > 1.0).astype(np.uint8)
-        write(tmp_path / "fire" / f"s{i}.tif", img, BANDS)
-        write(tmp_path / "fire" / f"s{i}.labels.tif", np.stack([fire, np.zeros_like(fire), scar.astype(np.uint8)]))
-    source = {"kind": "scenes", "images": str(tmp_path / "fire" / "s*[0-9].tif"), "mask_format": "bands",
-              "mask_bands": ["fire", "smoke", "burn_scar"]}
+    base, init, source = _init_and_fire_scenes(tmp_path, smoke=0)
     cfg = {**base, "init": str(init), "out": str(tmp_path / "fire_row"), "train_only": ["segmentation_head"],
            "steps_per_epoch": 3, "optim": {"lr": 1e-2, "warmup_steps": 1, "weight_decay": 0.0},
            "loss": {"class_weights": {"smoke": 0.0, "burn_scar": 0.0}},
