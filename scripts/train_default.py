@@ -419,7 +419,8 @@ def fire_head_config(
     cfg = _merged(stage3, spec.get("config", {}))
     for src in cfg["data"]["train"]:
         if src.get("kind") == "simulator":
-            src["pool_scenes"] = int(src.get("pool_scenes", 24) * spec.get("pool_scale", 1))
+            pool = src.get("pool_scenes", SimulatorSource.model_fields["pool_scenes"].default)
+            src["pool_scenes"] = int(pool * spec.get("pool_scale", 1))
     cfg.update({"model": {**stage3["model"], **spec["model"]}, "init": str(init), "out": str(out),
                 "train_only": ["fire_head"]})
     return cfg
@@ -706,8 +707,8 @@ def _recipe_provenance(recipe: dict[str, Any], args: argparse.Namespace) -> dict
     head = recipe.get("fire_head")
     stage4 = (f"; 4: a {head['model']['fire_head']}-channel full-resolution fire head (gate "
               f"{head['model'].get('fire_gate', ModelConfig.model_fields['fire_gate'].default):g}), "
-              f"{head['config']['epochs']} x "
-              f"{head['config']['steps_per_epoch']} steps, only the head trained") if head else ""
+              f"{head['config']['epochs']} x {head['config']['steps_per_epoch']} steps, only the head trained"
+              ) if head else ""
     return {
         "recipe": f"configs/default_model.yaml (defaults.{args.install_for} merged in, if any)",
         "reproduce": f"{reproduce_command(args)}  (recipe {args.recipe.name})",
